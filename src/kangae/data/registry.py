@@ -1,0 +1,140 @@
+"""The MNIST family: where each dataset's files come from and what its classes are called."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+
+from ..errors import UnknownNameError
+
+ROLES = ("train-images", "train-labels", "test-images", "test-labels")
+_MNIST_NAMES = {
+    "train-images": "train-images-idx3-ubyte.gz",
+    "train-labels": "train-labels-idx1-ubyte.gz",
+    "test-images": "t10k-images-idx3-ubyte.gz",
+    "test-labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A zip that holds the IDX files of several datasets (EMNIST ships this way)."""
+
+    url: str
+    md5: str
+    member_folder: str
+    local_name: str
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    title: str
+    classes: tuple[str, ...]
+    files: dict[str, str]
+    md5: dict[str, str] = field(default_factory=dict)
+    mirrors: tuple[str, ...] = ()
+    archive: Archive | None = None
+    folders: tuple[str, ...] = ()
+    transpose: bool = False
+    label_offset: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def search_folders(self) -> tuple[str, ...]:
+        return (self.name, *self.folders)
+
+
+def _emnist(split: str, title: str, classes: tuple[str, ...], label_offset: int = 0) -> DatasetSpec:
+    files = {
+        role: f"emnist-{split}-{role.split('-')[0]}-"
+        f"{'images-idx3' if role.endswith('images') else 'labels-idx1'}-ubyte.gz"
+        for role in ROLES
+    }
+    return DatasetSpec(
+        name=f"emnist-{split}",
+        title=title,
+        classes=classes,
+        files=files,
+        archive=Archive(
+            url="https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip",
+            md5="58c8d27c78d21e728a6bc7b3cc06412e",
+            member_folder="gzip/",
+            local_name="emnist-gzip.zip",
+        ),
+        folders=("emnist",),
+        transpose=True,
+        label_offset=label_offset,
+    )
+
+
+_DIGITS = tuple(string.digits)
+_UPPER = tuple(string.ascii_uppercase)
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec(
+            name="mnist",
+            title="MNIST handwritten digits",
+            classes=_DIGITS,
+            files=_MNIST_NAMES,
+            md5={
+                "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+                "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+                "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+            },
+            mirrors=(
+                "https://ossci-datasets.s3.amazonaws.com/mnist/",
+                "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            ),
+        ),
+        DatasetSpec(
+            name="fashion-mnist",
+            title="Fashion-MNIST (Zalando article images)",
+            classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            files=_MNIST_NAMES,
+            md5={
+                "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+                "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+                "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+            },
+            mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+            folders=("fashion_mnist", "FashionMNIST"),
+        ),
+        DatasetSpec(
+            name="kmnist",
+            title="Kuzushiji-MNIST (cursive hiragana)",
+            classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+            files=_MNIST_NAMES,
+            md5={
+                "train-images-idx3-ubyte.gz": "bdb82020997e1d708af4cf47b453dcf7",
+                "train-labels-idx1-ubyte.gz": "e144d726b3acfaa3e44228e80efcd344",
+                "t10k-images-idx3-ubyte.gz": "5c965bf0a639b31b8f53240b1b52f4d7",
+                "t10k-labels-idx1-ubyte.gz": "7320c461ea6c1c855c0b718fb2a4b134",
+            },
+            mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+            folders=("KMNIST",),
+        ),
+        _emnist("letters", "EMNIST letters (upper and lower case merged)",
+                tuple(string.ascii_lowercase), label_offset=1),
+        _emnist("balanced", "EMNIST balanced (47 classes)",
+                _DIGITS + _UPPER + tuple("abdefghnqrt")),
+        _emnist("digits", "EMNIST digits", _DIGITS),
+        _emnist("byclass", "EMNIST by class (62 classes)",
+                _DIGITS + _UPPER + tuple(string.ascii_lowercase)),
+    ]
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise UnknownNameError("dataset", name, DATASETS) from None

@@ -1,0 +1,270 @@
+"""Runs: a folder that is a TensorBoard logdir, with config, metrics and checkpoints.
+
+``train(...)`` creates or resumes one; ``load(path)`` opens one for probing::
+
+    run/
+      config.json          what was asked for (model, dataset, recipe, seed)
+      metrics.jsonl        one line per epoch
+      events.out.tfevents.*
+      checkpoints/latest.json, checkpoints/epoch-NNNN/ (model + training state)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__
+from ..data import BatchLoader, ImageSet, load_dataset
+from ..errors import KangaeError, RunError
+from ..models.checkpoint import ModelMeta, read_checkpoint, read_training_state
+from ..models.zoo import DEFAULT_MODEL, Recipe, create_model, get_entry
+from ..utils.atomic import remove_stale_temporaries, write_json
+from ..utils.device import pick_device
+from .callbacks import Callback, Checkpointer, MetricsLog, ProgressBar, TensorBoardLogger, read_metrics
+from .trainer import Trainer, evaluate
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "gd")
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """The newest complete checkpoint of a run folder (or ``path`` itself if it is one)."""
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"{path}: no such run folder")
+    if (path / "model.json").is_file():
+        return path
+    ckpts = path / "checkpoints"
+    latest = ckpts / "latest.json"
+    if latest.is_file():
+        try:
+            folder = ckpts / json.loads(latest.read_text())["checkpoint"]
+            if (folder / "model.json").is_file():
+                return folder
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    found = sorted(p for p in ckpts.glob("epoch-*") if (p / "model.json").is_file())
+    if found:
+        return found[-1]
+    raise RunError(f"{path}: no checkpoint in this run folder (train one with `kangae train --out {path}`)")
+
+
+@dataclass
+class Run:
+    """A trained model with everything recorded about it, ready for probes."""
+
+    path: Path
+    model: nn.Module
+    meta: ModelMeta
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.classes)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def dataset(self, split: str = "test", data_dir: str | os.PathLike | None = None) -> ImageSet:
+        return load_dataset(self.meta.dataset, split, data_dir=data_dir)
+
+    def evaluate(self, split: str = "test", dataset: str | None = None,
+                 data_dir: str | os.PathLike | None = None, batch_size: int = 1000) -> dict[str, Any]:
+        """Accuracy, cross-entropy and per-class accuracy on a dataset split."""
+        data = load_dataset(dataset or self.meta.dataset, split, data_dir=data_dir)
+        if data.num_classes != len(self.meta.classes):
+            raise KangaeError(
+                f"dataset '{data.name}' has {data.num_classes} classes but the model was "
+                f"trained on {len(self.meta.classes)} ({self.meta.dataset})")
+        result = evaluate(self.model, BatchLoader(data, batch_size), num_classes=data.num_classes)
+        result.update(dataset=data.name, split=split, classes=list(data.classes))
+        return result
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities for float images in [0, 1] of shape (N, C, H, W)."""
+        was = self.model.training
+        self.model.eval()
+        try:
+            return F.softmax(self.model(images.to(self.device).float()), dim=1)
+        finally:
+            self.model.train(was)
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
+    """Open a run folder (or a checkpoint folder) and load its newest model."""
+    path = Path(path)
+    ckpt = find_checkpoint(path)
+    model, meta = read_checkpoint(ckpt, map_location=pick_device(device))
+    run_dir = path if (path / "checkpoints").is_dir() else ckpt.parent.parent
+    config = {}
+    if (run_dir / "config.json").is_file():
+        config = json.loads((run_dir / "config.json").read_text())
+    return Run(path=run_dir, model=model, meta=meta, config=config,
+               history=read_metrics(run_dir / "metrics.jsonl"))
+
+
+def _optimizer(name: str, params: Any, recipe: Recipe) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True,
+                               weight_decay=recipe.weight_decay)
+    if name == "gd":
+        return torch.optim.SGD(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise KangaeError(f"unknown optimizer '{name}'; use one of {', '.join(OPTIMIZERS)}")
+
+
+def _scheduler(name: str, opt: torch.optim.Optimizer, recipe: Recipe, steps: int
+               ) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    if name == "constant":
+        return None
+    raise KangaeError(f"unknown schedule '{name}'; use one of {', '.join(SCHEDULES)}")
+
+
+def _dist_env() -> tuple[int, int, int]:
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _setup_distributed(device: torch.device, world: int, local_rank: int) -> torch.device:
+    if world <= 1:
+        return device
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
+          out: str | os.PathLike | None = None, epochs: int | None = None,
+          batch_size: int | None = None, lr: float | None = None,
+          optimizer: str | None = None, schedule: str | None = None,
+          weight_decay: float | None = None, max_shift: int | None = None,
+          seed: int = 0, device: str = "auto", data_dir: str | os.PathLike | None = None,
+          limit: int | None = None, resume: bool = False, amp: bool | None = None,
+          progress: bool = True, tensorboard: bool = True,
+          model_args: dict[str, Any] | None = None,
+          callbacks: Sequence[Callback] = ()) -> Run:
+    """Train a zoo model on an MNIST-family dataset; return the finished :class:`Run`.
+
+    Unset hyperparameters come from the model's recipe (``kangae models`` lists them).
+    ``resume=True`` continues the run in ``out`` exactly where its last checkpoint left off.
+    Under ``torchrun`` each process trains on its share of every batch (DDP; gloo on CPU).
+    """
+    entry = get_entry(model)
+    run_dir = Path(out) if out else Path("runs") / f"{model}-{dataset}"
+    rank, world, local_rank = _dist_env()
+    resume_from: Path | None = None
+    if resume:
+        resume_from = find_checkpoint(run_dir)
+        config = json.loads((run_dir / "config.json").read_text())
+        if epochs is not None and epochs != config["recipe"]["epochs"]:
+            raise KangaeError(f"{run_dir} was configured for {config['recipe']['epochs']} epochs; "
+                              "--resume continues that run as configured")
+    else:
+        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+            raise KangaeError(f"{run_dir} already holds a run; pass --resume to continue it "
+                              "or choose another --out")
+        overrides = {k: v for k, v in dict(
+            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
+            weight_decay=weight_decay, max_shift=max_shift).items() if v is not None}
+        recipe = replace(entry.recipe, **overrides)
+        if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
+            raise KangaeError("epochs and batch size must be at least 1 and lr positive")
+        config = {
+            "model": model, "model_args": dict(model_args or {}), "dataset": dataset,
+            "recipe": recipe.to_dict(), "seed": seed, "limit": limit,
+            "validation": "test split", "kangae": __version__, "torch": torch.__version__,
+        }
+    recipe = Recipe(**config["recipe"])
+    train_set = load_dataset(config["dataset"], "train", data_dir=data_dir)
+    train_set = train_set.subset(config["limit"], seed=config["seed"])
+    val_set = load_dataset(config["dataset"], "test", data_dir=data_dir)
+
+    dev = _setup_distributed(pick_device(device), world, local_rank)
+    torch.manual_seed(config["seed"])
+    net = create_model(config["model"], num_classes=train_set.num_classes,
+                       in_channels=train_set.images.shape[1], **config["model_args"])
+    mean, std = train_set.stats()
+    if hasattr(net, "normalize"):
+        net.normalize.mean.fill_(mean)
+        net.normalize.std.fill_(std)
+    net.to(dev)
+
+    loader = BatchLoader(train_set, recipe.batch_size, shuffle=True, seed=config["seed"],
+                         max_shift=recipe.max_shift, drop_last=True, rank=rank, world_size=world,
+                         device=dev)
+    if len(loader) == 0:
+        raise KangaeError(f"batch size {recipe.batch_size} is larger than the "
+                          f"{loader.samples_per_rank} training images each process gets")
+    val_loader = BatchLoader(val_set, 1000, device=dev)
+    opt = _optimizer(recipe.optimizer, net.parameters(), recipe)
+    sched = _scheduler(recipe.schedule, opt, recipe, recipe.epochs * len(loader))
+
+    meta = ModelMeta(model=config["model"], model_args=config["model_args"],
+                     dataset=train_set.name, classes=list(train_set.classes),
+                     input_shape=list(train_set.images.shape[1:]))
+    cbs: list[Callback] = []
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir / "checkpoints")
+        if not resume:
+            write_json(run_dir / "config.json", {**config, "normalization": {"mean": [mean], "std": [std]},
+                                                 "train_source": train_set.source})
+        if progress:
+            cbs.append(ProgressBar())
+        cbs += [MetricsLog(run_dir / "metrics.jsonl"), Checkpointer(run_dir, meta)]
+        if tensorboard:
+            cbs.append(TensorBoardLogger(run_dir))
+    cbs += list(callbacks)
+
+    wrapped: nn.Module = net
+    if world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(
+            net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    trainer = Trainer(wrapped, opt, scheduler=sched, callbacks=cbs, amp=amp,
+                      loss_fn=_loss(recipe.label_smoothing))
+    if resume_from is not None:
+        weights, _ = read_checkpoint(resume_from, map_location=dev)
+        net.load_state_dict(weights.state_dict())
+        state = read_training_state(resume_from)
+        if state is None:
+            raise RunError(f"{resume_from}: holds weights but no training state to resume from")
+        trainer.load_training_state(state)
+    trainer.fit(loader, val_loader, epochs=recipe.epochs)
+    if world > 1:
+        torch.distributed.barrier()
+    net.eval()
+    return Run(path=run_dir, model=net, meta=meta, config=config,
+               history=list(trainer.state.history))
+
+
+def _loss(label_smoothing: float):
+    if not label_smoothing:
+        return F.cross_entropy
+
+    def smoothed(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+
+    return smoothed
