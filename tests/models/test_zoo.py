@@ -1,0 +1,56 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kangae.errors import UnknownNameError
+from kangae.models import MODELS, Normalize, create_model
+from kangae.models.layers import layer_names
+from kangae.models.zoo import SameConv2d
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_models_map_images_to_logits(name):
+    model = create_model(name).eval()
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    wide = create_model(name, num_classes=47).eval()
+    assert wide(torch.rand(2, 1, 28, 28)).shape == (2, 47)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_models_normalize_first_and_name_hidden_and_logits(name):
+    model = create_model(name)
+    names = layer_names(model)
+    assert names[0] == "normalize" and isinstance(model.normalize, Normalize)
+    assert "logits" in names
+    if name != "softmax":
+        assert "hidden" in names
+
+
+def test_seed_cnn_architecture_matches_seed_003():
+    model = create_model("cnn")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (1, 32, (2, 2)), (32, 32, (2, 2)), (32, 32, (2, 2)), (32, 32, (2, 2))]
+    assert model.hidden.out_features == 512 and model.block1.dropout.p == 0.2
+    assert "block2.conv1" in layer_names(model)
+
+
+def test_same_conv_pads_bottom_right_like_keras():
+    conv = SameConv2d(1, 1, 2)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.zero_()
+    x = torch.arange(9.0).view(1, 1, 3, 3)
+    expected = F.conv2d(F.pad(x, (0, 1, 0, 1)), torch.ones(1, 1, 2, 2))
+    assert torch.equal(conv(x), expected)
+    assert conv(x)[0, 0, 2, 2] == 8.0  # bottom-right sees only itself
+
+
+def test_normalize_is_per_channel_affine():
+    norm = Normalize((0.5,), (0.25,))
+    assert torch.allclose(norm(torch.full((1, 1, 2, 2), 0.75)), torch.ones(1, 1, 2, 2))
+
+
+def test_unknown_model_suggests_closest():
+    with pytest.raises(UnknownNameError, match="Did you mean 'fast-cnn'"):
+        create_model("fastcnn")
