@@ -178,7 +178,7 @@ MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in [
         ModelEntry("softmax", "linear softmax regression (784 -> 10)", softmax,
-                   Recipe(epochs=5, batch_size=100, lr=0.5, optimizer="gd", schedule="constant"),
+                   Recipe(epochs=5, batch_size=100, lr=3e-3),
                    "seed 002"),
         ModelEntry("mlp", "perceptron 784-784-10, ReLU", mlp,
                    Recipe(epochs=5, batch_size=128, lr=1e-3), "seed 000"),

@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -150,14 +151,17 @@ class TensorBoardLogger(Callback):
 
         self.writer = SummaryWriter(self.log_dir, purge_step=trainer.state.step or None)
         if self.graph and trainer.state.step == 0 and trainer.example_input is not None:
+            model = trainer.bare_model
+            was_training = model.training
             try:
-                model = trainer.bare_model
-                was_training = model.training
                 model.eval()
-                self.writer.add_graph(model, trainer.example_input[:1])
-                model.train(was_training)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # tracing is deprecated but still what TB reads
+                    self.writer.add_graph(model, trainer.example_input[:1])
             except Exception as e:  # tracing is best effort for arbitrary user models
                 print(f"tensorboard: graph not written ({e})", file=sys.stderr)
+            finally:
+                model.train(was_training)
 
     def on_batch_end(self, trainer: Trainer, loss: torch.Tensor, batch_size: int) -> None:
         if trainer.state.step % self.every == 0:

@@ -1,0 +1,64 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from kangae.cli import cli
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_models_lists_the_zoo():
+    res = run("models")
+    assert res.exit_code == 0
+    for name in ("softmax", "mlp", "cnn", "fast-cnn (default)", "vgg-small"):
+        assert name in res.output
+
+
+def test_datasets_lists_where_files_are(blob_data):
+    res = run("datasets")
+    assert res.exit_code == 0
+    assert str(blob_data / "mnist") in res.output and "emnist-balanced" in res.output
+
+
+def test_train_eval_layers_end_to_end(blob_data, tmp_path):
+    out = str(tmp_path / "r")
+    res = run("train", "--model", "mlp", "--epochs", "2", "--out", out, "--no-tensorboard")
+    assert res.exit_code == 0, res.output
+    assert "saved" in res.output and "epoch 2/2" in res.output
+    res = run("eval", out, "--json")
+    assert res.exit_code == 0
+    assert json.loads(res.output)["accuracy"] > 0.9
+    res = run("eval", out)
+    assert "accuracy" in res.output and res.output.count("%") >= 11
+    res = run("layers", out)
+    assert res.exit_code == 0 and "hidden" in res.output and "784" in res.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--model", "cnnn"], "Did you mean 'cnn'"),
+    (["train", "--dataset", "mnits"], "Did you mean 'mnist'"),
+    (["train", "--epochs", "0"], "must be at least 1"),
+    (["eval", "/no/such/run"], "no such run folder"),
+    (["layers"], "give a RUN_DIR or --model"),
+])
+def test_usage_errors_exit_2_without_traceback(args, needle):
+    res = run(*args)
+    assert res.exit_code == 2, res.output
+    assert needle in res.output and "Traceback" not in res.output
+
+
+def test_run_folder_without_checkpoint(tmp_path):
+    res = run("eval", str(tmp_path))
+    assert res.exit_code == 2 and "no checkpoint" in res.output
+
+
+def test_console_script_reports_missing_data_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kangae.cli", "eval", str(tmp_path / "x")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
