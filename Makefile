@@ -14,8 +14,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
+# Until `kangae tour` exists, the demo trains the default model (resuming a run that was
+# stopped) and evaluates it.
 demo: $(VENV)/.installed
-	$(VENV)/bin/kangae train --out runs/demo
+	if [ -f runs/demo/checkpoints/latest.json ]; then \
+		$(VENV)/bin/kangae train --out runs/demo --resume; \
+	else \
+		$(VENV)/bin/kangae train --out runs/demo; \
+	fi
 	$(VENV)/bin/kangae eval runs/demo
 
 test: $(VENV)/.installed

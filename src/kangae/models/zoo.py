@@ -185,7 +185,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry("cnn", "two blocks of 2x2 convs, Dense-512 'hidden'", cnn,
                    Recipe(epochs=4, batch_size=128, lr=2e-3), "seed 003"),
         ModelEntry("fast-cnn", "small batch-norm CNN tuned for time to 99% on CPU", fast_cnn,
-                   Recipe(epochs=10, batch_size=64, lr=5e-3, max_shift=2), "kangae"),
+                   Recipe(epochs=15, batch_size=64, lr=5e-3, max_shift=2), "kangae"),
         ModelEntry("vgg-small", "VGG-style 3x3 conv blocks (32-64-128)", vgg_small,
                    Recipe(epochs=4, batch_size=128, lr=1e-3), "seed 004"),
     ]

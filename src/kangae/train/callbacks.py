@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import torch
 
 from ..models.checkpoint import ModelMeta, write_checkpoint
-from ..utils.atomic import write_json
+from ..utils.atomic import write_bytes, write_json
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -90,9 +90,8 @@ class MetricsLog(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         # Lines past the checkpoint we resumed from belong to work that was lost: drop them.
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("epoch", 0) <= trainer.state.epoch]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [m for m in read_metrics(self.path) if m.get("epoch", 0) <= trainer.state.epoch]
+            write_bytes(self.path, "".join(json.dumps(m) + "\n" for m in kept).encode())
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
         with open(self.path, "a") as f:
@@ -150,7 +149,11 @@ class TensorBoardLogger(Callback):
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(self.log_dir, purge_step=trainer.state.step or None)
-        if self.graph and trainer.state.step == 0 and trainer.example_input is not None:
+        self._graph_pending = self.graph and trainer.state.step == 0
+
+    def _write_graph(self, trainer: Trainer) -> None:
+        self._graph_pending = False
+        if trainer.example_input is not None:
             model = trainer.bare_model
             was_training = model.training
             try:
@@ -164,7 +167,9 @@ class TensorBoardLogger(Callback):
                 model.train(was_training)
 
     def on_batch_end(self, trainer: Trainer, loss: torch.Tensor, batch_size: int) -> None:
-        if trainer.state.step % self.every == 0:
+        if self._graph_pending:
+            self._write_graph(trainer)
+        if trainer.state.step % self.every == 1 or self.every == 1:
             self.writer.add_scalar("batch/train_loss", float(loss), trainer.state.step)
             self.writer.add_scalar("batch/lr", trainer.lr, trainer.state.step)
 
@@ -187,7 +192,14 @@ class TensorBoardLogger(Callback):
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The epochs of ``metrics.jsonl``; a line cut short by a killed process is skipped."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

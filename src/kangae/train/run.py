@@ -107,7 +107,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
     path = Path(path)
     ckpt = find_checkpoint(path)
     model, meta = read_checkpoint(ckpt, map_location=pick_device(device))
-    run_dir = path if (path / "checkpoints").is_dir() else ckpt.parent.parent
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else path
     config = {}
     if (run_dir / "config.json").is_file():
         config = json.loads((run_dir / "config.json").read_text())
@@ -178,7 +178,11 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     resume_from: Path | None = None
     if resume:
         resume_from = find_checkpoint(run_dir)
-        config = json.loads((run_dir / "config.json").read_text())
+        try:
+            config = json.loads((run_dir / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RunError(f"{run_dir / 'config.json'}: cannot resume without the run's "
+                           f"config ({e})") from None
         if epochs is not None and epochs != config["recipe"]["epochs"]:
             raise KangaeError(f"{run_dir} was configured for {config['recipe']['epochs']} epochs; "
                               "--resume continues that run as configured")

@@ -145,10 +145,6 @@ class Trainer:
         s = self.state
         s.epochs = epochs
         s.batches_per_epoch = len(train) if hasattr(train, "__len__") else 0
-        if self.example_input is None:
-            for x, _ in train:
-                self.example_input = x[:1].to(self.device)
-                break
         self._emit("on_fit_start")
         with _StopFlag() as stop:
             while s.epoch < epochs:
@@ -159,6 +155,8 @@ class Trainer:
                 self._acc = torch.zeros(3, device=self.device, dtype=torch.float64)
                 for x, y in train:
                     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                    if self.example_input is None:
+                        self.example_input = x[:1].detach()
                     loss = self._step(x, y, self._acc)
                     s.batch += 1
                     s.step += 1
