@@ -25,6 +25,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/kangae eval runs/demo
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check --quiet .
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed

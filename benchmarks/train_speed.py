@@ -26,7 +26,7 @@ import kangae
 from kangae.data import BatchLoader, load_dataset
 from kangae.models import create_model
 from kangae.models.checkpoint import ModelMeta
-from kangae.train import Checkpointer, MetricsLog, Trainer, TensorBoardLogger
+from kangae.train import Checkpointer, MetricsLog, TensorBoardLogger, Trainer
 
 
 def bare_loop(data, epochs: int, seed: int = 0) -> float:

@@ -6,7 +6,12 @@ import torch
 
 from kangae.errors import RunError
 from kangae.models import create_model
-from kangae.models.checkpoint import ModelMeta, read_checkpoint, read_training_state, write_checkpoint
+from kangae.models.checkpoint import (
+    ModelMeta,
+    read_checkpoint,
+    read_training_state,
+    write_checkpoint,
+)
 
 
 def _meta(**kw):

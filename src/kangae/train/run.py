@@ -29,7 +29,14 @@ from ..models.checkpoint import ModelMeta, read_checkpoint, read_training_state
 from ..models.zoo import DEFAULT_MODEL, Recipe, create_model, get_entry
 from ..utils.atomic import remove_stale_temporaries, write_json
 from ..utils.device import pick_device
-from .callbacks import Callback, Checkpointer, MetricsLog, ProgressBar, TensorBoardLogger, read_metrics
+from .callbacks import (
+    Callback,
+    Checkpointer,
+    MetricsLog,
+    ProgressBar,
+    TensorBoardLogger,
+    read_metrics,
+)
 from .trainer import Trainer, evaluate
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "gd")
