@@ -1,0 +1,47 @@
+"""Shared plumbing for probes: a model's input shape, and a safe way to borrow a model."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def input_shape_of(model: nn.Module, default: tuple[int, ...] = (1, 28, 28)) -> tuple[int, ...]:
+    """(C, H, W) the model expects: from its first conv or linear layer where that is clear."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return (m.in_channels, *default[1:])
+        if isinstance(m, nn.Linear):
+            side = int(round((m.in_features / default[0]) ** 0.5))
+            if default[0] * side * side == m.in_features:
+                return (default[0], side, side)
+            return default
+    return default
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no parameter gradients inside the block; both restored on exit."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        yield model
+    finally:
+        model.train(was_training)
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def eval_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A private eval-mode copy in ``dtype``: searches never touch the caller's model."""
+    clone = copy.deepcopy(model).eval()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone.to(dtype)
