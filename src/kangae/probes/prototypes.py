@@ -340,7 +340,6 @@ def _steepest_ascent(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None,
 def _finish(x: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, t: torch.Tensor, restarts: int,
             shape: tuple[int, ...], events: _Events, total: int, n_frames: int, method: str,
             metrics: dict) -> PrototypeResult:
-    n = len(t)
     per = s.view(-1, restarts)
     best = per.argmax(1) + torch.arange(per.shape[0], device=s.device) * restarts
     at = sorted({round(i * total / max(1, n_frames - 1)) for i in range(n_frames)}) if total else [0]

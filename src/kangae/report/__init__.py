@@ -1,0 +1,1 @@
+"""Reports: probes run, verified and written to disk as pictures and JSON."""

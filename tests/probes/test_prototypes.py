@@ -1,0 +1,116 @@
+import pytest
+import torch
+from torch import nn
+
+from kangae.models import Normalize, create_model
+from kangae.probes import reference_search, search_prototypes
+
+
+def _linear_model(seed=0):
+    torch.manual_seed(seed)
+    return create_model("softmax").eval()
+
+
+def _small_mlp(seed=0):
+    torch.manual_seed(seed)
+    return create_model("mlp", hidden=48).eval()
+
+
+def test_greedy_finds_the_exact_optimum_of_a_linear_logit():
+    model = _linear_model()
+    result = search_prototypes(model, list(range(10)))
+    w = model.logits.weight.detach() / model.normalize.std.item()  # pixel-space weights
+    expected = (w > 0).float().view(10, 1, 28, 28)
+    assert torch.equal(result.images, expected)
+    assert result.metrics["sweeps"] == [2] * 10  # one sweep to set, one to confirm
+    assert result.metrics["incremental"]
+
+
+@pytest.mark.parametrize("method,kw", [
+    ("greedy", {}),
+    ("greedy", {"levels": (0.0, 0.5, 1.0)}),
+    ("greedy", {"init": "random", "restarts": 2}),
+    ("greedy", {"score": "prob"}),
+    ("mc", {"steps": 400, "restarts": 2}),
+])
+def test_batched_search_gives_the_same_images_as_the_sequential_reference(method, kw):
+    model = _small_mlp()
+    targets = [0, 3, 7]
+    fast = search_prototypes(model, targets, method=method, max_sweeps=4, **kw)
+    ref = reference_search(model, targets, method=method, max_sweeps=4, **kw)
+    restarts = kw.get("restarts", 1)
+    best = torch.tensor(fast.metrics["restart_scores"]).argmax(1)
+    ref_best = ref.view(len(targets), restarts, *ref.shape[1:])[torch.arange(len(targets)), best]
+    assert torch.equal(fast.images, ref_best)
+    assert sum(fast.metrics["changes"]) > 0
+
+
+def test_same_images_without_the_incremental_path_and_for_convolutions():
+    model = _small_mlp()
+    plain = search_prototypes(model, [2, 5], incremental=False, max_sweeps=3)
+    assert not plain.metrics["incremental"]
+    assert torch.equal(plain.images, reference_search(model, [2, 5], max_sweeps=3))
+    torch.manual_seed(1)
+    conv = create_model("cnn", channels=4, hidden=16).eval()
+    fast = search_prototypes(conv, [1, 8], max_sweeps=2)
+    assert fast.metrics["incremental"]  # the first conv, nested in block1, is found
+    assert torch.equal(fast.images, reference_search(conv, [1, 8], max_sweeps=2))
+
+
+def test_black_box_search_works_on_a_non_sequential_model():
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = _small_mlp()
+
+        def forward(self, x):
+            return self.inner(x) * 2.0
+
+    model = Wrapped().eval()
+    fast = search_prototypes(model, [4], max_sweeps=2)
+    assert not fast.metrics["incremental"]
+    assert torch.equal(fast.images, reference_search(model, [4], max_sweeps=2))
+
+
+def test_block_mode_ends_at_a_local_optimum():
+    model = _small_mlp()
+    result = search_prototypes(model, [6], method="block", steps=5000)
+    x = result.images.view(1, -1).double()
+    net = model.double()
+    with torch.no_grad():
+        base = net(x.view(1, 1, 28, 28))[0, 6]
+        flips = x.repeat(784, 1)
+        flips[torch.arange(784), torch.arange(784)] = 1 - flips[torch.arange(784), torch.arange(784)]
+        scores = net(flips.view(-1, 1, 28, 28))[:, 6]
+    assert (scores <= base + 1e-9 * abs(base)).all(), "no single flip may improve the result"
+    linear = _linear_model()
+    assert torch.equal(search_prototypes(linear, [3], method="block", steps=5000).images,
+                       search_prototypes(linear, [3]).images)
+
+
+def test_frames_replay_the_search_and_the_callers_model_is_untouched():
+    model = _small_mlp().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = search_prototypes(model, [1, 2], frames=12)
+    assert result.frames.shape == (12, 2, 1, 28, 28)
+    assert result.frames[0].sum() == 0  # starts blank
+    assert torch.equal(result.frames[-1], result.images)
+    assert model.training and next(model.parameters()).dtype == torch.float32
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_bad_arguments():
+    model = _linear_model()
+    with pytest.raises(ValueError, match="targets must lie in 0..9"):
+        search_prototypes(model, [10])
+    with pytest.raises(ValueError, match="unknown search method"):
+        search_prototypes(model, [1], method="anneal")
+    with pytest.raises(ValueError, match="unknown score"):
+        search_prototypes(model, [1], score="margin")
+
+
+def test_normalize_is_folded_into_the_affine_prefix():
+    model = nn.Sequential(Normalize((0.5,), (0.25,)), nn.Flatten(), nn.Linear(784, 10)).eval()
+    result = search_prototypes(model, [0])
+    assert result.metrics["incremental"]
+    assert torch.equal(result.images.flatten(), (model[2].weight[0] > 0).float())
