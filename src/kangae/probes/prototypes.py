@@ -41,7 +41,7 @@ SCORES = ("logit", "prob", "logprob")
 TOLERANCE = 1e-9
 _MAX_COLUMN_BYTES = 512 << 20
 _BATCH_BYTES = 64 << 20
-_MIN_WINDOW = 32  # on a CPU a batch of 32 costs about what a batch of 1 does
+_MIN_WINDOW = 8
 
 
 def _tol(s: torch.Tensor) -> torch.Tensor:
@@ -117,21 +117,27 @@ class _Scorer:
 
     @torch.no_grad()
     def candidates(self, x: torch.Tensor, pre: torch.Tensor | None, targets: torch.Tensor,
-                   pixels: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+                   pixels: torch.Tensor, values: torch.Tensor,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
         """Scores ``(n, K, L)`` of setting pixel ``pixels[n, k]`` to ``values[n, k, l]``.
 
         A candidate that leaves the pixel as it is cannot raise the score, so it is not
-        evaluated and gets ``-inf`` (the sequential reference evaluates it and rejects it).
+        evaluated and gets ``-inf`` (the sequential reference evaluates it and rejects it);
+        so do positions outside ``mask`` ``(n, K)``.
         """
         dv = values - x.gather(1, pixels)[..., None]
-        chain, kk, ll = (dv != 0).nonzero(as_tuple=True)
+        todo = dv != 0
+        if mask is not None:
+            todo &= mask[..., None]
+        chain, kk, ll = todo.nonzero(as_tuple=True)
         out = torch.full(values.shape, float("-inf"), dtype=x.dtype, device=x.device)
         width = self.width if self.incremental else self.dim
         step = max(1, _BATCH_BYTES // (width * 8))
         for lo in range(0, len(chain), step):
             c, k, lv = chain[lo : lo + step], kk[lo : lo + step], ll[lo : lo + step]
             if self.incremental:
-                batch = pre[c] + self.columns[pixels[c, k]] * dv[c, k, lv, None]
+                batch = torch.addcmul(pre.index_select(0, c),
+                                      self.columns.index_select(0, pixels[c, k]), dv[c, k, lv, None])
                 logits = self.rest(batch.view(-1, *self.pre_shape))
             else:
                 batch = x[c].clone()
@@ -156,12 +162,17 @@ class _Events:
 
     def add(self, steps: torch.Tensor, chains: torch.Tensor, pixels: torch.Tensor,
             values: torch.Tensor) -> None:
-        self.rows.append(torch.stack([steps.double(), chains.double(), pixels.double(),
-                                      values.double()], 1).cpu())
+        self.rows.append((steps, chains, pixels, values))
+
+    def table(self) -> torch.Tensor:
+        """All events as a float64 ``(E, 4)`` table of (step, chain, pixel, value)."""
+        if not self.rows:
+            return torch.zeros(0, 4, dtype=torch.float64)
+        return torch.stack([torch.cat(col).double().cpu() for col in zip(*self.rows)], 1)
 
     def frames(self, x0: torch.Tensor, at: Sequence[int]) -> torch.Tensor:
         """Images of every chain after ``at[i]`` proposals (``(F, N, D)``)."""
-        ev = torch.cat(self.rows) if self.rows else torch.zeros(0, 4, dtype=torch.float64)
+        ev = self.table()
         ev = ev[torch.argsort(ev[:, 0], stable=True)].numpy()
         x, out, j = x0.detach().cpu().double().numpy().copy(), [], 0
         for t in at:
@@ -175,40 +186,50 @@ class _Events:
 def _run_pass(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: torch.Tensor,
               targets: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor,
               active: torch.Tensor, events: _Events, offset: int, max_window: int) -> torch.Tensor:
-    """One pass over each active chain's proposal sequence; returns which chains changed."""
+    """One pass over each active chain's proposal sequence; returns which chains changed.
+
+    Each chain has its own window: about twice as long as its last wait for an acceptance,
+    doubled after a window with none. Chains are addressed with masks rather than index
+    copies, since this loop runs once per accepted change and its overhead is the cost.
+    """
     n_chains, length = pixels.shape
-    levels = values.shape[2]
-    ptr = torch.zeros(n_chains, dtype=torch.long, device=x.device)
-    changed = torch.zeros(n_chains, dtype=torch.bool, device=x.device)
-    window = min(_MIN_WINDOW, max_window)
+    dev = x.device
+    ptr = torch.zeros(n_chains, dtype=torch.long, device=dev)
+    changed = torch.zeros(n_chains, dtype=torch.bool, device=dev)
+    window = torch.full((n_chains,), min(16, max_window), dtype=torch.long, device=dev)
+    span_all = torch.arange(max_window, device=dev)
+    rows = torch.arange(n_chains, device=dev)
+    threshold = s + _tol(s)
     while True:
-        idx = (active & (ptr < length)).nonzero().squeeze(1)
-        if len(idx) == 0:
+        live = active & (ptr < length)
+        if not bool(live.any()):
             return changed
-        pos = ptr[idx, None] + torch.arange(window, device=x.device)
-        valid = pos < length
-        pos = pos.clamp(max=length - 1)
-        pix = pixels[idx].gather(1, pos)
-        vals = values[idx].gather(1, pos[..., None].expand(-1, -1, levels))
-        cand = scorer.candidates(x[idx], None if pre is None else pre[idx], targets[idx], pix, vals)
+        span = span_all[: int(window[live].max())]
+        pos = ptr[:, None] + span
+        valid = (pos < length) & (span < window[:, None]) & live[:, None]
+        pos.clamp_(max=length - 1)
+        pix = pixels.gather(1, pos)
+        vals = values.gather(1, pos[..., None].expand(-1, -1, values.shape[2]))
+        cand = scorer.candidates(x, pre, targets, pix, vals, valid)
         best, best_level = cand.max(dim=2)
-        improve = valid & (best > (s[idx] + _tol(s[idx]))[:, None])
+        improve = valid & (best > threshold[:, None])
         hit = improve.any(1)
-        first = improve.to(torch.int8).argmax(1)
-        ptr[idx[~hit]] += window
-        if hit.any():
-            c, k = idx[hit], first[hit]
-            rows = torch.arange(len(idx), device=x.device)[hit]
-            p = pix[rows, k]
-            v = vals[rows, k, best_level[rows, k]]
-            scorer.apply(x, pre, c, p, v)
-            s[c] = best[rows, k]
-            events.add(offset + pos[rows, k] + 1, c, p, v)
-            ptr[c] = pos[rows, k] + 1
-            changed[c] = True
-            window = max(min(_MIN_WINDOW, max_window), window // 2)
-        else:
-            window = min(max_window, window * 2)
+        miss = live & ~hit
+        ptr += window * miss
+        window = torch.where(miss, (window * 2).clamp(max=max_window), window)
+        if not bool(hit.any()):
+            continue
+        c = rows[hit]
+        k = improve[hit].to(torch.int8).argmax(1)
+        p = pix[c, k]
+        v = vals[c, k, best_level[c, k]]
+        scorer.apply(x, pre, c, p, v)
+        s[c] = best[c, k]
+        threshold[c] = s[c] + _tol(s[c])
+        events.add(offset + pos[c, k] + 1, c, p, v)
+        ptr[c] = pos[c, k] + 1
+        changed[c] = True
+        window[c] = (2 * (k + 1)).clamp(min=_MIN_WINDOW, max=max_window)
 
 
 def _initial(init: str | torch.Tensor, n: int, shape: tuple[int, ...], dtype: torch.dtype,
@@ -307,10 +328,7 @@ def search_prototypes(model: nn.Module, targets: int | Sequence[int] | torch.Ten
 
 
 def _count_changes(events: _Events, n: int) -> torch.Tensor:
-    if not events.rows:
-        return torch.zeros(n, dtype=torch.long)
-    ev = torch.cat(events.rows)
-    return torch.bincount(ev[:, 1].long(), minlength=n)
+    return torch.bincount(events.table()[:, 1].long(), minlength=n)
 
 
 def _steepest_ascent(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: torch.Tensor,
@@ -322,7 +340,8 @@ def _steepest_ascent(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None,
     step = 0
     while active.any() and step < max_steps:
         idx = active.nonzero().squeeze(1)
-        cand = scorer.candidates(x[idx], None if pre is None else pre[idx], t[idx], pixels[idx], values[idx])
+        cand = scorer.candidates(x[idx], None if pre is None else pre[idx], t[idx], pixels[idx],
+                                 values[idx])
         flat = cand.flatten(1)
         best, where = flat.max(1)
         better = best > s[idx] + _tol(s[idx])
