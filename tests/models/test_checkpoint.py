@@ -86,3 +86,15 @@ def test_a_failed_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypat
     _, meta = read_checkpoint(tmp_path / "ck")
     assert meta.epoch == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+
+
+def test_checkpoint_files_are_readable_like_any_new_file(tmp_path):
+    import os
+    import stat
+
+    write_checkpoint(tmp_path / "ck", create_model("softmax"), ModelMeta(model="softmax"))
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in [tmp_path / "ck", *(tmp_path / "ck").iterdir()]:
+        mode = stat.S_IMODE(f.stat().st_mode)
+        assert mode == (0o777 if f.is_dir() else 0o666) & ~mask, f

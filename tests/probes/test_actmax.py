@@ -4,6 +4,7 @@ from torch import nn
 
 from kangae.models import create_model
 from kangae.probes import Regularizers, activation_maximization
+from tests.probes.models import random_linear
 
 
 def _hooks(model):
@@ -12,7 +13,7 @@ def _hooks(model):
 
 def test_logit_prototype_of_a_linear_model_follows_the_weight_signs():
     torch.manual_seed(0)
-    model = create_model("softmax").eval()
+    model = random_linear()
     result = activation_maximization(model, list(range(10)), steps=300, lr=0.1,
                                      regularizers=Regularizers(jitter=0))
     w = model.logits.weight.detach()

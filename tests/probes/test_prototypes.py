@@ -4,11 +4,12 @@ from torch import nn
 
 from kangae.models import Normalize, create_model
 from kangae.probes import reference_search, search_prototypes
+from tests.probes.models import random_linear
 
 
 def _linear_model(seed=0):
     torch.manual_seed(seed)
-    return create_model("softmax").eval()
+    return random_linear()
 
 
 def _small_mlp(seed=0):

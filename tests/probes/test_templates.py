@@ -3,11 +3,12 @@ import torch
 
 from kangae.models import create_model
 from kangae.probes import is_linear, weight_templates
+from tests.probes.models import random_linear
 
 
 def test_linear_templates_are_weight_rows_in_pixel_space():
     torch.manual_seed(0)
-    model = create_model("softmax").eval()
+    model = random_linear()
     model.normalize.std.fill_(0.5)
     r = weight_templates(model)
     assert r.signed and r.metrics["kind"] == "weights"
@@ -21,7 +22,7 @@ def test_linear_templates_are_weight_rows_in_pixel_space():
 
 def test_mean_gradient_of_a_linear_model_equals_its_template():
     torch.manual_seed(0)
-    model = create_model("softmax").eval()
+    model = random_linear()
     images, labels = torch.rand(50, 1, 28, 28), torch.arange(50) % 10
     wrapped = torch.nn.Sequential(model, torch.nn.Identity(), torch.nn.ReLU(), torch.nn.Identity())
     assert not is_linear(wrapped) and is_linear(model)

@@ -64,12 +64,19 @@ def _seq(*layers: tuple[str, nn.Module]) -> nn.Sequential:
 
 
 def softmax(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
-    """Softmax regression: one linear layer on the pixels (seed 002)."""
-    return _seq(
+    """Softmax regression: one linear layer on the pixels (seed 002).
+
+    Weights start at zero, as in the seed: the problem is convex, and pixels that are never
+    inked keep a zero weight, so the weight templates show digits rather than init noise.
+    """
+    model = _seq(
         ("normalize", Normalize((0.1307,) * in_channels, (0.3081,) * in_channels)),
         ("flatten", nn.Flatten()),
         ("logits", nn.Linear(in_channels * image_size**2, num_classes)),
     )
+    nn.init.zeros_(model.logits.weight)
+    nn.init.zeros_(model.logits.bias)
+    return model
 
 
 def mlp(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
@@ -178,7 +185,7 @@ MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in [
         ModelEntry("softmax", "linear softmax regression (784 -> 10)", softmax,
-                   Recipe(epochs=5, batch_size=100, lr=3e-3),
+                   Recipe(epochs=5, batch_size=100, lr=0.05, optimizer="gd", schedule="constant"),
                    "seed 002"),
         ModelEntry("mlp", "perceptron 784-784-10, ReLU", mlp,
                    Recipe(epochs=5, batch_size=128, lr=1e-3), "seed 000"),
