@@ -249,6 +249,55 @@ def ideas(run_dir: str, method: str, targets: str, out: str | None, check_with: 
     click.echo(f"wrote {out_dir}/: {files} and one PNG per target ({metrics['seconds']:.1f}s)")
 
 
+@cli.command("confusion")
+@click.argument("run_dir", type=click.Path())
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Default: RUN_DIR/confusion.")
+@click.option("--pairs", "top_pairs", type=click.IntRange(1, 50), default=6, show_default=True)
+@data_dir_option
+def confusion_cmd(run_dir: str, split: str, out: str | None, top_pairs: int, data_dir: str | None) -> None:
+    """Curves, the confusion matrix, and the most confused pairs with their images."""
+    from .report.diagnostics import write_confusion
+    from .train.run import load
+
+    run = load(run_dir)
+    out_dir = Path(out) if out else run.path / "confusion"
+    res = write_confusion(run, out_dir, split=split, data_dir=data_dir, top_pairs=top_pairs)
+    click.echo(f"{run.meta.model} on {split}: accuracy {res['accuracy']:.2%}")
+    for p in res["pairs"]:
+        click.echo(f"  {p['true']} read as {p['pred']}: {p['count']} times "
+                   f"(most confident at {p['probabilities'][0]:.1%})")
+    click.echo(f"wrote {out_dir}/: curves.png, confusion.png, confused-pairs.png, confusion.json")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--bins", type=click.IntRange(2, 100), default=15, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Default: RUN_DIR/calibration.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which half fits T.")
+@data_dir_option
+def calibrate(run_dir: str, split: str, bins: int, out: str | None, seed: int,
+              data_dir: str | None) -> None:
+    """Is confidence honest? ECE, MCE, NLL, Brier; temperature scaling before and after."""
+    from .report.diagnostics import write_calibration
+    from .train.run import load
+
+    run = load(run_dir)
+    out_dir = Path(out) if out else run.path / "calibration"
+    res = write_calibration(run, out_dir, split=split, data_dir=data_dir, bins=bins, seed=seed)
+    click.echo(f"temperature T = {res['temperature']:.3f}, fitted on {res['fit_examples']:,} "
+               f"{split} images; numbers on the other {res['eval_examples']:,}:")
+    click.echo(f"{'':8}{'ECE':>8}{'MCE':>8}{'NLL':>8}{'Brier':>8}{'acc':>8}{'conf':>8}")
+    for label in ("before", "after"):
+        m = res[label]
+        click.echo(f"{label:8}{m['ece']:8.2%}{m['mce']:8.2%}{m['nll']:8.4f}{m['brier']:8.4f}"
+                   f"{m['accuracy']:8.2%}{m['mean_confidence']:8.2%}")
+    click.echo(f"wrote {out_dir}/: reliability.png, calibration.json")
+
+
 def main() -> None:
     cli(prog_name="kangae")
 

@@ -45,3 +45,16 @@ def eval_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     for p in clone.parameters():
         p.requires_grad_(False)
     return clone.to(dtype)
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits for all ``images`` (uint8 0-255 or float in [0, 1]), batched, in eval mode."""
+    device = next(model.parameters()).device
+    out = []
+    with frozen(model):
+        for chunk in images.split(batch_size):
+            x = chunk.to(device)
+            x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+            out.append(model(x).float().cpu())
+    return torch.cat(out)

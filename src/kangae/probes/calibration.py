@@ -1,0 +1,93 @@
+"""Does confidence mean accuracy? (seed 002, section 6)
+
+Reliability statistics with equal-width confidence bins: expected and maximum calibration
+error (ECE, MCE; Naeini et al. 2015, Guo et al. 2017, 15 bins), negative log-likelihood
+and the multi-class Brier score; and temperature scaling (Guo et al. 2017): one scalar
+``T`` dividing the logits, fitted by LBFGS on the NLL of a held-out split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class CalibrationResult:
+    """Per-bin statistics and per-example confidence; ``metrics`` has ECE, MCE, NLL, Brier."""
+
+    bin_edges: torch.Tensor
+    bin_confidence: torch.Tensor
+    bin_accuracy: torch.Tensor
+    bin_count: torch.Tensor
+    confidence: torch.Tensor
+    correct: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def calibration(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15,
+                temperature: float = 1.0) -> CalibrationResult:
+    """Reliability statistics of ``softmax(logits / temperature)`` against ``labels``."""
+    logits = logits.double() / temperature
+    labels = labels.long()
+    probs = F.softmax(logits, dim=1)
+    conf, pred = probs.max(1)
+    correct = pred == labels
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    # bin b holds confidences in (edges[b], edges[b+1]]; confidence 0 cannot occur
+    which = (torch.bucketize(conf, edges, right=False) - 1).clamp(0, bins - 1)
+    count = torch.bincount(which, minlength=bins).double()
+    conf_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, conf)
+    acc_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, correct.double())
+    safe = count.clamp(min=1)
+    bin_conf = torch.where(count > 0, conf_sum / safe, torch.nan)
+    bin_acc = torch.where(count > 0, acc_sum / safe, torch.nan)
+    gap = (acc_sum - conf_sum).abs() / safe
+    n = len(labels)
+    onehot = F.one_hot(labels, probs.shape[1]).double()
+    metrics = {
+        "ece": float((count / n * gap).sum()),
+        "mce": float(gap[count > 0].max()) if n else 0.0,
+        "nll": float(F.cross_entropy(logits, labels)),
+        "brier": float(((probs - onehot) ** 2).sum(1).mean()),
+        "accuracy": float(correct.double().mean()),
+        "mean_confidence": float(conf.mean()),
+        "temperature": float(temperature),
+        "bins": bins,
+        "n": n,
+    }
+    return CalibrationResult(edges.float(), bin_conf.float(), bin_acc.float(), count.long(),
+                             conf.float(), correct, metrics)
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 200) -> float:
+    """The temperature minimizing the NLL of ``softmax(logits / T)`` (LBFGS on log T)."""
+    logits, labels = logits.double(), labels.long()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp())
+
+
+def temperature_scaling(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15,
+                        fit_fraction: float = 0.5, seed: int = 0) -> dict[str, Any]:
+    """Fit ``T`` on a random ``fit_fraction`` of the examples; report the rest before and after."""
+    n = len(labels)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = int(n * fit_fraction)
+    fit, held = perm[:cut], perm[cut:]
+    t = fit_temperature(logits[fit], labels[fit])
+    before = calibration(logits[held], labels[held], bins)
+    after = calibration(logits[held], labels[held], bins, temperature=t)
+    return {"temperature": t, "fit_examples": cut, "eval_examples": n - cut,
+            "before": before, "after": after}

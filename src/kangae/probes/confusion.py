@@ -1,0 +1,57 @@
+"""Which classes does the model mix up, and on which images? (seed 003)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class ConfusionResult:
+    """``matrix[i, j]`` counts examples of true class i predicted as j."""
+
+    matrix: torch.Tensor
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def normalized(self) -> torch.Tensor:
+        """Rows sum to 1: the share of each true class given each prediction."""
+        m = self.matrix.double()
+        return m / m.sum(1, keepdim=True).clamp(min=1)
+
+    @property
+    def per_class_accuracy(self) -> torch.Tensor:
+        return self.normalized.diagonal()
+
+
+def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    idx = labels.long() * num_classes + pred.long()
+    return torch.bincount(idx, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def confusion(logits: torch.Tensor, labels: torch.Tensor, top_pairs: int = 6,
+              examples: int = 6) -> ConfusionResult:
+    """The confusion matrix and the most confused (true, predicted) pairs, each with the
+    indices of its most confident mistakes and the probability the model gave them."""
+    k = logits.shape[1]
+    probs = F.softmax(logits.double(), dim=1)
+    conf, pred = probs.max(1)
+    matrix = confusion_matrix(pred, labels, k)
+    off = matrix.clone()
+    off.fill_diagonal_(0)
+    order = torch.argsort(off.flatten(), descending=True)
+    pairs = []
+    for flat in order[:top_pairs]:
+        count = int(off.flatten()[flat])
+        if count == 0:
+            break
+        t, p = divmod(int(flat), k)
+        where = ((labels == t) & (pred == p)).nonzero().squeeze(1)
+        worst = where[torch.argsort(conf[where], descending=True)][:examples]
+        pairs.append({"true": t, "pred": p, "count": count,
+                      "indices": worst.tolist(), "probabilities": conf[worst].tolist(),
+                      "true_class_probabilities": probs[worst, t].tolist()})
+    return ConfusionResult(matrix, pairs)
