@@ -103,9 +103,11 @@ def models() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N] or mps.")
 @click.option("--limit", type=int, default=None, help="Train on a stratified subset of N images.")
 @click.option("--no-tensorboard", is_flag=True)
+@click.option("--no-snapshots", is_flag=True, help="Do not record hidden-layer snapshots.")
+@click.option("--snapshot-layer", default=None, help="Layer to record (default: penultimate).")
 @data_dir_option
 def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard: bool,
-          **kwargs: Any) -> None:
+          no_snapshots: bool, **kwargs: Any) -> None:
     """Train a zoo model; the run folder is also a TensorBoard logdir."""
     from .data.registry import get_spec
     from .models.zoo import DEFAULT_MODEL, get_entry
@@ -118,7 +120,8 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
         if kwargs[key] is not None and kwargs[key] < 1:
             raise click.BadParameter(f"must be at least 1, got {kwargs[key]}",
                                      param_hint=f"--{key.replace('_', '-')}")
-    run = run_train(model_name, dataset, out=out, tensorboard=not no_tensorboard, **kwargs)
+    run = run_train(model_name, dataset, out=out, tensorboard=not no_tensorboard,
+                    snapshots=not no_snapshots, **kwargs)
     last = run.history[-1] if run.history else {}
     click.echo(f"saved {run.path} (val accuracy {last.get('val_acc', float('nan')):.2%})")
 
@@ -296,6 +299,36 @@ def calibrate(run_dir: str, split: str, bins: int, out: str | None, seed: int,
         click.echo(f"{label:8}{m['ece']:8.2%}{m['mce']:8.2%}{m['nll']:8.4f}{m['brier']:8.4f}"
                    f"{m['accuracy']:8.2%}{m['mean_confidence']:8.2%}")
     click.echo(f"wrote {out_dir}/: reliability.png, calibration.json")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--layer", default=None, help="Must be the recorded layer (see snapshots/meta.json).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Default: RUN_DIR/dynamics.")
+@click.option("--compare/--no-compare", default=True, show_default=True,
+              help="Also fit unaligned maps to measure how much alignment steadies them.")
+@click.option("--neighbors", type=click.IntRange(2, 200), default=15, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def dynamics(run_dir: str, layer: str | None, out: str | None, compare: bool, neighbors: int,
+             seed: int) -> None:
+    """UMAP of a hidden layer after every epoch, aligned and animated, with metrics."""
+    from .report.dynamics import write_dynamics
+    from .train.run import load
+
+    run = load(run_dir)
+    out_dir = Path(out) if out else run.path / "dynamics"
+    res = write_dynamics(run, out_dir, layer, compare_unaligned=compare, n_neighbors=neighbors,
+                         seed=seed)
+    click.echo(f"{'epoch':>5} {'kNN map':>8} {'kNN raw':>8} {'silh.':>6} {'moved':>7} "
+               f"{'unaligned':>9} {'s':>6}")
+    for m in res["frames"]:
+        click.echo(f"{m['epoch']:>5} {m.get('knn_map', float('nan')):>8.2%} "
+                   f"{m.get('knn_features', float('nan')):>8.2%} {m['silhouette']:>6.3f} "
+                   f"{m.get('displacement', float('nan')):>7.2f} "
+                   f"{m.get('displacement_unaligned', float('nan')):>9.2f} {m['seconds']:>6.1f}")
+    click.echo(f"wrote {out_dir}/: {', '.join(res['files'])}, dynamics.png, dynamics.json "
+               f"(numba compile {res['compile_seconds']:.0f}s)")
 
 
 def main() -> None:

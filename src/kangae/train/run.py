@@ -37,6 +37,7 @@ from .callbacks import (
     TensorBoardLogger,
     read_metrics,
 )
+from .snapshots import Snapshots
 from .trainer import Trainer, evaluate
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "gd")
@@ -171,12 +172,15 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
           seed: int = 0, device: str = "auto", data_dir: str | os.PathLike | None = None,
           limit: int | None = None, resume: bool = False, amp: bool | None = None,
           progress: bool = True, tensorboard: bool = True,
+          snapshots: bool = True, snapshot_layer: str | None = None,
           model_args: dict[str, Any] | None = None,
           callbacks: Sequence[Callback] = ()) -> Run:
     """Train a zoo model on an MNIST-family dataset; return the finished :class:`Run`.
 
     Unset hyperparameters come from the model's recipe (``kangae models`` lists them).
     ``resume=True`` continues the run in ``out`` exactly where its last checkpoint left off.
+    ``snapshots`` records ``snapshot_layer`` (default: the penultimate) on a fixed subsample
+    at epoch 0 and after every epoch, for ``kangae dynamics``.
     Under ``torchrun`` each process trains on its share of every batch (DDP; gloo on CPU).
     """
     entry = get_entry(model)
@@ -248,6 +252,9 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
         cbs += [MetricsLog(run_dir / "metrics.jsonl"), Checkpointer(run_dir, meta)]
         if tensorboard:
             cbs.append(TensorBoardLogger(run_dir))
+        if snapshots:
+            cbs.append(Snapshots(run_dir, train_set, val_set, layer=snapshot_layer,
+                                 seed=config["seed"], tensorboard=tensorboard))
     cbs += list(callbacks)
 
     wrapped: nn.Module = net
