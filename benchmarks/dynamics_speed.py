@@ -24,7 +24,6 @@ from kangae.models import create_model
 from kangae.train import Trainer
 from kangae.train.snapshots import Snapshots
 
-
 EPOCHS = 2
 
 

@@ -113,7 +113,8 @@ class Snapshots(Callback):
 
 
 def snapshot_epochs(run_dir: str | Path) -> list[int]:
-    return sorted(int(p.stem.split("-")[1]) for p in (Path(run_dir) / "snapshots").glob("epoch-*.safetensors"))
+    files = (Path(run_dir) / "snapshots").glob("epoch-*.safetensors")
+    return sorted(int(p.stem.split("-")[1]) for p in files)
 
 
 def read_snapshot(run_dir: str | Path, epoch: int) -> dict[str, torch.Tensor]:
