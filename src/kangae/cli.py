@@ -1,4 +1,5 @@
-"""The ``kangae`` command line. Usage errors exit 2 with one line and no traceback."""
+"""The ``kangae`` command line. User mistakes exit 2 with an error message and no traceback;
+unreadable data files exit 1; an interrupted training run exits 130."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import click
 
 from .errors import DataError, KangaeError
+from .train.run import OPTIMIZERS, SCHEDULES
 
 
 def _warn(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
@@ -29,12 +31,9 @@ class _Group(click.Group):
         except TrainingInterrupted as e:
             click.echo(f"kangae: {e}", err=True)
             sys.exit(130)
-        except DataError as e:
+        except KangaeError as e:  # bad data files exit 1; every other user mistake exits 2
             click.echo(f"error: {e}", err=True)
-            sys.exit(1)
-        except KangaeError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(1 if isinstance(e, DataError) else 2)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -92,8 +91,8 @@ def models() -> None:
 @click.option("--epochs", type=int, default=None, help="Default: the model's recipe.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)
-@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd", "gd"]), default=None)
-@click.option("--schedule", type=click.Choice(["onecycle", "cosine", "constant"]), default=None)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None)
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=None)
 @click.option("--shift", "max_shift", type=int, default=None,
               help="Random translation of up to N pixels (augmentation).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -120,6 +119,8 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
         if kwargs[key] is not None and kwargs[key] < 1:
             raise click.BadParameter(f"must be at least 1, got {kwargs[key]}",
                                      param_hint=f"--{key.replace('_', '-')}")
+    if kwargs["lr"] is not None and kwargs["lr"] <= 0:
+        raise click.BadParameter(f"must be positive, got {kwargs['lr']}", param_hint="--lr")
     run = run_train(model_name, dataset, out=out, tensorboard=not no_tensorboard,
                     snapshots=not no_snapshots, **kwargs)
     last = run.history[-1] if run.history else {}
@@ -220,10 +221,12 @@ def ideas(run_dir: str, method: str, targets: str, out: str | None, check_with: 
                                  param_hint="--levels") from None
     if any(not 0 <= v <= 1 for v in level_values):
         raise click.BadParameter("levels must lie in [0, 1]", param_hint="--levels")
-    for name, value in (("--restarts", restarts), ("--sweeps", sweeps), ("--steps", steps or 1),
+    for name, value in (("--restarts", restarts), ("--sweeps", sweeps), ("--steps", steps),
                         ("--per-target", per_target)):
-        if value < 1:
+        if value is not None and value < 1:
             raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+    if lr <= 0:
+        raise click.BadParameter(f"must be positive, got {lr}", param_hint="--lr")
     images = labels = None
     if method in ("greedy", "mc", "block"):
         options = {"levels": level_values, "init": init, "restarts": restarts,
@@ -267,11 +270,12 @@ def confusion_cmd(run_dir: str, split: str, out: str | None, top_pairs: int, dat
     run = load(run_dir)
     out_dir = Path(out) if out else run.path / "confusion"
     res = write_confusion(run, out_dir, split=split, data_dir=data_dir, top_pairs=top_pairs)
+    files = ", ".join(sorted(p.name for p in out_dir.iterdir()))
     click.echo(f"{run.meta.model} on {split}: accuracy {res['accuracy']:.2%}")
     for p in res["pairs"]:
         click.echo(f"  {p['true']} read as {p['pred']}: {p['count']} times "
                    f"(most confident at {p['probabilities'][0]:.1%})")
-    click.echo(f"wrote {out_dir}/: curves.png, confusion.png, confused-pairs.png, confusion.json")
+    click.echo(f"wrote {out_dir}/: {files}")
 
 
 @cli.command()

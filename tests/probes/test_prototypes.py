@@ -115,3 +115,10 @@ def test_normalize_is_folded_into_the_affine_prefix():
     result = search_prototypes(model, [0])
     assert result.metrics["incremental"]
     assert torch.equal(result.images.flatten(), (model[2].weight[0] > 0).float())
+
+
+def test_block_mode_frames_end_at_the_result():
+    result = search_prototypes(_small_mlp(), [2], method="block", steps=300, frames=6)
+    assert torch.equal(result.frames[-1], result.images)
+    with pytest.raises(ValueError, match="not 'block'"):
+        reference_search(_small_mlp(), [2], method="block")

@@ -68,6 +68,9 @@ def test_layer_targets_make_a_4x4_filter_grid(blob_data, tmp_path):
     (["--targets", "layer:hidden:0-999", "--method", "gradient"], "valid: 0-63"),
     (["--targets", "layer:hidden"], "need --method gradient"),
     (["--levels", "0,2"], "levels must lie in [0, 1]"),
+    (["--method", "gradient", "--objective", "channel"], "does not fit class targets"),
+    (["--method", "gradient", "--lr", "0"], "must be positive"),
+    (["--steps", "0"], "must be at least 1"),
 ])
 def test_invalid_targets_and_options_exit_2(mlp_run, tmp_path, args, needle):
     res = run("ideas", mlp_run, "--out", tmp_path / "x", *args)

@@ -113,3 +113,24 @@ def test_sigkill_mid_training_loses_at_most_one_epoch(blob_data, tmp_path):
                    env=env, check=True, capture_output=True, timeout=300)
     epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
     assert epochs == list(range(1, 31))
+
+
+def test_resume_refuses_settings_that_differ_from_the_run(blob_data, tmp_path):
+    kangae.train(out=tmp_path / "r", **{**FAST, "epochs": 1})
+    with pytest.raises(KangaeError, match=r"lr=0.5 \(run has 0.002\)"):
+        kangae.train(out=tmp_path / "r", resume=True, **{**FAST, "epochs": None, "lr": 0.5})
+
+
+def test_leftovers_of_a_killed_first_checkpoint_do_not_block_a_new_run(blob_data, tmp_path):
+    junk = tmp_path / "r" / "checkpoints" / ".epoch-0001.abc.tmp"
+    junk.mkdir(parents=True)
+    (junk / "model.safetensors").write_bytes(b"half")
+    kangae.train(out=tmp_path / "r", **{**FAST, "epochs": 1})
+    assert not junk.exists() and find_checkpoint(tmp_path / "r").name == "epoch-0001"
+
+
+def test_a_corrupt_training_state_is_a_run_error(blob_data, tmp_path):
+    kangae.train(out=tmp_path / "r", **{**FAST, "epochs": 1})
+    (find_checkpoint(tmp_path / "r") / "state.json").write_text("{oops")
+    with pytest.raises(RunError, match="unreadable training state"):
+        kangae.train(out=tmp_path / "r", resume=True, **{**FAST, "epochs": None})

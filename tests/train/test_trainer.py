@@ -102,3 +102,21 @@ def test_sigint_stops_after_the_batch_and_reports_state(blob_data):
         Trainer(net, opt, callbacks=[InterruptAt(), Saver()]).fit(BatchLoader(data, 64), epochs=3)
     assert saved == [(1, 3, 3 * 64)]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_callbacks_hear_of_errors_and_the_sigint_handler_is_restored(blob_data):
+    data = load_dataset("mnist")
+    net, opt = _setup()
+    heard = []
+
+    class Boom(Callback):
+        def on_batch_end(self, t, loss, n):
+            raise RuntimeError("boom")
+
+        def on_error(self, t, error):
+            heard.append(str(error))
+
+    with pytest.raises(RuntimeError, match="boom"):
+        Trainer(net, opt, callbacks=[Boom()]).fit(BatchLoader(data, 64), epochs=1)
+    assert heard == ["boom"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -71,8 +71,14 @@ class ImageSet:
 
     def stats(self) -> tuple[float, float]:
         """Mean and standard deviation of pixel values in [0, 1]."""
-        x = self.images.to(torch.float64).div(255)
-        return float(x.mean()), float(x.std())
+        n, total, squares = self.images.numel(), 0.0, 0.0
+        for chunk in self.images.split(8192):  # no full float64 copy (EMNIST is large)
+            c = chunk.to(torch.float64)
+            total += float(c.sum())
+            squares += float((c * c).sum())
+        mean = total / n
+        var = max(squares - n * mean * mean, 0.0) / max(n - 1, 1)
+        return mean / 255, var**0.5 / 255
 
 
 def _read_split(spec: DatasetSpec, folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

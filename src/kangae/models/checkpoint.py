@@ -73,7 +73,8 @@ def normalization_of(model: nn.Module) -> dict[str, list[float]]:
 
 def write_checkpoint(folder: str | os.PathLike, model: nn.Module, meta: ModelMeta,
                      training_state: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint folder atomically: readers see the old one or the new one, whole."""
+    """Write a checkpoint folder through a temporary folder renamed into place, so a crash
+    never leaves a half-written checkpoint under ``folder``'s name."""
     meta.versions = meta.versions or _versions()
     meta.normalization = meta.normalization or normalization_of(model)
     folder = Path(folder)
@@ -94,7 +95,7 @@ def read_meta(folder: str | os.PathLike) -> ModelMeta:
         return ModelMeta.from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
         raise RunError(f"{folder}: no checkpoint here ({META_FILE} is missing)") from None
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, TypeError, AttributeError, ValueError) as e:
         raise RunError(f"{path}: not a valid kangae model sidecar ({e})") from None
 
 
@@ -110,8 +111,11 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
 def build_model(meta: ModelMeta) -> nn.Module:
     if meta.model not in MODELS:
         raise RunError(f"checkpoint names model '{meta.model}', which this kangae does not know")
-    return create_model(meta.model, num_classes=len(meta.classes),
-                        in_channels=meta.input_shape[0], **meta.model_args)
+    try:
+        return create_model(meta.model, num_classes=len(meta.classes),
+                            in_channels=meta.input_shape[0], **meta.model_args)
+    except (TypeError, ValueError, IndexError) as e:
+        raise RunError(f"checkpoint's arguments for model '{meta.model}' do not fit it ({e})") from None
 
 
 def read_checkpoint(folder: str | os.PathLike, map_location: str | torch.device = "cpu"
@@ -132,12 +136,8 @@ def read_training_state(folder: str | os.PathLike) -> dict[str, Any] | None:
     folder = Path(folder)
     if not (folder / STATE_META).is_file():
         return None
-    doc = json.loads((folder / STATE_META).read_text())
-    return unflatten_state(doc, _load_tensors(folder / STATE_FILE))
-
-
-def save_model(path: str | os.PathLike, model: nn.Module, meta: ModelMeta) -> Path:
-    """Save just a model (no training state) as a checkpoint folder."""
-    return write_checkpoint(path, model, meta)
-
-
+    try:
+        doc = json.loads((folder / STATE_META).read_text())
+        return unflatten_state(doc, _load_tensors(folder / STATE_FILE))
+    except (json.JSONDecodeError, ValueError, KeyError, TypeError) as e:
+        raise RunError(f"{folder / STATE_META}: unreadable training state ({e})") from None

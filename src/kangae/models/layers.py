@@ -55,6 +55,16 @@ def capture(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tens
         yield outputs
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the block; the caller's train/eval mode comes back on exit."""
+    was_training = model.training
+    try:
+        yield model.eval()
+    finally:
+        model.train(was_training)
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     name: str
@@ -71,13 +81,8 @@ class LayerInfo:
 def describe_layers(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> list[LayerInfo]:
     """Every named submodule with its output shape (for one image) and own parameter count."""
     names = layer_names(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with capture(model, names) as out:
-            model(torch.zeros(1, *input_shape, device=module_device(model)))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), capture(model, names) as out:
+        model(torch.zeros(1, *input_shape, device=module_device(model)))
     modules = dict(model.named_modules())
     rows = []
     for name in names:

@@ -1,6 +1,6 @@
 """Probes: functions ``(model, inputs, ...) -> Result`` over any ``nn.Module``.
 
-Probes never import the CLI, the report or the server; those import the probes.
+Probes never import the CLI or the reports; those import the probes.
 """
 
 from .actmax import Regularizers, activation_maximization

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ..models.layers import eval_mode
+
 
 def input_shape_of(model: nn.Module, default: tuple[int, ...] = (1, 28, 28)) -> tuple[int, ...]:
     """(C, H, W) the model expects: from its first conv or linear layer where that is clear."""
@@ -26,15 +28,13 @@ def input_shape_of(model: nn.Module, default: tuple[int, ...] = (1, 28, 28)) -> 
 @contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and no parameter gradients inside the block; both restored on exit."""
-    was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
     try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        yield model
+        with eval_mode(model):
+            for p in model.parameters():
+                p.requires_grad_(False)
+            yield model
     finally:
-        model.train(was_training)
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
 

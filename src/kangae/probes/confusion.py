@@ -18,7 +18,7 @@ class ConfusionResult:
 
     @property
     def normalized(self) -> torch.Tensor:
-        """Rows sum to 1: the share of each true class given each prediction."""
+        """Rows sum to 1: for each true class, the share given each prediction."""
         m = self.matrix.double()
         return m / m.sum(1, keepdim=True).clamp(min=1)
 

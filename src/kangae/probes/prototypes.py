@@ -158,7 +158,7 @@ class _Events:
     """Accepted changes ``(step, chain, pixel, value)``; frames are replayed from them."""
 
     def __init__(self) -> None:
-        self.rows: list[torch.Tensor] = []
+        self.rows: list[tuple[torch.Tensor, ...]] = []
 
     def add(self, steps: torch.Tensor, chains: torch.Tensor, pixels: torch.Tensor,
             values: torch.Tensor) -> None:
@@ -176,7 +176,7 @@ class _Events:
         ev = ev[torch.argsort(ev[:, 0], stable=True)].numpy()
         x, out, j = x0.detach().cpu().double().numpy().copy(), [], 0
         for t in at:
-            while j < len(ev) and ev[j, 0] < t:
+            while j < len(ev) and ev[j, 0] <= t:
                 x[int(ev[j, 1]), int(ev[j, 2])] = ev[j, 3]
                 j += 1
             out.append(torch.from_numpy(x.copy()))
@@ -384,6 +384,8 @@ def reference_search(model: nn.Module, targets: Sequence[int], *, method: str = 
     Kept to verify :func:`search_prototypes` (same images) and to measure its speed-up.
     Returns every chain's final image, ``(len(targets) * restarts, C, H, W)``.
     """
+    if method not in ("greedy", "mc"):
+        raise ValueError(f"the sequential reference covers greedy and mc, not '{method}'")
     device = next(model.parameters()).device
     shape = tuple(input_shape or input_shape_of(model))
     net = eval_copy(model, dtype)

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from ..utils.atomic import atomic_path
+from .plots import _plt, _save
 
 
 def _rgb(img: torch.Tensor, signed: bool, limit: float | None = None) -> np.ndarray:
@@ -63,10 +64,7 @@ def save_image(img: torch.Tensor, path: str | os.PathLike, scale: int = 8, signe
 def save_grid(images: torch.Tensor, path: str | os.PathLike, titles: Sequence[str] | None = None,
               ncols: int | None = None, signed: bool = False, suptitle: str | None = None) -> Path:
     """A labelled grid as PNG (matplotlib), with a colour bar for signed images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     n = images.shape[0]
     ncols = ncols or default_columns(n)
@@ -92,11 +90,7 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, titles: Sequence[st
         fig.colorbar(last, ax=axes.ravel().tolist(), shrink=0.6)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def save_gif(frames: torch.Tensor, path: str | os.PathLike, ncols: int | None = None,

@@ -90,8 +90,12 @@ def compute_ideas(model: nn.Module, method: str, spec: TargetSpec, *, images: to
     if method == "gradient":
         reg_fields = set(Regularizers.__dataclass_fields__)
         reg = Regularizers(**{k: opts.pop(k) for k in list(opts) if k in reg_fields})
-        objective = opts.pop("objective", "logit") if spec.objective == "class" else \
-            opts.pop("objective", "channel")
+        objective = opts.pop("objective", "logit" if spec.objective == "class" else "channel")
+        wanted = ("logit", "prob") if spec.objective == "class" else ("channel", "neuron")
+        if objective not in wanted:
+            raise KangaeError(f"objective '{objective}' does not fit "
+                              f"{'class' if spec.objective == 'class' else 'layer'} targets; "
+                              f"use {' or '.join(wanted)}")
         return activation_maximization(model, spec.indices, objective=objective, layer=spec.layer,
                                        regularizers=reg, **opts)
     result = weight_templates(model, images, labels)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import torch
 
 from ..models.checkpoint import ModelMeta, write_checkpoint
+from ..models.layers import eval_mode
 from ..utils.atomic import write_bytes, write_json
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ class Callback:
     def on_batch_end(self, trainer: Trainer, loss: torch.Tensor, batch_size: int) -> None: ...
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, float]) -> None: ...
     def on_interrupt(self, trainer: Trainer) -> None: ...
+    def on_error(self, trainer: Trainer, error: BaseException) -> None: ...
     def on_fit_end(self, trainer: Trainer) -> None: ...
 
 
@@ -79,6 +81,9 @@ class ProgressBar(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def on_error(self, trainer: Trainer, error: BaseException) -> None:
+        self.on_interrupt(trainer)
 
 
 class MetricsLog(Callback):
@@ -154,22 +159,17 @@ class TensorBoardLogger(Callback):
     def _write_graph(self, trainer: Trainer) -> None:
         self._graph_pending = False
         if trainer.example_input is not None:
-            model = trainer.bare_model
-            was_training = model.training
             try:
-                model.eval()
-                with warnings.catch_warnings():
+                with eval_mode(trainer.bare_model) as model, warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # tracing is deprecated but still what TB reads
                     self.writer.add_graph(model, trainer.example_input[:1])
             except Exception as e:  # tracing is best effort for arbitrary user models
                 print(f"tensorboard: graph not written ({e})", file=sys.stderr)
-            finally:
-                model.train(was_training)
 
     def on_batch_end(self, trainer: Trainer, loss: torch.Tensor, batch_size: int) -> None:
         if self._graph_pending:
             self._write_graph(trainer)
-        if trainer.state.step % self.every == 1 or self.every == 1:
+        if (trainer.state.step - 1) % self.every == 0:
             self.writer.add_scalar("batch/train_loss", float(loss), trainer.state.step)
             self.writer.add_scalar("batch/lr", trainer.lr, trainer.state.step)
 
@@ -189,6 +189,9 @@ class TensorBoardLogger(Callback):
             self.writer.close()
 
     on_interrupt = on_fit_end
+
+    def on_error(self, trainer: Trainer, error: BaseException) -> None:
+        self.on_fit_end(trainer)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

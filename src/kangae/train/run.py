@@ -7,6 +7,7 @@
       metrics.jsonl        one line per epoch
       events.out.tfevents.*
       checkpoints/latest.json, checkpoints/epoch-NNNN/ (model + training state)
+      snapshots/           hidden-layer features per epoch (see ``train.snapshots``)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .. import __version__
 from ..data import BatchLoader, ImageSet, load_dataset
 from ..errors import KangaeError, RunError
 from ..models.checkpoint import ModelMeta, read_checkpoint, read_training_state
+from ..models.layers import eval_mode
 from ..models.zoo import DEFAULT_MODEL, Recipe, create_model, get_entry
 from ..utils.atomic import remove_stale_temporaries, write_json
 from ..utils.device import pick_device
@@ -58,7 +60,7 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
             folder = ckpts / json.loads(latest.read_text())["checkpoint"]
             if (folder / "model.json").is_file():
                 return folder
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):  # fall back to scanning the folders
             pass
     found = sorted(p for p in ckpts.glob("epoch-*") if (p / "model.json").is_file())
     if found:
@@ -102,12 +104,8 @@ class Run:
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities for float images in [0, 1] of shape (N, C, H, W)."""
-        was = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             return F.softmax(self.model(images.to(self.device).float()), dim=1)
-        finally:
-            self.model.train(was)
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
@@ -118,7 +116,10 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else path
     config = {}
     if (run_dir / "config.json").is_file():
-        config = json.loads((run_dir / "config.json").read_text())
+        try:
+            config = json.loads((run_dir / "config.json").read_text())
+        except ValueError as e:
+            raise RunError(f"{run_dir / 'config.json'}: not valid JSON ({e})") from None
     return Run(path=run_dir, model=model, meta=meta, config=config,
                history=read_metrics(run_dir / "metrics.jsonl"))
 
@@ -187,23 +188,32 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     run_dir = Path(out) if out else Path("runs") / f"{model}-{dataset}"
     rank, world, local_rank = _dist_env()
     resume_from: Path | None = None
+    overrides = {k: v for k, v in dict(
+        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
+        weight_decay=weight_decay, max_shift=max_shift).items() if v is not None}
+    if rank == 0:
+        remove_stale_temporaries(run_dir / "checkpoints")
     if resume:
         resume_from = find_checkpoint(run_dir)
         try:
             config = json.loads((run_dir / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:
             raise RunError(f"{run_dir / 'config.json'}: cannot resume without the run's "
                            f"config ({e})") from None
-        if epochs is not None and epochs != config["recipe"]["epochs"]:
-            raise KangaeError(f"{run_dir} was configured for {config['recipe']['epochs']} epochs; "
-                              "--resume continues that run as configured")
+        asked = {**overrides, "limit": limit} if limit is not None else dict(overrides)
+        saved = {**config["recipe"], "limit": config.get("limit")}
+        if model != DEFAULT_MODEL:
+            asked["model"], saved["model"] = model, config["model"]
+        if dataset != "mnist":
+            asked["dataset"], saved["dataset"] = dataset, config["dataset"]
+        differ = [f"{k}={v} (run has {saved[k]})" for k, v in asked.items() if saved.get(k) != v]
+        if differ:
+            raise KangaeError(f"{run_dir} was configured otherwise: {', '.join(differ)}; "
+                              "--resume continues the run as configured")
     else:
-        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("epoch-*")):
             raise KangaeError(f"{run_dir} already holds a run; pass --resume to continue it "
                               "or choose another --out")
-        overrides = {k: v for k, v in dict(
-            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
-            weight_decay=weight_decay, max_shift=max_shift).items() if v is not None}
         recipe = replace(entry.recipe, **overrides)
         if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
             raise KangaeError("epochs and batch size must be at least 1 and lr positive")
@@ -221,7 +231,8 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     torch.manual_seed(config["seed"])
     net = create_model(config["model"], num_classes=train_set.num_classes,
                        in_channels=train_set.images.shape[1], **config["model_args"])
-    mean, std = train_set.stats()
+    norm = config.get("normalization")
+    mean, std = (norm["mean"][0], norm["std"][0]) if resume and norm else train_set.stats()
     if hasattr(net, "normalize"):
         net.normalize.mean.fill_(mean)
         net.normalize.std.fill_(std)
@@ -243,7 +254,6 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     cbs: list[Callback] = []
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(run_dir / "checkpoints")
         if not resume:
             write_json(run_dir / "config.json", {**config, "normalization": {"mean": [mean], "std": [std]},
                                                  "train_source": train_set.source})

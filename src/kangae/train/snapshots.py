@@ -3,7 +3,7 @@
 A callback records one layer's output on a fixed, stratified subsample (5,000 train and
 1,000 test images by default) for the untrained model (epoch 0) and after every epoch,
 as float16 safetensors: ``snapshots/epoch-NNNN.safetensors`` holding ``train`` and
-``test`` features, beside ``snapshots/subset.safetensors`` (labels and dataset indices)
+``test`` features, beside ``snapshots/subset.safetensors`` (the subsample's images and labels)
 and ``snapshots/meta.json``. At the end it gives TensorBoard's projector the final
 epoch's test features with labels and a sprite of the images.
 """
@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data import ImageSet
-from ..models.layers import capture, get_layer
+from ..models.layers import capture, eval_mode, get_layer
 from ..utils.atomic import atomic_path, write_json
 from .callbacks import Callback
 
@@ -46,16 +46,11 @@ def layer_features(model: nn.Module, layer: str, images: torch.Tensor, batch_siz
                    ) -> torch.Tensor:
     """``layer``'s output, flattened, for uint8 ``images`` (eval mode, restored after)."""
     device = next(model.parameters()).device
-    was = model.training
-    model.eval()
     out = []
-    try:
-        with capture(model, [layer]) as feats:
-            for chunk in images.split(batch_size):
-                model(chunk.to(device).float().div_(255))
-                out.append(feats[layer].flatten(1).float().cpu())
-    finally:
-        model.train(was)
+    with eval_mode(model), capture(model, [layer]) as feats:
+        for chunk in images.split(batch_size):
+            model(chunk.to(device).float().div_(255))
+            out.append(feats[layer].flatten(1).float().cpu())
     return torch.cat(out)
 
 

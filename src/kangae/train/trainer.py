@@ -1,7 +1,8 @@
 """A training loop with callbacks (the ``Solver`` of seed 001, done well).
 
 The loop keeps per-batch work to what a hand-written loop does: loss and accuracy are
-summed as tensors and read once per epoch, so the trainer runs at bare-loop speed.
+summed as tensors and read at the end of the epoch (and every few batches by a progress
+bar on a terminal), so the trainer runs at bare-loop speed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.layers import eval_mode
 from ..utils.device import module_device
 from .callbacks import Callback
 
@@ -56,13 +58,15 @@ class _StopFlag:
         self.set = True
 
     def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+        self._installed = threading.current_thread() is threading.main_thread()
+        if self._installed:
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handler)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        if self._installed:  # a handler not set from Python reads as None: restore the default
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.SIG_DFL)
 
 
 def _is_distributed() -> bool:
@@ -146,6 +150,19 @@ class Trainer:
         s.epochs = epochs
         s.batches_per_epoch = len(train) if hasattr(train, "__len__") else 0
         self._emit("on_fit_start")
+        try:
+            self._loop(train, val, epochs)
+        except TrainingInterrupted:
+            raise
+        except BaseException as e:
+            self._emit("on_error", e)
+            raise
+        self._emit("on_fit_end")
+        return s.history
+
+    def _loop(self, train: Iterable[tuple[torch.Tensor, torch.Tensor]],
+              val: Iterable[tuple[torch.Tensor, torch.Tensor]] | None, epochs: int) -> None:
+        s = self.state
         with _StopFlag() as stop:
             while s.epoch < epochs:
                 if hasattr(train, "set_epoch"):
@@ -167,8 +184,6 @@ class Trainer:
                         self._emit("on_interrupt")
                         raise TrainingInterrupted(s)
                 self._end_epoch(val)
-        self._emit("on_fit_end")
-        return s.history
 
     def _fold_running(self) -> None:
         self.state.running = [a + b for a, b in zip(self.state.running, self._acc.tolist())]
@@ -177,7 +192,7 @@ class Trainer:
     def _end_epoch(self, val: Iterable | None) -> None:
         s = self.state
         self._fold_running()
-        totals = torch.tensor(s.running, dtype=torch.float64)
+        totals = torch.tensor(s.running, dtype=torch.float64, device=self.device)
         if _is_distributed():
             torch.distributed.all_reduce(totals)
         loss_sum, correct, n = totals.tolist()
@@ -225,6 +240,8 @@ class Trainer:
                 torch.cuda.set_rng_state_all(list(state["rng_cuda"]))
         t = dict(state["trainer"])
         t["history"] = [dict(h) for h in t.get("history", [])]
+        if _is_distributed() and torch.distributed.get_rank() != 0:
+            t["running"] = [0.0, 0.0, 0.0]  # rank 0's partial-epoch sums are counted once
         self.state = TrainState(**t)
 
 
@@ -233,9 +250,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
              num_classes: int | None = None) -> dict[str, Any]:
     """Cross-entropy, accuracy and per-class accuracy over ``batches`` (mode restored)."""
     device = module_device(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         preds, labels = [], []
         for x, y in batches:
@@ -244,8 +259,6 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             preds.append(logits.argmax(1).cpu())
             labels.append(y.cpu())
-    finally:
-        model.train(was_training)
     pred, label = torch.cat(preds), torch.cat(labels)
     k = num_classes or int(max(pred.max(), label.max()) + 1)
     per_class_total = torch.bincount(label, minlength=k).double()

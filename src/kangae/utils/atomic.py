@@ -12,10 +12,17 @@ from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # read once, at import, before any writer threads exist
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def _fsync_dir(path: Path) -> None:
@@ -61,7 +68,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder; it becomes ``path`` (replacing an old one) only on success."""
+    """Yield a temporary folder; it becomes ``path`` (replacing an old one) only on success.
+
+    A new name appears whole in one rename. Replacing an existing folder takes two, so
+    writers that need readers never to miss the folder (checkpoints) use new names.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
@@ -73,8 +84,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            # two renames: for a moment `path` is absent, and a crash in between leaves the
+            # old folder as a `.tmp` that remove_stale_temporaries deletes
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old.", suffix=".tmp"))
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
