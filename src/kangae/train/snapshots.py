@@ -42,7 +42,7 @@ def default_layer(model: nn.Module) -> str:
 
 
 @torch.no_grad()
-def layer_features(model: nn.Module, layer: str, images: torch.Tensor, batch_size: int = 1000
+def layer_features(model: nn.Module, layer: str, images: torch.Tensor, batch_size: int = 256
                    ) -> torch.Tensor:
     """``layer``'s output, flattened, for uint8 ``images`` (eval mode, restored after)."""
     device = next(model.parameters()).device
