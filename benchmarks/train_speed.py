@@ -28,7 +28,6 @@ from kangae.models import create_model
 from kangae.models.checkpoint import ModelMeta
 from kangae.train import Checkpointer, MetricsLog, TensorBoardLogger, Trainer
 
-
 THROUGHPUT_EPOCHS = 2  # the one-time TensorBoard graph trace is part of the trainer's time
 
 
