@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ def test_dynamics_cli_writes_gif_metrics_and_json(blob_data, tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "d" / "embedding.gif").n_frames == 3
+    assert (tmp_path / "d" / "embedding.mp4").exists() == bool(shutil.which("ffmpeg"))
     bad = CliRunner().invoke(cli, ["dynamics", str(tmp_path / "r"), "--layer", "logits"])
     assert bad.exit_code == 2 and "recorded layer 'hidden'" in bad.output
 
