@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -118,14 +119,15 @@ class _Scorer:
     @torch.no_grad()
     def candidates(self, x: torch.Tensor, pre: torch.Tensor | None, targets: torch.Tensor,
                    pixels: torch.Tensor, values: torch.Tensor,
-                   mask: torch.Tensor | None = None) -> torch.Tensor:
+                   mask: torch.Tensor | None = None, current: torch.Tensor | None = None
+                   ) -> torch.Tensor:
         """Scores ``(n, K, L)`` of setting pixel ``pixels[n, k]`` to ``values[n, k, l]``.
 
         A candidate that leaves the pixel as it is cannot raise the score, so it is not
         evaluated and gets ``-inf`` (the sequential reference evaluates it and rejects it);
         so do positions outside ``mask`` ``(n, K)``.
         """
-        dv = values - x.gather(1, pixels)[..., None]
+        dv = values - (x.gather(1, pixels) if current is None else current)[..., None]
         todo = dv != 0
         if mask is not None:
             todo &= mask[..., None]
@@ -164,16 +166,16 @@ class _Events:
             values: torch.Tensor) -> None:
         self.rows.append((steps, chains, pixels, values))
 
-    def table(self) -> torch.Tensor:
-        """All events as a float64 ``(E, 4)`` table of (step, chain, pixel, value)."""
+    def table(self) -> np.ndarray:
+        """All events as a float64 ``(E, 4)`` array of (step, chain, pixel, value), by step."""
         if not self.rows:
-            return torch.zeros(0, 4, dtype=torch.float64)
-        return torch.stack([torch.cat(col).double().cpu() for col in zip(*self.rows)], 1)
+            return np.zeros((0, 4))
+        ev = np.stack([torch.cat(col).double().cpu().numpy() for col in zip(*self.rows)], 1)
+        return ev[np.argsort(ev[:, 0], kind="stable")]
 
     def frames(self, x0: torch.Tensor, at: Sequence[int]) -> torch.Tensor:
         """Images of every chain after ``at[i]`` proposals (``(F, N, D)``)."""
         ev = self.table()
-        ev = ev[torch.argsort(ev[:, 0], stable=True)].numpy()
         x, out, j = x0.detach().cpu().double().numpy().copy(), [], 0
         for t in at:
             while j < len(ev) and ev[j, 0] <= t:
@@ -194,6 +196,8 @@ def _run_pass(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: tor
     """
     n_chains, length = pixels.shape
     dev = x.device
+    sweep = bool((pixels == torch.arange(length, device=dev)).all()) and \
+        bool((values == values[:1, :1]).all())
     ptr = torch.zeros(n_chains, dtype=torch.long, device=dev)
     changed = torch.zeros(n_chains, dtype=torch.bool, device=dev)
     window = torch.full((n_chains,), min(16, max_window), dtype=torch.long, device=dev)
@@ -208,9 +212,12 @@ def _run_pass(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: tor
         pos = ptr[:, None] + span
         valid = (pos < length) & (span < window[:, None]) & live[:, None]
         pos.clamp_(max=length - 1)
-        pix = pixels.gather(1, pos)
-        vals = values.gather(1, pos[..., None].expand(-1, -1, values.shape[2]))
-        cand = scorer.candidates(x, pre, targets, pix, vals, valid)
+        if sweep:  # greedy: proposal g is pixel g with the same levels everywhere
+            pix, vals = pos, values[:, : len(span)]
+        else:
+            pix = pixels.gather(1, pos)
+            vals = values.gather(1, pos[..., None].expand(-1, -1, values.shape[2]))
+        cand = scorer.candidates(x, pre, targets, pix, vals, valid, x.gather(1, pix))
         best, best_level = cand.max(dim=2)
         improve = valid & (best > threshold[:, None])
         hit = improve.any(1)
@@ -328,7 +335,7 @@ def search_prototypes(model: nn.Module, targets: int | Sequence[int] | torch.Ten
 
 
 def _count_changes(events: _Events, n: int) -> torch.Tensor:
-    return torch.bincount(events.table()[:, 1].long(), minlength=n)
+    return torch.from_numpy(np.bincount(events.table()[:, 1].astype(np.int64), minlength=n))
 
 
 def _steepest_ascent(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: torch.Tensor,
