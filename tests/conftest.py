@@ -67,3 +67,13 @@ def real_mnist(monkeypatch: pytest.MonkeyPatch) -> Path:
         pytest.skip("full MNIST absent: set KANGAE_DATA to a folder with mnist/ (make test does)")
     monkeypatch.setenv("KANGAE_DATA", REAL_DATA)
     return Path(REAL_DATA)
+
+
+@pytest.fixture
+def mlp_run(blob_data: Path, tmp_path: Path) -> Path:
+    """A small MLP trained for 2 epochs on the blobs: a run folder for CLI tests."""
+    import kangae
+
+    kangae.train("mlp", out=tmp_path / "mlp", epochs=2, batch_size=32, progress=False,
+                 tensorboard=False, model_args={"hidden": 64})
+    return tmp_path / "mlp"

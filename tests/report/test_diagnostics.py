@@ -3,23 +3,15 @@ import json
 import pytest
 from click.testing import CliRunner
 
-import kangae
 from kangae.cli import cli
-
-
-@pytest.fixture
-def run_dir(blob_data, tmp_path):
-    kangae.train("mlp", out=tmp_path / "r", epochs=2, batch_size=32, progress=False,
-                 tensorboard=False, model_args={"hidden": 16})
-    return tmp_path / "r"
 
 
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def test_confusion_writes_curves_matrix_pairs_and_json(run_dir, tmp_path):
-    res = invoke("confusion", run_dir, "--out", tmp_path / "c")
+def test_confusion_writes_curves_matrix_pairs_and_json(mlp_run, tmp_path):
+    res = invoke("confusion", mlp_run, "--out", tmp_path / "c")
     assert res.exit_code == 0, res.output
     out = json.loads((tmp_path / "c" / "confusion.json").read_text())
     matrix = out["matrix"]
@@ -30,8 +22,8 @@ def test_confusion_writes_curves_matrix_pairs_and_json(run_dir, tmp_path):
         assert (tmp_path / "c" / name).stat().st_size > 1000
 
 
-def test_calibrate_reports_before_and_after(run_dir, tmp_path):
-    res = invoke("calibrate", run_dir, "--out", tmp_path / "k", "--bins", "10")
+def test_calibrate_reports_before_and_after(mlp_run, tmp_path):
+    res = invoke("calibrate", mlp_run, "--out", tmp_path / "k", "--bins", "10")
     assert res.exit_code == 0, res.output
     out = json.loads((tmp_path / "k" / "calibration.json").read_text())
     assert out["fit_examples"] == 100 and out["eval_examples"] == 100

@@ -11,13 +11,6 @@ from kangae.models import create_model
 from kangae.report.ideas import parse_targets
 
 
-@pytest.fixture
-def mlp_run(blob_data, tmp_path):
-    kangae.train("mlp", out=tmp_path / "mlp", epochs=2, batch_size=32, progress=False,
-                 tensorboard=False, model_args={"hidden": 64})
-    return tmp_path / "mlp"
-
-
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
