@@ -22,7 +22,6 @@ class PrototypeResult:
     targets: torch.Tensor
     scores: torch.Tensor
     method: str
-    target_names: list[str] = field(default_factory=list)
     frames: torch.Tensor | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     signed: bool = False
