@@ -1,0 +1,157 @@
+"""Turn a user's picture of a digit into what an MNIST model expects, the way MNIST was made.
+
+LeCun et al. size-normalized each digit to fit a 20x20 box (keeping its aspect ratio, with
+anti-aliasing) and centred it by its centre of mass in a 28x28 field, white ink on black.
+``preprocess`` does the same to any PNG or JPEG (palette, alpha, 16-bit, CMYK) or array:
+grayscale, invert when the ink is dark on a light background, crop to the ink, scale the
+longest side to 20, centre by mass. It reports what it did so a tool can say so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import KangaeError
+
+MAX_PIXELS = 40_000_000
+INK_THRESHOLD = 0.1
+
+
+class ImageInputError(KangaeError):
+    """A picture kangae cannot read or find a digit in."""
+
+
+@dataclass
+class Preprocessed:
+    """``image`` is (1, 28, 28) float in [0, 1], white ink on black, as the model sees it."""
+
+    image: torch.Tensor
+    inverted: bool
+    source_size: tuple[int, int]  # (width, height) of the input
+    ink_box: tuple[int, int, int, int]  # (left, top, right, bottom) in the input, exclusive
+    source: str = ""
+
+    def describe(self) -> str:
+        w, h = self.source_size
+        steps = ["grayscale"]
+        if self.inverted:
+            steps.append("inverted (dark ink on a light background)")
+        left, top, right, bottom = self.ink_box
+        steps.append(f"cropped to ink {right - left}x{bottom - top} of {w}x{h}")
+        steps.append("scaled to 20x20, centred by mass in 28x28")
+        return ", ".join(steps)
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def to_gray(img: Image.Image) -> np.ndarray:
+    """Any PIL mode as an (H, W) float array in [0, 1]; transparency is laid on a background
+    that contrasts with the visible pixels, so strokes on a transparent canvas stay ink."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img).astype(np.float64)
+        peak = a.max(initial=0)
+        top = 1.0 if mode == "F" and peak <= 1.0 else (255.0 if peak <= 255 else 65535.0)
+        return np.clip(a / top, 0.0, 1.0)
+    if mode == "1":
+        return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float64) / 255.0
+        alpha = rgba[..., 3]
+        lum = _luminance(rgba[..., :3])
+        visible = alpha > 0.5
+        bg = 1.0 if (visible.any() and lum[visible].mean() < 0.5) else 0.0
+        return lum * alpha + bg * (1.0 - alpha)
+    if mode == "L":
+        return np.asarray(img, dtype=np.float64) / 255.0
+    return _luminance(np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0)
+
+
+def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Anti-aliased resize of a float array to (width, height)."""
+    out = Image.fromarray(a.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(out, dtype=np.float64), 0.0, 1.0)
+
+
+def preprocess(picture: Image.Image | np.ndarray, source: str = "") -> Preprocessed:
+    """MNIST-style preprocessing of one picture (PIL image, or an (H, W) array in [0, 1])."""
+    where = f"{source}: " if source else ""
+    if isinstance(picture, Image.Image):
+        gray = to_gray(picture)
+    else:
+        gray = np.asarray(picture, dtype=np.float64)
+        if gray.ndim != 2 or gray.size == 0:
+            raise ImageInputError(f"{where}expected a 2-D grayscale array, got shape {gray.shape}")
+        if not np.isfinite(gray).all():
+            raise ImageInputError(f"{where}the array holds NaN or infinite values")
+        gray = np.clip(gray, 0.0, 1.0)
+    h, w = gray.shape
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = float(np.median(border))
+    inverted = background > 0.5
+    ink = 1.0 - gray if inverted else gray
+    bg = 1.0 - background if inverted else background
+    peak = float(ink.max())
+    if peak - bg < INK_THRESHOLD:
+        raise ImageInputError(f"{where}no digit found: the picture is blank (one flat color)")
+    ink = np.clip((ink - bg) / (peak - bg), 0.0, 1.0)
+    rows = np.flatnonzero((ink > INK_THRESHOLD).any(1))
+    cols = np.flatnonzero((ink > INK_THRESHOLD).any(0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop = ink[top:bottom, left:right]
+    ch, cw = crop.shape
+    scale = 20.0 / max(ch, cw)
+    nw, nh = max(1, round(cw * scale)), max(1, round(ch * scale))
+    box = _resize(crop, (nw, nh))
+    mass = box.sum()
+    ys, xs = np.indices(box.shape)
+    cy, cx = (ys * box).sum() / mass, (xs * box).sum() / mass
+    oy, ox = int(round(14 - cy)), int(round(14 - cx))  # MNIST: mass at index 14
+    canvas = np.zeros((28, 28))
+    y0, x0 = max(oy, 0), max(ox, 0)
+    y1, x1 = min(oy + nh, 28), min(ox + nw, 28)
+    canvas[y0:y1, x0:x1] = box[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    image = torch.from_numpy(canvas).float().unsqueeze(0)
+    return Preprocessed(image, inverted, (w, h), (int(left), int(top), int(right), int(bottom)), source)
+
+
+def open_picture(path: str | os.PathLike) -> Image.Image:
+    """Open a user's image file, with a clear error naming the file when that fails."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageInputError(f"{path}: no such file")
+    try:
+        img = Image.open(path)
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageInputError(f"{path}: {img.width}x{img.height} is too large "
+                                  f"(limit {MAX_PIXELS} pixels)")
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageInputError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
+    return img
+
+
+def load_picture(path: str | os.PathLike) -> Preprocessed:
+    """Open and preprocess one image file."""
+    return preprocess(open_picture(path), source=str(path))
+
+
+def load_pictures(paths: Sequence[str | os.PathLike]) -> tuple[list[Preprocessed], list[str]]:
+    """Preprocess many files; a bad file is reported in the second list and the rest go on."""
+    good, errors = [], []
+    for p in paths:
+        try:
+            good.append(load_picture(p))
+        except ImageInputError as e:
+            errors.append(str(e))
+    return good, errors
