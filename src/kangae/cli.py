@@ -336,6 +336,12 @@ def dynamics(run_dir: str, layer: str | None, out: str | None, compare: bool, ne
                f"(numba compile {res['compile_seconds']:.0f}s)")
 
 
+from .cli_explain import explain, explain_bench  # noqa: E402
+
+cli.add_command(explain)
+cli.add_command(explain_bench)
+
+
 def main() -> None:
     cli(prog_name="kangae")
 

@@ -52,9 +52,9 @@ def make_cluttered(source: ImageSet, n: int | None = None, size: int = SIZE, fra
     boxes = np.zeros((n, 4), dtype=np.int64)
     for i in range(n):
         digit = src[i]
-        l, t, r, b = _ink_box(digit)
+        left, top, right, bottom = _ink_box(digit)
         y, x = rng.integers(0, size - side + 1, 2)
-        box = (x + l, y + t, x + r, y + b)
+        box = (x + left, y + top, x + right, y + bottom)
         boxes[i] = box
         canvas = canvases[i]
         placed = 0
