@@ -229,7 +229,9 @@ def train_gan(dataset: str = "mnist", *, out: str | os.PathLike | None = None, e
     torch.manual_seed(config["seed"])
     gcfg = GANConfig(arch=config["arch"], z_dim=config["z_dim"], num_classes=train_set.num_classes,
                      conditional=config["conditional"], channels=int(train_set.images.shape[1]))
-    gan = GAN(gcfg).to(dev)
+    gan = GAN(gcfg)
+    gan.start_at_mean(train_set.stats()[0])
+    gan.to(dev)
     loader = BatchLoader(train_set, config["batch_size"], shuffle=True, seed=config["seed"],
                          drop_last=True, device=dev)
     if len(loader) == 0:
