@@ -15,8 +15,8 @@ data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False),
 @click.option("--epochs", type=click.IntRange(1), default=5, show_default=True,
               help="Epochs in all (with --resume: train on up to this many).")
 @click.option("--conditional", is_flag=True, default=None, help="Class-conditional: ask for 'a 7'.")
-@click.option("--arch", type=click.Choice(["seed", "small"]), default=None,
-              help="seed: the seed's DCGAN (default); small: the same layers at a quarter width.")
+@click.option("--arch", type=click.Choice(["seed", "small", "tiny"]), default=None,
+              help="seed: the seed's DCGAN (default); small, tiny: the same layers at 1/4, 1/8 width.")
 @click.option("--classifier", "classifier", type=click.Path(), default=None,
               help="Run folder of a kangae classifier trained on the dataset (default: train a small "
                    "one once and cache it).")
