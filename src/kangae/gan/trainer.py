@@ -34,8 +34,9 @@ class GANTrainer(Trainer):
     ``d_acc``); the generator's loss and the mean ``D(x)``, ``D(G(z))`` are logged beside them.
     """
 
-    def __init__(self, gan: GAN, optimizer: torch.optim.Optimizer, **kwargs: Any):
+    def __init__(self, gan: GAN, optimizer: torch.optim.Optimizer, real_target: float = 1.0, **kwargs: Any):
         super().__init__(gan, optimizer, amp=False, **kwargs)
+        self.real_target = real_target  # < 1: one-sided label smoothing (Salimans et al. 2016)
         self.callbacks.insert(0, _GANLogs())
         self._extra = torch.zeros(4, dtype=torch.float64, device=self.device)  # g_loss, D(x), D(G(z)), n
 
@@ -50,7 +51,7 @@ class GANTrainer(Trainer):
 
         # discriminator: real -> 1, fake -> 0 (the fake is detached: no generator gradients)
         d_real, d_fake = d(x, labels), d(fake.detach(), labels)
-        d_loss = (F.binary_cross_entropy_with_logits(d_real, ones)
+        d_loss = (F.binary_cross_entropy_with_logits(d_real, ones * self.real_target)
                   + F.binary_cross_entropy_with_logits(d_fake, zeros))
         self.optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
