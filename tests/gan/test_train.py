@@ -35,7 +35,7 @@ def gan_runs(tmp_path_factory: pytest.TempPathFactory, blob_root: Path) -> dict[
     return {"plain": tmp / "plain", "cond": tmp / "cond", "cache": tmp / "cache"}
 
 
-COND_EPOCHS = 6
+COND_EPOCHS = 5
 
 
 def test_short_training_lowers_the_frechet_distance(gan_runs: dict[str, Path]) -> None:

@@ -178,7 +178,7 @@ def train_gan(dataset: str = "mnist", *, out: str | os.PathLike | None = None, e
               conditional: bool | None = None, arch: str | None = None, z_dim: int | None = None,
               batch_size: int | None = None, lr: float | None = None, limit: int | None = None,
               classifier: str | os.PathLike | None = None, judge_n: int = 5000, n_fixed: int | None = None,
-              real_target: float = 1.0, seed: int = 0, device: str = "auto",
+              real_target: float | None = None, seed: int = 0, device: str = "auto",
               data_dir: str | os.PathLike | None = None,
               resume: bool = False, progress: bool = True, tensorboard: bool = True, echo: bool = True,
               callbacks: Sequence[Callback] = ()) -> GANRun:
@@ -189,7 +189,8 @@ def train_gan(dataset: str = "mnist", *, out: str | os.PathLike | None = None, e
     subset. ``classifier`` is a kangae run folder trained on ``dataset``; without one, a small
     classifier is trained once and cached. ``resume=True`` continues the run in ``out`` (to
     ``epochs`` epochs in all). ``judge_n`` samples are scored per epoch against as many real
-    test images (at most half the test split). ``real_target`` < 1 is one-sided label smoothing.
+    test images (at most half the test split). ``real_target`` < 1 is one-sided label smoothing
+    (default 0.9 for conditional runs, where the projection discriminator otherwise wins at once).
     """
     run_dir = Path(out) if out else Path("runs") / f"gan-{dataset}"
     remove_stale_temporaries(run_dir / "checkpoints")
@@ -211,7 +212,8 @@ def train_gan(dataset: str = "mnist", *, out: str | os.PathLike | None = None, e
         get_arch(arch)
         config = {"model": MODEL_NAME, "dataset": dataset, "arch": arch, "conditional": bool(conditional),
                   "z_dim": z_dim or 100, "batch_size": batch_size or 128, "lr": lr or 2e-4,
-                  "betas": [0.5, 0.999], "real_target": real_target, "limit": limit, "epochs": epochs,
+                  "betas": [0.5, 0.999], "real_target": real_target or (0.9 if conditional else 1.0),
+                  "limit": limit, "epochs": epochs,
                   "seed": seed,
                   "judge_n": judge_n, "classifier": str(classifier) if classifier else None,
                   "kangae": __version__, "torch": torch.__version__}
