@@ -80,12 +80,13 @@ def test_resume_continues_and_matches_recorded_samples(
         gan_runs: dict[str, Path], blob_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KANGAE_CACHE", str(gan_runs["cache"]))  # the judge trained by the fixture
     out = tmp_path / "r"
-    train_gan(out=out, epochs=1, **FAST)
+    quick = {**FAST, "arch": "tiny", "batch_size": 128, "judge_n": 20}  # mechanics only
+    train_gan(out=out, epochs=1, **quick)
     with pytest.raises(KangaeError, match="already holds a run"):
-        train_gan(out=out, epochs=2, **FAST)
+        train_gan(out=out, epochs=2, **quick)
     with pytest.raises(KangaeError, match="configured otherwise"):
-        train_gan(out=out, epochs=2, resume=True, **{**FAST, "lr": 0.5})
-    run = train_gan(out=out, epochs=2, resume=True, **FAST)
+        train_gan(out=out, epochs=2, resume=True, **{**quick, "lr": 0.5})
+    run = train_gan(out=out, epochs=2, resume=True, **quick)
     assert [h["epoch"] for h in run.history] == [1, 2]
     assert [e["epoch"] for e in load_gan(out).judgements] == [0, 1, 2]
     frames = load_file(str(out / "samples" / "frames.safetensors"))
@@ -151,7 +152,7 @@ def test_cli_prints_the_distance_every_epoch(gan_runs: dict[str, Path], blob_dat
     monkeypatch.setenv("KANGAE_CACHE", str(gan_runs["cache"]))
     out = tmp_path / "cli"
     res = CliRunner().invoke(cli, ["gan", "--dataset", "mnist", "--epochs", "1", "--arch", "tiny",
-                                   "--judge-n", "50", "--batch-size", "64", "--no-progress",
+                                   "--judge-n", "20", "--batch-size", "128", "--no-progress",
                                    "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "epoch 0: Fréchet distance" in res.output and "epoch 1: Fréchet distance" in res.output
