@@ -43,20 +43,21 @@ def main() -> None:
                         judge_n=args.judge_n, conditional=args.conditional, progress=False,
                         tensorboard=False, echo=False, device="cpu")
         wall = time.perf_counter() - t0
+        judgements = run.judgements  # read before the folder goes
     n_train = args.limit or 60000
     speeds = [h["images_per_s"] for h in run.history]
-    judge_s = [e["judge_seconds"] for e in run.judgements]
+    judge_s = [e["judge_seconds"] for e in judgements]
     print(f"DCGAN arch={args.arch} conditional={args.conditional} on {n_train} MNIST images, "
           f"{args.threads} threads, batch {run.config['batch_size']}")
     print(f"  training throughput: {sum(speeds) / len(speeds):.0f} images/s "
           f"(per epoch: {', '.join(f'{s:.0f}' for s in speeds)})")
     print(f"  wall time: {wall:.1f}s for {args.epochs} epochs, {wall / args.epochs:.1f}s per epoch "
           f"with judging ({sum(judge_s) / len(judge_s):.1f}s per judgement of "
-          f"{run.judgements[0]['n']} samples)")
-    floor = run.judgements[0]["fd_floor"]
+          f"{judgements[0]['n']} samples)")
+    floor = judgements[0]["fd_floor"]
     print(f"  {'epoch':>5} {'Fréchet':>9} {'floor':>7} {'ratio':>6} {'conf.':>6} {'entropy':>7}"
           + (f" {'class':>6}" if args.conditional else ""))
-    for e in run.judgements:
+    for e in judgements:
         if e["epoch"] in (0, 1, 3, 5) or e["epoch"] == args.epochs:
             line = (f"  {e['epoch']:>5} {e['fd']:>9.2f} {floor:>7.2f} {e['fd'] / floor:>6.1f} "
                     f"{e['confidence']:>6.1%} {e['entropy_bits']:>7.2f}")
