@@ -160,7 +160,7 @@ def step_ideas(tour: Tour, out: Path) -> dict[str, Any]:
     numbers = {}
     numbers["gradient"] = write_ideas(main.model, main.classes, "gradient", "all", out / "gradient",
                                       check_with=[mlp.model], source=f"{main.meta.model}",
-                                      options={"tv": 0.05, "steps": 256})
+                                      options={"tv": 0.05, "jitter": 2, "steps": 256})
     numbers["greedy"] = write_ideas(mlp.model, mlp.classes, "greedy", "all", out / "greedy",
                                     check_with=[main.model], source="mlp",
                                     options={"max_sweeps": s.greedy_sweeps})
