@@ -335,6 +335,11 @@ def dynamics(run_dir: str, layer: str | None, out: str | None, compare: bool, ne
                f"(numba compile {res['compile_seconds']:.0f}s)")
 
 
+from .cli_serve import serve  # noqa: E402
+
+cli.add_command(serve)
+
+
 def main() -> None:
     cli(prog_name="kangae")
 

@@ -1,0 +1,34 @@
+"""``kangae serve RUN_OR_TOUR_DIR``: the drawing page and JSON API (see kangae.serve)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+
+@click.command("serve")
+@click.argument("folder", type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind; anything but 127.0.0.1 exposes the model to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Threads running the model (a bounded pool).")
+@click.option("--ideas", "ideas_method", type=click.Choice(["auto", "greedy", "gradient"]), default="auto",
+              show_default=True, help="How to compute class prototypes at start (auto: greedy when quick).")
+@click.option("--explain", "explain_method", default="mask", show_default=True,
+              help="Explanation method for /api/explain.")
+def serve(folder: str, host: str, port: int, workers: int, ideas_method: str, explain_method: str) -> None:
+    """Serve a page to draw a digit on: probabilities, what the model sees, the explanation
+    mask, its prototypes, and "fix my drawing". FOLDER is a run folder or a tour folder."""
+    import torch
+    import uvicorn
+
+    from .serve.app import app_for
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    app = app_for(folder, workers=workers, ideas_method=ideas_method, explain_method=explain_method)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: binding {host}: the page and API are reachable from other machines", err=True)
+    click.echo(f"kangae serve: http://{host}:{port}/  (API docs at /docs; Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
