@@ -241,9 +241,10 @@ class Engine:
     def idea_png(self, k: int, scale: int = 4) -> bytes:
         from ..render.images import to_pil
 
+        k = self.check_target(k)
         ideas = self.ideas()
         if ideas is None:
             raise NotAvailable("prototypes are still being computed", 503)
         buf = io.BytesIO()
-        to_pil(ideas.images[self.check_target(k)], scale=scale).save(buf, format="PNG")
+        to_pil(ideas.images[k], scale=scale).save(buf, format="PNG")
         return buf.getvalue()

@@ -1,0 +1,252 @@
+"""The JSON API: known answers for good input, a 4xx JSON error for every kind of junk."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kangae.data.preprocess import preprocess
+from kangae.serve.limits import BodyLimit
+
+from .conftest import drawing, png_b64
+
+
+def _model(app):
+    return app.state.engine.model
+
+
+def test_page_is_self_contained(client) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    for needle in ('id="pad"', 'id="clear"', 'id="bars"', 'id="seen"', 'id="mask"', 'id="intended"',
+                   'id="fix"'):
+        assert needle in page.text
+    assert "http://" not in page.text.replace('href="/docs"', "") and "https://" not in page.text
+    for name, kind in (("app.js", "javascript"), ("app.css", "css")):
+        r = client.get(f"/static/{name}")
+        assert r.status_code == 200 and kind in r.headers["content-type"]
+        assert "https://" not in r.text and "http://" not in r.text
+    for bad in ("/static/app.py", "/static/..%2Fapp.py", "/static/%2e%2e%2f__init__.py", "/static/"):
+        assert client.get(bad).status_code == 404
+
+
+def test_docs_and_openapi(client) -> None:
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/predict", "/api/explain", "/api/ideas", "/api/fix"} <= set(paths)
+
+
+def test_predict_png_is_preprocessed_like_a_file(app, client) -> None:
+    img = drawing()
+    r = client.post("/api/predict", json={"image": png_b64(img)})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    want = preprocess(img).image
+    seen = torch.tensor(out["seen"])
+    assert seen.shape == (28, 28) and torch.allclose(seen, want[0], atol=1e-3)
+    assert out["input"] == "png" and out["inverted"] is True
+    probs = torch.softmax(_model(app)(want[None]), 1)[0]
+    assert np.allclose(out["probabilities"], probs.tolist(), atol=1e-4)
+    assert out["predicted"] == int(probs.argmax()) and abs(sum(out["probabilities"]) - 1) < 1e-3
+    bare = client.post("/api/predict", json={"image": png_b64(img, data_url=False)}).json()
+    assert bare["probabilities"] == out["probabilities"]
+
+
+def test_predict_array_known_answers(client, blob_images) -> None:
+    images, labels = blob_images
+    right = 0
+    for img, label in zip(images[:20], labels[:20]):
+        out = client.post("/api/predict", json={"image": (img / 255.0).tolist()}).json()
+        assert out["input"] == "array"
+        assert np.allclose(out["seen"], img / 255.0, atol=1e-3)
+        right += out["predicted"] == int(label)
+    assert right >= 18  # the blobs are easy: the run is ~100% accurate on them
+
+
+@pytest.mark.parametrize("image, message", [
+    ("!!!not base64!!!", "not valid base64"),
+    (base64.b64encode(b"hello, I am not a PNG").decode(), "not a readable PNG"),
+    ("", "empty"),
+    ([[0.0] * 27] * 28, "shape [28, 27]"),
+    ([[0.0] * 28] * 3, "shape [3, 28]"),
+    ([[0.0] * 28, [0.0]], "28x28 grid"),
+    ([["a"] * 28] * 28, "28x28 grid"),
+    ([[2.0] * 28] * 28, "in [0, 1]"),
+    ([[-0.5] * 28] * 28, "in [0, 1]"),
+])
+def test_junk_images_get_400(client, image, message: str) -> None:
+    for path in ("/api/predict", "/api/explain"):
+        r = client.post(path, json={"image": image})
+        assert r.status_code == 400, (path, r.text)
+        assert message in r.json()["error"]
+
+
+def test_nan_and_infinity_get_400(client) -> None:
+    grid = [[0.0] * 28 for _ in range(28)]
+    for token in ("NaN", "Infinity", "-Infinity"):
+        body = json.dumps({"image": grid}).replace("0.0", token, 1)
+        r = client.post("/api/predict", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "NaN or infinite" in r.json()["error"]
+
+
+def test_blank_drawing_gets_400(client) -> None:
+    for color in ("white", "black"):
+        r = client.post("/api/predict", json={"image": png_b64(Image.new("RGB", (280, 280), color))})
+        assert r.status_code == 400 and "blank drawing" in r.json()["error"]
+
+
+def test_truncated_png_and_bomb_get_400(client) -> None:
+    buf = io.BytesIO()
+    drawing().save(buf, format="PNG")
+    cut = base64.b64encode(buf.getvalue()[:200]).decode()
+    r = client.post("/api/predict", json={"image": cut})
+    assert r.status_code == 400 and "not a readable PNG" in r.json()["error"]
+    big = io.BytesIO()
+    Image.new("1", (5000, 5000)).save(big, format="PNG")  # tiny file, 25 megapixels
+    assert big.tell() < 1 << 20
+    r = client.post("/api/predict", json={"image": base64.b64encode(big.getvalue()).decode()})
+    assert r.status_code == 400 and "5000x5000" in r.json()["error"]
+
+
+def test_schema_errors_get_422_json(client) -> None:
+    cases = [({"imag": "x"}, "image"), ({"image": 3}, "image"), ({"image": None}, "image")]
+    for body, word in cases:
+        r = client.post("/api/predict", json=body)
+        assert r.status_code == 422 and word in r.json()["error"]
+    r = client.post("/api/predict", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "not valid JSON" in r.json()["error"]
+    r = client.post("/api/explain", json={"image": [[0.0] * 28] * 28, "target": "seven"})
+    assert r.status_code == 422
+    r = client.post("/api/fix", json={"image": [[0.0] * 28] * 28, "target": 3, "max_edits": 0})
+    assert r.status_code == 422
+
+
+def test_bad_targets_get_400(client) -> None:
+    grid = [[0.0] * 28] * 28
+    for path in ("/api/explain", "/api/fix"):
+        for t in (10, -1):
+            r = client.post(path, json={"image": grid, "target": t})
+            assert r.status_code == 400 and "not a class" in r.json()["error"]
+    assert client.get("/api/ideas/10.png").status_code == 400
+
+
+def test_body_limit_by_content_length_and_by_bytes(client) -> None:
+    big = json.dumps({"image": "A" * (1 << 20)})
+    r = client.post("/api/predict", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "too large" in r.json()["error"]
+
+    def chunks():  # no Content-Length: the middleware counts what arrives
+        for _ in range(20):
+            yield b"A" * 65536
+
+    r = client.post("/api/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_body_limit_counts_bytes_despite_a_small_content_length() -> None:
+    reached = []
+
+    async def app(scope, receive, send):  # pragma: no cover - must not be reached
+        reached.append(True)
+
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": b"x" * 600, "more_body": True},
+                {"type": "http.request", "body": b"x" * 600, "more_body": False}]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "headers": [(b"content-length", b"10")]}
+    asyncio.run(BodyLimit(app, max_bytes=1000)(scope, receive, send))
+    assert not reached and sent[0]["status"] == 413
+    assert b"too large" in sent[1]["body"]
+
+
+def test_explain_auto_and_given_target(app, client, blob_images) -> None:
+    images, labels = blob_images
+    x = images[0] / 255.0
+    out = client.post("/api/explain", json={"image": x.tolist()}).json()
+    pred = client.post("/api/predict", json={"image": x.tolist()}).json()["predicted"]
+    assert out["target"] == pred
+    a = torch.tensor(out["attribution"])
+    assert a.shape == (28, 28) and torch.isfinite(a).all() and a.abs().sum() > 0
+    other = (pred + 1) % 10
+    out2 = client.post("/api/explain", json={"image": x.tolist(), "target": other}).json()
+    assert out2["target"] == other and out2["attribution"] != out["attribution"]
+    xt = torch.tensor(x, dtype=torch.float32)[None, None]
+    try:
+        from kangae.probes.attribution import explain
+    except ImportError:  # the interim saliency: |d logit / d pixel|, checked with plain autograd
+        xt.requires_grad_(True)
+        _model(app)(xt)[0, pred].backward()
+        want = xt.grad.abs()[0, 0]
+    else:
+        want = explain(_model(app), xt, torch.tensor([pred]), method=app.state.engine.explain_method
+                       ).attribution[0, 0]
+    assert torch.allclose(a, want.float(), atol=1e-4, rtol=1e-3)
+
+
+def test_ideas_are_prototypes_the_model_agrees_with(app, client) -> None:
+    deadline = time.monotonic() + 30
+    while not (out := client.get("/api/ideas").json())["ready"]:
+        assert time.monotonic() < deadline, "prototypes took over 30 s"
+        time.sleep(0.1)
+    assert out["method"] == "greedy"  # a small MLP: the seed's greedy pixel search is quick
+    images = torch.tensor(out["images"])
+    assert images.shape == (10, 28, 28) and images.min() >= 0 and images.max() <= 1
+    probs = torch.softmax(_model(app)(images[:, None]), 1)
+    assert (probs.argmax(1) == torch.arange(10)).all()
+    assert np.allclose(out["probabilities"], probs.diagonal().tolist(), atol=2e-3)
+    png = client.get("/api/ideas/3.png")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).size == (112, 112)
+
+
+def test_fix_reaches_the_target_or_says_it_is_missing(app, client, blob_images) -> None:
+    images, labels = blob_images
+    x = images[0] / 255.0
+    target = (int(labels[0]) + 3) % 10
+    r = client.post("/api/fix", json={"image": x.tolist(), "target": target, "max_edits": 200})
+    try:
+        from kangae.probes.attacks import fewest_pixel_edits  # noqa: F401
+    except ImportError:
+        assert r.status_code == 501 and r.json() == {"error": "edit search not available in this build"}
+        assert client.get("/api/info").json()["fix"] is False
+        return
+    assert r.status_code == 200, r.text
+    out = r.json()
+    edited, changed = torch.tensor(out["image"]), torch.tensor(out["changed"]).bool()
+    assert out["n_changed"] == int(changed.sum())
+    assert torch.allclose(edited[~changed], torch.tensor(x, dtype=torch.float32)[~changed], atol=1e-3)
+    if out["success"]:
+        assert out["prob_after"] >= 0.9 and int(np.argmax(out["probabilities"])) == target
+
+
+def test_busy_model_gets_503(app, client) -> None:
+    engine = app.state.engine
+    engine.max_pending, saved = 0, engine.max_pending
+    try:
+        r = client.post("/api/predict", json={"image": [[0.0] * 28] * 28})
+    finally:
+        engine.max_pending = saved
+    assert r.status_code == 503 and r.headers["retry-after"] == "1" and "waiting" in r.json()["error"]
+
+
+def test_no_pickle_and_no_request_paths_in_the_package() -> None:
+    src = Path(__file__).resolve().parents[2] / "src" / "kangae" / "serve"
+    text = "\n".join(p.read_text() for p in src.rglob("*.py"))
+    assert "pickle" not in text and "torch.load(" not in text
+    assert "StaticFiles" not in text and "FileResponse" not in text
