@@ -28,7 +28,7 @@ def serve_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.setenv("KANGAE_CACHE", str(root / "cache"))
         clear_cache()
         kangae.train("mlp", out=out, epochs=2, batch_size=32, progress=False, tensorboard=False,
-                     model_args={"hidden": 64})
+                     snapshots=False, model_args={"hidden": 64})
         clear_cache()
     return out
 

@@ -7,8 +7,8 @@
   const $ = (id) => document.getElementById(id);
   const pad = $("pad");
   const ctx = pad.getContext("2d");
-  const state = { ink: false, drawing: false, last: null, seq: 0, shown: 0, explainSeq: 0,
-                  predicted: null, ideas: null, timer: null, pending: false };
+  const state = { ink: false, drawing: false, last: null, seq: 0, shown: 0,
+                  predicted: null, ideas: null, timer: null, version: 0 };
 
   // ---- drawing pad: pointer events cover mouse, pen and touch ----
   function resetPad() {
@@ -30,6 +30,7 @@
     ctx.lineTo(b[0], b[1]);
     ctx.stroke();
     state.ink = true;
+    state.version += 1;
   }
   pad.addEventListener("pointerdown", (ev) => {
     ev.preventDefault();
@@ -49,13 +50,17 @@
   function stop() {
     if (!state.drawing) return;
     state.drawing = false;
+    clearTimeout(state.timer);
+    state.timer = null;
     update(true);
   }
   pad.addEventListener("pointerup", stop);
   pad.addEventListener("pointercancel", stop);
   $("clear").addEventListener("click", () => {
     resetPad();
-    state.seq += 1;  // drop answers still on their way
+    state.seq += 1;
+    state.shown = state.seq;  // drop answers still on their way
+    state.version += 1;
     state.predicted = null;
     renderBars(null);
     for (const id of ["seen", "mask", "fixed", "idea-pred"]) blank($(id));
@@ -81,10 +86,11 @@
   async function update(final) {
     if (!state.ink) return;
     const seq = ++state.seq;
+    const version = state.version;
     const image = pad.toDataURL("image/png");
     try {
       const p = await post("/api/predict", { image });
-      if (seq < state.shown) return;
+      if (seq < state.shown || !state.ink) return;
       state.shown = seq;
       state.predicted = p.predicted;
       renderBars(p);
@@ -93,15 +99,15 @@
       renderIdeas();
       updateFixButton();
       status(`Reads ${classes[p.predicted]} (${pct(p.confidence)}) in ${p.ms.toFixed(0)} ms.`);
-      if (final) explain(image, seq);
+      if (final) explain(image, version);
     } catch (err) {
       status(err.message);
     }
   }
-  async function explain(image, seq) {
+  async function explain(image, version) {
     try {
       const e = await post("/api/explain", { image, target: "auto" });
-      if (seq !== state.seq) return;
+      if (version !== state.version) return;  // the drawing changed meanwhile
       drawMask($("mask"), e.seen, e.attribution);
       $("why").textContent = `What ${classes[e.target]} (${pct(e.probability)}) rests on, by ${e.method}: ` +
         "red pixels matter most.";
@@ -210,11 +216,11 @@
   }
   $("fix").addEventListener("click", async () => {
     const target = Number(select.value);
-    const seq = state.seq;
+    const version = state.version;
     $("fix-note").textContent = "Searching for the fewest edits...";
     try {
       const f = await post("/api/fix", { image: pad.toDataURL("image/png"), target });
-      if (seq !== state.seq) return;
+      if (version !== state.version) return;
       drawFixed($("fixed"), f.image, f.changed);
       const verb = f.success ? "reads" : "still does not read";
       $("fix-note").textContent = `${f.n_changed} pixel edit${f.n_changed === 1 ? "" : "s"}: ` +
