@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -32,3 +33,9 @@ def serve(folder: str, host: str, port: int, workers: int, ideas_method: str, ex
         click.echo(f"warning: binding {host}: the page and API are reachable from other machines", err=True)
     click.echo(f"kangae serve: http://{host}:{port}/  (API docs at /docs; Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+    if not app.state.engine.ideas_done():
+        # the prototype search cannot be interrupted; leave without waiting for it
+        click.echo("kangae serve: stopped while the prototypes were still being computed", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

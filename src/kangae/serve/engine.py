@@ -229,6 +229,9 @@ class Engine:
         self._ideas_thread = threading.Thread(target=work, name="kangae-ideas", daemon=True)
         self._ideas_thread.start()
 
+    def ideas_done(self) -> bool:
+        return self._ideas.done() or self._ideas_thread is None
+
     def ideas(self, wait: float | None = None) -> Ideas | None:
         """The prototypes, or None while they are being computed."""
         if wait is not None and not self._ideas.done():
