@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, Literal
@@ -25,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from .engine import Busy, Engine, NotAvailable, _round, fix_available
-from .inputs import BadInput, read_image
+from .inputs import BadInput, Seen, read_image
 from .limits import MAX_BODY, BodyLimit
 
 log = logging.getLogger("kangae.serve")
@@ -152,6 +153,13 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "") -> 
     page = env.get_template("index.html").render(info=info, info_json=json.dumps(info))
     hw = engine.shape[-2:]
 
+    def _decode_then(fn: Callable[..., Any]) -> Callable[..., tuple[Seen, Any]]:
+        """Decoding and preprocessing run in the pool too, off the event loop."""
+        def job(image: Any, *args: Any) -> tuple[Seen, Any]:
+            seen = read_image(image, hw)
+            return seen, fn(seen.image, *args)
+        return job
+
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
         return _error(400, str(exc))
@@ -198,8 +206,7 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "") -> 
               summary="Class probabilities, and the 28x28 image the model sees")
     async def predict(body: ImageIn) -> dict[str, Any]:
         t0 = time.perf_counter()
-        seen = read_image(body.image, hw)
-        probs = await engine.call(engine.predict, seen.image)
+        seen, probs = await engine.call(_decode_then(engine.predict), body.image)
         k = int(probs.argmax())
         return {"classes": engine.classes, "probabilities": _round(probs), "predicted": k,
                 "confidence": round(float(probs[k]), 4), "seen": _round(seen.image[0], 3),
@@ -210,9 +217,8 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "") -> 
               summary="Which pixels the decision rests on (the explanation mask)")
     async def explain(body: ExplainIn) -> dict[str, Any]:
         t0 = time.perf_counter()
-        seen = read_image(body.image, hw)
         target = None if body.target == "auto" else engine.check_target(int(body.target))
-        out = await engine.call(engine.explain, seen.image, target)
+        seen, out = await engine.call(_decode_then(engine.explain), body.image, target)
         return {**out, "attribution": _round(out["attribution"], 5), "seen": _round(seen.image[0], 3),
                 "probability": round(out["probability"], 4),
                 "ms": round((time.perf_counter() - t0) * 1000, 2)}
@@ -241,9 +247,9 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "") -> 
               summary="Fix my drawing: the fewest pixel edits that make it read as the target")
     async def fix(body: FixIn) -> dict[str, Any]:
         t0 = time.perf_counter()
-        seen = read_image(body.image, hw)
         target = engine.check_target(body.target)
-        out = await engine.call(engine.fix, seen.image, target, body.max_edits, body.threshold)
+        seen, out = await engine.call(_decode_then(engine.fix), body.image, target, body.max_edits,
+                                      body.threshold)
         return {**out, "image": _round(out["image"], 3), "changed": out["changed"].int().tolist(),
                 "probabilities": _round(out["probabilities"]), "seen": _round(seen.image[0], 3),
                 "ms": round((time.perf_counter() - t0) * 1000, 2)}
