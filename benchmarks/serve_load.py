@@ -70,6 +70,15 @@ def _png_b64(img: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -137,13 +146,16 @@ def main() -> None:
               f"{os.cpu_count()} CPUs (shared with other work: timings are noisy)")
         for name, bodies in (("canvas PNG", pngs), ("28x28 array", arrays)):
             asyncio.run(load(base + "/api/predict", bodies, 40, args.concurrency))  # warm-up
+            cpu0, client0 = cpu_seconds(server.pid), time.process_time()
             lat, errors, wall = asyncio.run(load(base + "/api/predict", bodies, args.requests,
                                                  args.concurrency))
+            cpu = (cpu_seconds(server.pid) - cpu0) / args.requests * 1000
+            client = (time.process_time() - client0) / args.requests * 1000
             p50, p95 = np.percentile(lat, [50, 95])
             ok = "met" if errors == 0 and p95 <= 50 else "MISSED"
             print(f"  {name:<12} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  max {max(lat):6.1f} ms  "
-                  f"errors {errors}  {args.requests / wall:6.0f} req/s   "
-                  f"[goal: 0 errors, p95 <= 50 ms: {ok}]")
+                  f"errors {errors}  {args.requests / wall:5.0f} req/s  CPU/request: server {cpu:4.1f} ms, "
+                  f"client {client:4.1f} ms  [goal: 0 errors, p95 <= 50 ms: {ok}]")
     finally:
         server.send_signal(signal.SIGINT)
         try:
