@@ -25,11 +25,13 @@ def serve(folder: str, host: str, port: int, workers: int, ideas_method: str, ex
     import torch
     import uvicorn
 
-    from .serve.app import app_for
+    from .serve.app import LOCAL_HOSTS, app_for
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    app = app_for(folder, workers=workers, ideas_method=ideas_method, explain_method=explain_method)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    local = host in LOCAL_HOSTS or host == "::1"
+    app = app_for(folder, workers=workers, ideas_method=ideas_method, explain_method=explain_method,
+                  allowed_hosts=LOCAL_HOSTS if local else None)
+    if not local:
         click.echo(f"warning: binding {host}: the page and API are reachable from other machines", err=True)
     click.echo(f"kangae serve: http://{host}:{port}/  (API docs at /docs; Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -44,8 +44,9 @@ def blob_images() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def app(serve_run: Path):
     from kangae.serve import app_for
+    from kangae.serve.app import LOCAL_HOSTS
 
-    return app_for(serve_run)
+    return app_for(serve_run, allowed_hosts=[*LOCAL_HOSTS, "testserver"])  # TestClient's host
 
 
 @pytest.fixture(scope="module")

@@ -175,6 +175,14 @@ def test_body_limit_counts_bytes_despite_a_small_content_length() -> None:
     assert b"too large" in sent[1]["body"]
 
 
+def test_only_local_host_names_are_served(client) -> None:
+    assert client.get("/api/info", headers={"host": "127.0.0.1:8000"}).status_code == 200
+    assert client.get("/api/info", headers={"host": "[::1]:8000"}).status_code == 200
+    for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "[::2]:80", ""):
+        r = client.post("/api/predict", json={"image": [[0.0] * 28] * 28}, headers={"host": host})
+        assert r.status_code == 400 and "is not served here" in r.json()["error"]
+
+
 def test_explain_auto_and_given_target(app, client, blob_images) -> None:
     images, labels = blob_images
     x = images[0] / 255.0

@@ -100,6 +100,8 @@ def test_cli_serves_on_localhost(serve_run: Path, tmp_path: Path) -> None:
         assert info["model"] == "mlp" and info["classes"] == [str(i) for i in range(10)]
         r = httpx.post(f"http://127.0.0.1:{port}/api/predict", json={"image": [[0.0] * 28] * 28}, timeout=10)
         assert r.status_code == 200 and len(r.json()["probabilities"]) == 10
+        r = httpx.get(f"http://127.0.0.1:{port}/", headers={"host": f"rebound.example:{port}"})
+        assert r.status_code == 400  # bound to 127.0.0.1: other host names are refused
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C: a graceful stop
         out, _ = proc.communicate(timeout=20)

@@ -27,12 +27,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from .engine import Busy, Engine, NotAvailable, _round, fix_available
 from .inputs import BadInput, Seen, read_image
-from .limits import MAX_BODY, BodyLimit
+from .limits import MAX_BODY, BodyLimit, HostCheck
 
 log = logging.getLogger("kangae.serve")
 
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
             "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 
 IMAGE_DOC = ("A drawing as a base64 PNG (or JPEG), bare or as a `data:image/png;base64,...` URL, which "
@@ -129,8 +130,13 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "") -> FastAPI:
-    """The app serving ``engine``'s model; closes the engine's pool on shutdown."""
+def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
+               allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The app serving ``engine``'s model; closes the engine's pool on shutdown.
+
+    ``allowed_hosts`` (e.g. :data:`LOCAL_HOSTS`) refuses requests whose ``Host`` header names
+    anything else, so a web page cannot reach a local server through DNS rebinding.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
@@ -141,6 +147,8 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "") -> 
                   description="Draw a digit; see what the model sees, what it rests on, what it "
                               "imagines each class looks like, and the fewest edits to change its mind.")
     app.add_middleware(BodyLimit, max_bytes=max_body)
+    if allowed_hosts:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
     app.state.engine = engine
     env = jinja2.Environment(loader=jinja2.PackageLoader("kangae.serve", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]))
@@ -258,7 +266,8 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "") -> 
 
 
 def app_for(folder: str | os.PathLike, *, workers: int = 2, ideas_method: str = "auto",
-            explain_method: str = "mask", max_body: int = MAX_BODY) -> FastAPI:
+            explain_method: str = "mask", max_body: int = MAX_BODY,
+            allowed_hosts: list[str] | None = None) -> FastAPI:
     """Load a run or tour folder (see :mod:`kangae.serve.source`) and build its app."""
     from ..train.run import load
     from .source import load_prototypes, resolve
@@ -270,7 +279,7 @@ def app_for(folder: str | os.PathLike, *, workers: int = 2, ideas_method: str = 
         ideas = load_prototypes(protos_path, len(run.classes), tuple(run.meta.input_shape))
     engine = Engine(run, workers=workers, ideas=ideas, ideas_method=ideas_method,
                     ideas_from=protos_path.name if protos_path else "", explain_method=explain_method)
-    return create_app(engine, max_body=max_body, title=run.path.name)
+    return create_app(engine, max_body=max_body, title=run.path.name, allowed_hosts=allowed_hosts)
 
 
 __all__ = ["app_for", "create_app"]

@@ -150,6 +150,15 @@ class Engine:
             self._ideas.set_result(self._given_ideas(ideas, ideas_from))
         elif compute_ideas_now:
             self.start_ideas(ideas_method)
+        self.pool.submit(self.warm_up)
+
+    def warm_up(self) -> None:
+        """One forward pass and the explanation backend's imports, so the first request is quick."""
+        self.predict(torch.zeros(self.shape[0], *self.shape[1:])[:1])
+        try:
+            from ..probes import attribution  # type: ignore[attr-defined]  # noqa: F401
+        except ImportError:
+            import captum.attr  # noqa: F401
 
     # -- plumbing -------------------------------------------------------------------------
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -67,3 +67,27 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def host_name(host: str) -> str:
+    """``Host`` header without its port: ``127.0.0.1:8000`` -> ``127.0.0.1``, ``[::1]:80`` -> ``[::1]``."""
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0]
+
+
+class HostCheck:
+    """Answer 400 ``{"error": ...}`` unless the ``Host`` header names one of ``allowed`` (any
+    port): a page elsewhere cannot reach a server on 127.0.0.1 by DNS rebinding."""
+
+    def __init__(self, app: Any, allowed: list[str]):
+        self.app, self.allowed = app, {h.lower() for h in allowed}
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1").lower()
+            if host_name(host) not in self.allowed:
+                if scope["type"] == "http":
+                    await send_json(send, 400, {"error": f"Host '{host}' is not served here"})
+                return
+        await self.app(scope, receive, send)
