@@ -126,3 +126,26 @@ def test_fix_button_reflects_this_build(page) -> None:
         page.wait_for_function("() => /pixel edit/.test(document.querySelector('#fix-note').textContent)")
         assert _canvas_sum(page, "#fixed") > 0
     assert page.log["errors"] == [] and page.log["outside"] == []
+
+
+def test_draw_with_a_finger(browser, base_url) -> None:
+    """Real touch events (Chromium's Input.dispatchTouchEvent) draw too, and the page does not scroll."""
+    context = browser.new_context(viewport={"width": 800, "height": 1000}, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(base_url + "/")
+    box = page.locator("#pad").bounding_box()
+    cdp = context.new_cdp_session(page)
+    x0, y0 = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.15
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x0, "y": y0}]})
+    for i in range(1, 13):
+        cdp.send("Input.dispatchTouchEvent",
+                 {"type": "touchMove", "touchPoints": [{"x": x0, "y": y0 + i * box["height"] * 0.06}]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    page.wait_for_function("() => document.querySelector('#bars .val').textContent.endsWith('%')")
+    assert _canvas_sum(page, "#seen") > 0
+    assert page.evaluate("() => window.scrollY") == 0
+    assert errors == []
+    context.close()
