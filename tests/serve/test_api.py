@@ -207,6 +207,23 @@ def test_explain_auto_and_given_target(app, client, blob_images) -> None:
     assert torch.allclose(a, want.float(), atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.parametrize("points", [[(70, 60), (210, 60), (120, 240)], [(140, 30), (150, 250)],
+                                    [(20, 100), (260, 120)]])
+def test_explain_frame_maps_the_28x28_back_onto_the_drawing(client, points) -> None:
+    img = drawing(points)
+    out = client.post("/api/explain", json={"image": png_b64(img)}).json()
+    x, y, w, h = out["frame"]
+    ink = Image.fromarray(255 - np.asarray(img.convert("L")))  # white ink on black, like the model's
+    back = ink.crop((round(x), round(y), round(x + w), round(y + h))).resize((28, 28), Image.BILINEAR)
+    back = np.asarray(back, dtype=np.float64).ravel()
+    seen = np.asarray(out["seen"]).ravel()
+    assert np.corrcoef(back, seen)[0, 1] > 0.9  # the same digit in the same place
+    shifted = np.roll(np.asarray(out["seen"]), 3, axis=1).ravel()
+    assert np.corrcoef(back, shifted)[0, 1] < np.corrcoef(back, seen)[0, 1] - 0.1
+    arr = client.post("/api/explain", json={"image": out["seen"]}).json()
+    assert arr["frame"] is None
+
+
 def test_ideas_are_prototypes_the_model_agrees_with(app, client) -> None:
     deadline = time.monotonic() + 30
     while not (out := client.get("/api/ideas").json())["ready"]:

@@ -87,6 +87,7 @@ def test_draw_a_stroke_updates_everything(page, base_url) -> None:
     assert _canvas_sum(page, "#seen") > 0  # the 28x28 image the model saw
     page.wait_for_function("() => document.querySelector('#why').textContent.startsWith('What')")
     assert _canvas_sum(page, "#mask") > 0
+    assert _canvas_sum(page, "#overlay") > 0  # the mask over the drawing itself
     page.wait_for_function("() => document.querySelector('#idea-pred-cap').textContent.includes('p=')")
     assert _canvas_sum(page, "#idea-pred") > 0
     page.select_option("#intended", "3")
@@ -99,7 +100,8 @@ def test_draw_a_stroke_updates_everything(page, base_url) -> None:
         let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i] + d[i + 1] + d[i + 2];
         return s !== {before}; }}""")
     page.click("#clear")
-    assert _canvas_sum(page, "#seen") == 0 and page.locator("#bars .val").first.inner_text() == ""
+    assert _canvas_sum(page, "#seen") == 0 and _canvas_sum(page, "#overlay") == 0
+    assert page.locator("#bars .val").first.inner_text() == ""
     page.wait_for_timeout(300)
     assert page.log["errors"] == []
     assert page.log["outside"] == []

@@ -73,6 +73,8 @@ class ExplainOut(BaseModel):
     probability: float
     attribution: list[list[float]] = Field(description="(H, W); higher = more important for target.")
     seen: list[list[float]]
+    frame: list[float] | None = Field(None, description="For a PNG: [x, y, width, height] of the 28x28 "
+                                                        "field in the drawing's pixels.")
     metrics: dict[str, Any]
     ms: float
 
@@ -228,6 +230,7 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
         target = None if body.target == "auto" else engine.check_target(int(body.target))
         seen, out = await engine.call(_decode_then(engine.explain), body.image, target)
         return {**out, "attribution": _round(out["attribution"], 5), "seen": _round(seen.image[0], 3),
+                "frame": [round(v, 2) for v in seen.frame] if seen.frame else None,
                 "probability": round(out["probability"], 4),
                 "ms": round((time.perf_counter() - t0) * 1000, 2)}
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..data.preprocess import ImageInputError, preprocess
+from ..data.preprocess import ImageInputError, Preprocessed, preprocess
 
 MAX_SIDE = 4096  # a canvas is a few hundred pixels; this bounds decompression bombs
 FORMATS = ("PNG", "JPEG")
@@ -39,6 +39,24 @@ class Seen:
     source: str  # "png" or "array"
     inverted: bool = False
     steps: str = ""
+    frame: tuple[float, float, float, float] | None = None  # (x, y, w, h) of the 28x28 in the drawing
+
+
+def frame_of(pre: Preprocessed) -> tuple[float, float, float, float] | None:
+    """Where the 28x28 field lies in the source picture, in its pixels: the ink box was scaled to
+    fit 20x20 and placed where the field's first inked row and column are (for drawing the
+    explanation mask over the user's drawing)."""
+    left, top, right, bottom = pre.ink_box
+    cw, ch = right - left, bottom - top
+    longest = max(cw, ch)
+    sx, sy = max(1, round(cw * 20 / longest)) / cw, max(1, round(ch * 20 / longest)) / ch
+    ink = pre.image[0] > 0
+    cols, rows = ink.any(0).nonzero(), ink.any(1).nonzero()
+    if len(cols) == 0:
+        return None
+    ox, oy = int(cols[0]), int(rows[0])
+    side = pre.image.shape[-1]
+    return (left - ox / sx, top - oy / sy, side / sx, side / sy)
 
 
 def decode_png(text: str) -> Image.Image:
@@ -96,7 +114,7 @@ def read_image(image: Any, shape: tuple[int, int] = (28, 28)) -> Seen:
         if tuple(x.shape[1:]) != shape:  # a model trained on another size: resize what MNIST made
             x = torch.nn.functional.interpolate(x[None], size=shape, mode="bilinear",
                                                 align_corners=False)[0].clamp(0, 1)
-        return Seen(x, "png", pre.inverted, pre.describe())
+        return Seen(x, "png", pre.inverted, pre.describe(), frame_of(pre))
     if isinstance(image, list):
         return Seen(decode_array(image, shape), "array", False, "taken as already preprocessed")
     if isinstance(image, float) and math.isnan(image):

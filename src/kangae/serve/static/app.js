@@ -7,6 +7,7 @@
   const $ = (id) => document.getElementById(id);
   const pad = $("pad");
   const ctx = pad.getContext("2d");
+  const overlay = $("overlay");
   const state = { ink: false, drawing: false, last: null, seq: 0, shown: 0,
                   predicted: null, ideas: null, timer: null, version: 0 };
 
@@ -36,6 +37,7 @@
     ev.preventDefault();
     pad.setPointerCapture(ev.pointerId);
     state.drawing = true;
+    clearOverlay();
     state.last = point(ev);
     line(state.last, state.last);
     schedule();
@@ -62,6 +64,7 @@
     state.shown = state.seq;  // drop answers still on their way
     state.version += 1;
     state.predicted = null;
+    clearOverlay();
     renderBars(null);
     for (const id of ["seen", "mask", "fixed", "idea-pred"]) blank($(id));
     $("idea-pred-cap").textContent = "predicted: -";
@@ -109,6 +112,7 @@
       const e = await post("/api/explain", { image, target: "auto" });
       if (version !== state.version) return;  // the drawing changed meanwhile
       drawMask($("mask"), e.seen, e.attribution);
+      if (e.frame) maskOverDrawing(e.attribution, e.frame);
       $("why").textContent = `What ${classes[e.target]} (${pct(e.probability)}) rests on, by ${e.method}: ` +
         "red pixels matter most.";
     } catch (err) {
@@ -165,6 +169,27 @@
       const m = Math.abs(attr[y][x]) / top, g = 0.45 * seen[y][x];
       return [gray(g + m), gray(g + 0.15 * m), gray(g + 0.1 * m)];
     });
+  }
+  function clearOverlay() { overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height); }
+  function maskOverDrawing(attr, frame) {  // the 28x28 mask, scaled back onto the canvas
+    const h = attr.length, w = attr[0].length;
+    let top = 0;
+    for (const row of attr) for (const v of row) top = Math.max(top, Math.abs(v));
+    top = top || 1;
+    const small = document.createElement("canvas");
+    small.width = w; small.height = h;
+    const sc = small.getContext("2d");
+    const img = sc.createImageData(w, h);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+      const i = 4 * (y * w + x);
+      img.data[i] = 230; img.data[i + 1] = 40; img.data[i + 2] = 20;
+      img.data[i + 3] = Math.round(200 * Math.abs(attr[y][x]) / top);
+    }
+    sc.putImageData(img, 0, 0);
+    const oc = overlay.getContext("2d");
+    clearOverlay();
+    oc.imageSmoothingEnabled = true;
+    oc.drawImage(small, frame[0], frame[1], frame[2], frame[3]);
   }
   function drawFixed(canvas, image, changed) {
     paint(canvas, (y, x) => {
