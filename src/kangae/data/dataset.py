@@ -164,6 +164,10 @@ def load_dataset(name: str = "mnist", split: str = "train",
     """Load one split of an MNIST-family dataset (see ``kangae datasets``)."""
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
+    if name == "cluttered-mnist":  # generated from MNIST, see kangae.data.cluttered
+        from .cluttered import load_cluttered
+
+        return load_cluttered(split, data_dir).data
     get_spec(name)
     env = tuple(os.environ.get(k) for k in ("KANGAE_DATA", "KANGAE_CACHE", "KANGAE_OFFLINE",
                                              "KANGAE_MIRROR", "HOME"))

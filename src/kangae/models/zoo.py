@@ -154,6 +154,21 @@ def fast_cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
     )
 
 
+def global_cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
+               width: int = 16) -> nn.Module:
+    """Three conv blocks, then a global max over positions: it reads a digit wherever it
+    lies on a canvas of any size (for cluttered MNIST and the pointing game)."""
+    return _seq(
+        ("normalize", Normalize((0.1307,) * in_channels, (0.3081,) * in_channels)),
+        ("block1", _seq(("conv1", _conv_bn(in_channels, width, 5)), ("pool", nn.MaxPool2d(2)))),
+        ("block2", _seq(("conv1", _conv_bn(width, 2 * width)), ("pool", nn.MaxPool2d(2)))),
+        ("block3", _seq(("conv1", _conv_bn(2 * width, 4 * width)))),
+        ("pool", nn.AdaptiveMaxPool2d(1)),
+        ("flatten", nn.Flatten()),
+        ("logits", nn.Linear(4 * width, num_classes)),
+    )
+
+
 def _vgg_block(cin: int, cout: int, convs: int) -> nn.Sequential:
     layers: list[tuple[str, nn.Module]] = []
     for i in range(convs):
@@ -193,6 +208,8 @@ MODELS: dict[str, ModelEntry] = {
                    Recipe(epochs=4, batch_size=128, lr=2e-3), "seed 003"),
         ModelEntry("fast-cnn", "small batch-norm CNN tuned for time to 99% on CPU", fast_cnn,
                    Recipe(epochs=15, batch_size=64, lr=5e-3, max_shift=2), "kangae"),
+        ModelEntry("global-cnn", "3 conv blocks + global max pool, any image size", global_cnn,
+                   Recipe(epochs=4, batch_size=64, lr=5e-3), "kangae (cluttered MNIST)"),
         ModelEntry("vgg-small", "VGG-style 3x3 conv blocks (32-64-128)", vgg_small,
                    Recipe(epochs=4, batch_size=128, lr=1e-3), "seed 004"),
     ]

@@ -229,8 +229,9 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
 
     dev = _setup_distributed(pick_device(device), world, local_rank)
     torch.manual_seed(config["seed"])
+    model_args = {"image_size": train_set.images.shape[-1], **config["model_args"]}
     net = create_model(config["model"], num_classes=train_set.num_classes,
-                       in_channels=train_set.images.shape[1], **config["model_args"])
+                       in_channels=train_set.images.shape[1], **model_args)
     norm = config.get("normalization")
     mean, std = (norm["mean"][0], norm["std"][0]) if resume and norm else train_set.stats()
     if hasattr(net, "normalize"):
@@ -248,7 +249,7 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     opt = _optimizer(recipe.optimizer, net.parameters(), recipe)
     sched = _scheduler(recipe.schedule, opt, recipe, recipe.epochs * len(loader))
 
-    meta = ModelMeta(model=config["model"], model_args=config["model_args"],
+    meta = ModelMeta(model=config["model"], model_args=model_args,
                      dataset=train_set.name, classes=list(train_set.classes),
                      input_shape=list(train_set.images.shape[1:]))
     cbs: list[Callback] = []

@@ -1,0 +1,125 @@
+"""``kangae explain`` and ``kangae explain-bench``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .probes.attribution import METHODS
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("--method", type=click.Choice(METHODS), default="mask", show_default=True)
+@click.option("--target", default="auto", show_default=True,
+              help="auto (the predicted class), or a class index or name.")
+@click.option("--test", "n_test", type=click.IntRange(1, 10000), default=None,
+              help="Explain the first N test images instead of files.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Default: RUN_DIR/explain-METHOD.")
+@click.option("--steps", type=click.IntRange(1, 100000), default=None,
+              help="Mask optimization steps (mask: 300, extremal: 300).")
+@click.option("--game", type=click.Choice(["deletion", "preservation"]), default=None,
+              help="Masks: delete the evidence (mask's default) or keep it (extremal's).")
+@click.option("--perturbation", type=click.Choice(["constant", "blur", "noise"]), default=None)
+@click.option("--areas", default=None, help="Extremal: areas, e.g. 0.05,0.1,0.2.")
+@click.option("--layer", default=None, help="Grad-CAM layer (dotted name; see `kangae layers`).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def explain(run_dir: str, images: tuple[str, ...], method: str, target: str, n_test: int | None,
+            out: str | None, steps: int | None, game: str | None, perturbation: str | None,
+            areas: str | None, layer: str | None, seed: int) -> None:
+    """Which pixels does the decision rest on? One panel per image (PNG/JPEG of any size:
+    preprocessed the way MNIST was made) and explanations.json."""
+    import torch
+
+    from .data.preprocess import load_pictures
+    from .errors import KangaeError
+    from .report.explain import parse_target, test_images, write_explanations
+    from .train.run import load
+
+    if not images and n_test is None:
+        raise click.UsageError("give image files, or --test N to explain test images")
+    run = load(run_dir)
+    classes = run.meta.classes
+    goal = parse_target(target, len(classes), classes)
+    options: dict = {}
+    if steps is not None:
+        if method not in ("mask", "extremal"):
+            raise KangaeError("--steps applies to --method mask or extremal")
+        options["steps"] = steps
+    if game:
+        options["game"] = game
+    if perturbation:
+        options["perturbation"] = perturbation
+    if areas:
+        if method != "extremal":
+            raise KangaeError("--areas applies to --method extremal")
+        try:
+            options["areas"] = tuple(float(a) for a in areas.split(","))
+        except ValueError:
+            raise KangaeError(f"invalid --areas '{areas}': give fractions like 0.05,0.1,0.2") from None
+        if any(not 0 < a < 1 for a in options["areas"]):
+            raise KangaeError(f"invalid --areas '{areas}': each must lie between 0 and 1")
+    if layer:
+        options["layer"] = layer
+    pictures, errors = load_pictures(images) if images else ([], [])
+    for err in errors:
+        click.echo(f"error: {err}", err=True)
+    sources = [p.source for p in pictures]
+    batch = [p.image for p in pictures]
+    side = tuple(run.meta.input_shape[-2:])
+    if pictures and side != (28, 28):
+        raise KangaeError(f"{run_dir} takes {side[0]}x{side[1]} images; files are preprocessed to 28x28")
+    for p in pictures:
+        if p.inverted:
+            click.echo(f"{p.source}: inverted (dark ink on a light background)")
+    if n_test:
+        x, names = test_images(run, n_test)
+        batch += list(x)
+        sources += names
+    if not batch:
+        raise KangaeError("none of the images could be read")
+    out_dir = Path(out) if out else run.path / f"explain-{method}"
+    res = write_explanations(run.model, classes, torch.stack(batch), out_dir, method, goal,
+                             sources=sources, pictures=pictures, seed=seed, **options)
+    for entry in res["images"]:
+        click.echo(f"{entry['source'] or 'image'}: {entry['summary']}")
+    click.echo(f"wrote {out_dir}/ ({len(res['images'])} panels, explanations.json) "
+               f"in {res['seconds']:.1f} s")
+    if errors:
+        raise SystemExit(2)
+
+
+@click.command("explain-bench")
+@click.argument("run_dir", type=click.Path())
+@click.option("--methods", default=",".join(m for m in METHODS), show_default=True)
+@click.option("--n", "n", type=click.IntRange(2, 10000), default=100, show_default=True,
+              help="Test images for deletion/insertion.")
+@click.option("--pointing", "n_pointing", type=click.IntRange(0, 2000), default=200, show_default=True,
+              help="Cluttered canvases for the pointing game (0 skips it).")
+@click.option("--sanity", "n_sanity", type=click.IntRange(2, 10000), default=32, show_default=True)
+@click.option("--mask-steps", type=click.IntRange(1, 100000), default=150, show_default=True)
+@click.option("--cluttered-run", type=click.Path(), default=None,
+              help="A run trained on cluttered-mnist (default: train one once and cache it).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Default: RUN_DIR/explain-bench.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def explain_bench(run_dir: str, methods: str, n: int, n_pointing: int, n_sanity: int, mask_steps: int,
+                  cluttered_run: str | None, out: str | None, seed: int) -> None:
+    """Is each explanation true? Deletion/insertion AUC, pointing game, sanity check."""
+    from .report.explain import explain_bench as bench
+    from .train.run import load
+
+    run = load(run_dir)
+    clut = load(cluttered_run) if cluttered_run else None
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    out_dir = Path(out) if out else run.path / "explain-bench"
+    res = bench(run, out_dir, chosen, n=n, n_pointing=n_pointing, n_sanity=n_sanity,
+                mask_steps=mask_steps, cluttered_run=clut, seed=seed,
+                log=lambda s: click.echo(s, err=True))
+    from .report.explain import markdown_table
+
+    click.echo(markdown_table(res))
+    click.echo(f"wrote {out_dir}/bench.json, bench.md")

@@ -1,0 +1,259 @@
+"""Perturbation masks: the pixels a decision rests on, found by optimizing what to delete.
+
+Two methods, both batched (N images, and A areas, optimize as one tensor):
+
+* ``meaningful_perturbation`` -- Fong & Vedaldi, "Interpretable Explanations of Black Boxes
+  by Meaningful Perturbation" (ICCV 2017), the method of seed 001. A mask ``m`` in [0, 1]
+  (1 keeps a pixel) blends the image with a perturbed copy, ``m*x + (1-m)*x0``. The
+  *deletion game* finds the smallest region whose removal kills the class:
+  ``min l1*mean(1-m) + tv*TV_beta(m) + p_c(blend)``; the *preservation game* the smallest
+  region that keeps it: ``min l1*mean(m) + tv*TV_beta(m) + (1 - p_c(blend))``. The mask
+  lives at low resolution and is upsampled; the blend is jittered by up to ``jitter`` px.
+  Paper defaults at 224 px: mask 28x28 (8x upsampling), l1 = 1e-4 on the sum (about 0.08 as
+  a mean over the 28x28 mask), tv = 1e-2 with beta = 3, Adam with lr 0.1 for 300 steps,
+  blur sigma 10 px, jitter up to 4 px. kangae's 28x28 defaults scale these: a 14x14 mask
+  (2x upsampling), jitter 1 px, blur sigma 2 px; and perturb with a constant 0 (the MNIST
+  background) since a blurred 2-px stroke stays readable.
+* ``extremal_perturbation`` -- Fong, Patrick & Vedaldi, "Understanding Deep Networks via
+  Extremal Perturbations and Smooth Masks" (ICCV 2019). The area is fixed (a ranking loss
+  pulls the sorted mask to a step with ``a*HW`` ones, its weight growing geometrically as in
+  TorchRay) and the mask is smooth (low-resolution parameters, bilinear upsampling, then a
+  Gaussian; the paper uses a smooth-max convolution instead). The reward is the target
+  logit margin (TorchRay's ``contrastive_reward``); several areas are solved in one call.
+  TorchRay's defaults at 224 px (parameters every 7 px, sigma 21, area weight 300 growing
+  to ~16x) give masks far coarser than a 2-px pen stroke; at 28x28 kangae uses one
+  parameter per pixel, sigma 0.5 and weight 100 (on 16 MNIST test digits deleting 10% of
+  pixels brought the fast-cnn's p from 100% to 0.2% on average, against 2.6% with
+  parameters every 2 px and sigma 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.loader import random_shift
+from ._model import frozen
+from .explanation import Explanation
+
+GAMES = ("deletion", "preservation")
+PERTURBATIONS = ("constant", "blur", "noise")
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W), reflect-padded; sigma in pixels."""
+    if sigma <= 0:
+        return x
+    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def perturbed_copy(images: torch.Tensor, kind: str, value: float = 0.0, sigma: float = 2.0,
+                   noise_std: float = 0.3, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The fully perturbed image ``x0`` that a mask blends in where it deletes."""
+    if kind == "constant":
+        return torch.full_like(images, value)
+    if kind == "blur":
+        return gaussian_blur(images, sigma)
+    if kind == "noise":
+        noise = torch.randn(images.shape, generator=generator, dtype=images.dtype)
+        return (images + noise_std * noise.to(images.device)).clamp(0, 1)
+    raise ValueError(f"unknown perturbation '{kind}'; use one of {', '.join(PERTURBATIONS)}")
+
+
+def total_variation(m: torch.Tensor, beta: float = 3.0) -> torch.Tensor:
+    """Mean of |dm|^beta over horizontal and vertical neighbours, per mask: (B,)."""
+    dy = (m[..., 1:, :] - m[..., :-1, :]).abs().pow(beta).flatten(1).mean(1)
+    dx = (m[..., :, 1:] - m[..., :, :-1]).abs().pow(beta).flatten(1).mean(1)
+    return dy + dx
+
+
+def _prepare(model: nn.Module, images: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images as float on the model's device, targets (predicted where None), and p(target)."""
+    device = next(model.parameters()).device
+    x = images.to(device)
+    x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    with torch.no_grad():
+        probs = F.softmax(model(x).float(), dim=1)
+    if target is None or (isinstance(target, str) and target == "auto"):
+        t = probs.argmax(1)
+    else:
+        t = torch.as_tensor(target, device=device).long().flatten()
+        if t.numel() == 1:
+            t = t.expand(len(x))
+        if t.numel() != len(x):
+            raise ValueError(f"{t.numel()} targets for {len(x)} images")
+        if (t < 0).any() or (t >= probs.shape[1]).any():
+            raise ValueError(f"targets must lie in 0..{probs.shape[1] - 1}")
+    return x, t.clone(), probs.gather(1, t[:, None])[:, 0]
+
+
+def _target_prob(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return F.softmax(model(x).float(), dim=1).gather(1, t[:, None])[:, 0]
+
+
+def log_odds(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``log p_t / (1 - p_t)``: the target logit against all others (log-sum-exp), which keeps
+    a useful gradient where a confident softmax has none."""
+    own = logits.gather(1, t[:, None])[:, 0]
+    others = logits.scatter(1, t[:, None], float("-inf")).logsumexp(1)
+    return own - others
+
+
+def meaningful_perturbation(model: nn.Module, images: torch.Tensor,
+                            target: int | Sequence[int] | torch.Tensor | None = None, *,
+                            game: str = "deletion", perturbation: str = "constant",
+                            value: float = 0.0, blur_sigma: float = 2.0, noise_std: float = 0.3,
+                            upsample: int = 2, l1: float = 2.0, tv: float = 1.0,
+                            tv_beta: float = 3.0, steps: int = 300, lr: float = 0.05,
+                            jitter: int = 1, objective: str = "log-odds", stop: float = 0.01,
+                            seed: int = 0) -> Explanation:
+    """Fong & Vedaldi (2017) masks for a batch of images, all optimized together.
+
+    ``target`` defaults to each image's predicted class. Returns an :class:`Explanation`
+    whose ``attribution`` is the deleted (deletion game) or kept (preservation game) part.
+
+    ``objective="prob"`` is the paper's class probability. The default ``"log-odds"`` uses
+    the target's log-odds, hinged where p reaches ``stop`` (deletion) or ``1 - stop``
+    (preservation): a confident MNIST model's softmax is flat at 1.0, so the probability
+    gives no gradient at the unmasked image and the mask never moves; the hinge then lets
+    the area penalty shrink the region to the least that still crosses the line.
+    """
+    if objective not in ("log-odds", "prob"):
+        raise ValueError(f"unknown objective '{objective}'; use log-odds or prob")
+    line = math.log(stop / (1 - stop))
+    if game not in GAMES:
+        raise ValueError(f"unknown game '{game}'; use one of {', '.join(GAMES)}")
+    g = torch.Generator().manual_seed(seed)
+    with frozen(model):
+        x, t, p0 = _prepare(model, images, target)
+        n, _, h, w = x.shape
+        x0 = perturbed_copy(x, perturbation, value, blur_sigma, noise_std, g)
+        lh, lw = max(1, math.ceil(h / upsample)), max(1, math.ceil(w / upsample))
+        start = 1.0 if game == "deletion" else 0.5
+        low = torch.full((n, 1, lh, lw), start, device=x.device, requires_grad=True)
+        opt = torch.optim.Adam([low], lr=lr)
+        curve = []
+        for _ in range(steps):
+            m = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+            blend = random_shift(m * x + (1 - m) * x0, jitter, g)
+            logits = model(blend).float()
+            if objective == "prob":
+                p = F.softmax(logits, dim=1).gather(1, t[:, None])[:, 0]
+                term = p if game == "deletion" else 1 - p
+            elif game == "deletion":
+                term = log_odds(logits, t).clamp(min=line)
+            else:
+                term = -log_odds(logits, t).clamp(max=-line)
+            kept = low.flatten(1).mean(1)
+            loss = l1 * (1 - kept if game == "deletion" else kept) + tv * total_variation(low, tv_beta) + term
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+            with torch.no_grad():
+                low.clamp_(0, 1)
+            curve.append(loss.detach().cpu())
+        with torch.no_grad():
+            m = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+            blend = m * x + (1 - m) * x0
+            p1 = _target_prob(model, blend, t)
+    attribution = (1 - m) if game == "deletion" else m
+    area = attribution.flatten(1).mean(1)
+    return Explanation(
+        method="mask", attribution=attribution.detach().cpu(), target=t.cpu(), prob=p0.cpu(),
+        mask=m.detach().cpu(), perturbed=blend.cpu(), prob_after=p1.cpu(), area=area.cpu(),
+        game=game, loss_curve=torch.stack(curve) if curve else None,
+        metrics={"game": game, "perturbation": perturbation, "steps": steps, "l1": l1, "tv": tv,
+                 "tv_beta": tv_beta, "upsample": upsample, "jitter": jitter, "lr": lr})
+
+
+def smooth_mask(params: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:
+    """Low-resolution parameters to a smooth mask in [0, 1] of ``size``."""
+    m = F.interpolate(params, size=size, mode="bilinear", align_corners=False)
+    return gaussian_blur(m, sigma).clamp(0, 1)
+
+
+def extremal_perturbation(model: nn.Module, images: torch.Tensor,
+                          target: int | Sequence[int] | torch.Tensor | None = None, *,
+                          areas: Sequence[float] = (0.05, 0.1, 0.2), game: str = "preservation",
+                          perturbation: str = "constant", value: float = 0.0,
+                          blur_sigma: float = 2.0, noise_std: float = 0.3, stride: int = 1,
+                          sigma: float = 0.5, steps: int = 300, lr: float = 0.05,
+                          area_weight: float = 100.0, area_growth: float = 16.0,
+                          jitter: int = 1, reward: str = "contrastive", seed: int = 0) -> Explanation:
+    """Fong, Patrick & Vedaldi (2019): for each image and each area ``a``, the smooth mask
+    of area ``a`` that keeps (preservation) or removes (deletion) the most evidence.
+
+    All N x A masks optimize as one batch. ``attribution`` is the mean of the A masks (for
+    deletion, of the deleted parts), so pixels chosen at small areas rank highest.
+    ``reward`` is TorchRay's ``contrastive_reward`` (the target logit minus the best other
+    logit; the default) or its ``simple_reward`` (``"logit"``).
+    """
+    if reward not in ("contrastive", "logit"):
+        raise ValueError(f"unknown reward '{reward}'; use contrastive or logit")
+    if game not in GAMES:
+        raise ValueError(f"unknown game '{game}'; use one of {', '.join(GAMES)}")
+    areas = tuple(float(a) for a in areas)
+    if not areas or any(not 0 < a < 1 for a in areas):
+        raise ValueError(f"areas must lie strictly between 0 and 1, got {areas}")
+    g = torch.Generator().manual_seed(seed)
+    with frozen(model):
+        x, t, p0 = _prepare(model, images, target)
+        n, c, h, w = x.shape
+        k = len(areas)
+        xs = x.repeat_interleave(k, 0)
+        ts = t.repeat_interleave(k, 0)
+        x0 = perturbed_copy(xs, perturbation, value, blur_sigma, noise_std, g)
+        lh, lw = max(1, math.ceil(h / stride)), max(1, math.ceil(w / stride))
+        params = torch.full((n * k, 1, lh, lw), 0.5, device=x.device, requires_grad=True)
+        ref = torch.zeros(k, h * w, device=x.device)
+        for i, a in enumerate(areas):
+            ref[i, h * w - int(round(a * h * w)):] = 1.0
+        ref = ref.repeat(n, 1)
+        opt = torch.optim.Adam([params], lr=lr)
+        growth = area_growth ** (1 / max(steps - 1, 1))
+        curve = []
+        for step in range(steps):
+            m = smooth_mask(params, (h, w), sigma)
+            keep = m if game == "preservation" else 1 - m
+            blend = random_shift(keep * xs + (1 - keep) * x0, jitter, g)
+            logits = model(blend).float()
+            score = logits.gather(1, ts[:, None])[:, 0]
+            if reward == "contrastive":
+                score = score - logits.scatter(1, ts[:, None], float("-inf")).max(1).values
+            gain = score if game == "preservation" else -score
+            regul = ((m.flatten(1).sort(1).values - ref) ** 2).mean(1)
+            loss = -gain + area_weight * growth**step * regul
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+            with torch.no_grad():
+                params.clamp_(0, 1)
+            curve.append(loss.detach().view(n, k).mean(1).cpu())
+        with torch.no_grad():
+            m = smooth_mask(params, (h, w), sigma)
+            keep = m if game == "preservation" else 1 - m
+            blend = keep * xs + (1 - keep) * x0
+            p1 = _target_prob(model, blend, ts)
+    masks = m.view(n, k, 1, h, w)
+    return Explanation(
+        method="extremal", attribution=masks.mean(1).detach().cpu(), target=t.cpu(), prob=p0.cpu(),
+        mask=masks.detach().cpu(), perturbed=blend.view(n, k, c, h, w).cpu(),
+        prob_after=p1.view(n, k).cpu(), area=masks.flatten(2).mean(2).cpu(), areas=areas,
+        game=game, loss_curve=torch.stack(curve) if curve else None,
+        metrics={"game": game, "perturbation": perturbation, "steps": steps, "stride": stride,
+                 "sigma": sigma, "areas": list(areas), "lr": lr})

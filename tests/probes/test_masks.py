@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from kangae.probes.masks import (
+    extremal_perturbation,
+    gaussian_blur,
+    meaningful_perturbation,
+    perturbed_copy,
+    total_variation,
+)
+
+from .explain_models import in_region_share, region_images, region_model
+
+
+def test_deletion_game_deletes_the_evidence_and_only_it():
+    model, x = region_model(), region_images(3)
+    e = meaningful_perturbation(model, x, steps=150)
+    assert (e.target == 1).all() and (e.prob > 0.99).all()
+    assert (e.prob_after < 0.05).all()
+    assert (in_region_share(e.attribution) > 0.9).all()  # the decoy block is never blamed
+    assert (e.area < 0.1).all()
+    assert "deleting" in e.summary(0) and e.summary(0).startswith("1: p=100.0% -> ")
+
+
+def test_preservation_game_keeps_the_evidence():
+    model, x = region_model(bias0=4.0), region_images(2)
+    e = meaningful_perturbation(model, x, game="preservation", steps=150)
+    assert (e.prob_after > 0.9).all()
+    assert (in_region_share(e.attribution) > 0.9).all()
+    assert "keeping only" in e.summary(0)
+
+
+def test_batched_masks_equal_one_at_a_time():
+    model, x = region_model(), region_images(3)
+    x[1, 0, 8:12, 8:12] = 0.6  # images differ so the batch is not trivially the same
+    together = meaningful_perturbation(model, x, steps=40, jitter=0)
+    for i in range(3):
+        alone = meaningful_perturbation(model, x[i : i + 1], steps=40, jitter=0)
+        assert torch.allclose(alone.mask[0], together.mask[i], atol=1e-5)
+
+
+def test_extremal_masks_have_the_asked_areas_and_find_the_evidence():
+    model, x = region_model(), region_images(2)
+    e = extremal_perturbation(model, x, areas=(0.02, 0.05, 0.1), steps=200)
+    assert e.mask.shape == (2, 3, 1, 28, 28) and e.prob_after.shape == (2, 3)
+    assert torch.allclose(e.area, torch.tensor([0.02, 0.05, 0.1]).expand(2, 3), atol=0.02)
+    assert (in_region_share(e.mask[:, 0]) > 0.8).all()
+    assert (e.prob_after[:, 0] > 0.9).all()  # 2% of the pixels keep the decision
+
+
+def test_model_is_left_as_it_was():
+    model = region_model()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    extremal_perturbation(model, region_images(1), areas=(0.1,), steps=3)
+    meaningful_perturbation(model, region_images(1), steps=3)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_building_blocks():
+    x = torch.rand(2, 1, 10, 10)
+    assert torch.allclose(gaussian_blur(x, 1.0).mean(), x.mean(), atol=0.05)
+    assert torch.equal(gaussian_blur(x, 0), x)
+    assert torch.equal(perturbed_copy(x, "constant", 0.25), torch.full_like(x, 0.25))
+    flat = torch.ones(1, 1, 5, 5)
+    assert total_variation(flat).item() == 0
+    step = torch.zeros(1, 1, 4, 4)
+    step[..., 2:] = 1  # one jump of 1 in each of 4 rows, over 4 x 3 horizontal pairs
+    assert total_variation(step).item() == pytest.approx(4 / 12)
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        perturbed_copy(x, "fog")
+    with pytest.raises(ValueError, match="areas"):
+        extremal_perturbation(region_model(), region_images(1), areas=(1.5,))
