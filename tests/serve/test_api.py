@@ -194,16 +194,14 @@ def test_explain_auto_and_given_target(app, client, blob_images) -> None:
     other = (pred + 1) % 10
     out2 = client.post("/api/explain", json={"image": x.tolist(), "target": other}).json()
     assert out2["target"] == other and out2["attribution"] != out["attribution"]
+    from kangae.probes.attribution import explain
+
     xt = torch.tensor(x, dtype=torch.float32)[None, None]
-    try:
-        from kangae.probes.attribution import explain
-    except ImportError:  # the interim saliency: |d logit / d pixel|, checked with plain autograd
-        xt.requires_grad_(True)
-        _model(app)(xt)[0, pred].backward()
-        want = xt.grad.abs()[0, 0]
-    else:
-        want = explain(_model(app), xt, torch.tensor([pred]), method=app.state.engine.explain_method
-                       ).attribution[0, 0]
+    res = explain(_model(app), xt, torch.tensor([pred]), method=app.state.engine.explain_method)
+    want = res.attribution[0, 0]
+    assert out["method"] == res.method == "mask"
+    assert out["summary"] == res.summary(0, [str(i) for i in range(10)])
+    assert out["metrics"]["area"] == pytest.approx(float(res.area[0]), abs=1e-4)
     assert torch.allclose(a, want.float(), atol=1e-4, rtol=1e-3)
 
 

@@ -85,7 +85,7 @@ def test_draw_a_stroke_updates_everything(page, base_url) -> None:
     assert len(values) == 10 and abs(sum(values) - 100) < 1.0
     assert page.locator("#bars .bar.top").count() == 1
     assert _canvas_sum(page, "#seen") > 0  # the 28x28 image the model saw
-    page.wait_for_function("() => document.querySelector('#why').textContent.startsWith('What')")
+    page.wait_for_function("() => document.querySelector('#why').textContent.includes('Red: what')")
     assert _canvas_sum(page, "#mask") > 0
     assert _canvas_sum(page, "#overlay") > 0  # the mask over the drawing itself
     page.wait_for_function("() => document.querySelector('#idea-pred-cap').textContent.includes('p=')")

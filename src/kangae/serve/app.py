@@ -72,6 +72,7 @@ class ExplainOut(BaseModel):
     method: str
     probability: float
     attribution: list[list[float]] = Field(description="(H, W); higher = more important for target.")
+    summary: str = Field(description="One line, e.g. '7: p=96.1% -> 1.3% after deleting 6.2% of pixels'.")
     seen: list[list[float]]
     frame: list[float] | None = Field(None, description="For a PNG: [x, y, width, height] of the 28x28 "
                                                         "field in the drawing's pixels.")

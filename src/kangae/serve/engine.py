@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UnknownNameError
 from ..probes._model import input_shape_of
 from ..train.run import Run
 from .inputs import BadInput
@@ -97,24 +98,19 @@ def compute_ideas(model: nn.Module, num_classes: int, method: str = "auto", step
     return Ideas(images, [round(float(p), 4) for p in own], method, time.perf_counter() - t0)
 
 
-def _interim_saliency(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
-    """INTERIM until ``kangae.probes.attribution.explain`` is on main: plain gradient saliency
-    (Simonyan et al. 2013, |d logit / d pixel|) with captum."""
-    from captum.attr import Saliency
+def _explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str,
+             classes: list[str]) -> dict[str, Any]:
+    """One image's explanation by :func:`kangae.probes.attribution.explain`, with its numbers."""
+    from ..probes.attribution import explain
 
-    attr = Saliency(model).attribute(x.clone().requires_grad_(True), target=target, abs=True)
-    return {"method": "saliency (interim)", "attribution": attr.detach(), "metrics": {}}
-
-
-def _explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str) -> dict[str, Any]:
-    try:
-        from ..probes.attribution import explain  # type: ignore[import-not-found]
-    except ImportError:
-        return _interim_saliency(model, x, target)
     res = explain(model, x, target, method=method)
-    metrics = {k: v for k, v in getattr(res, "metrics", {}).items() if isinstance(v, (int, float, str))}
-    return {"method": getattr(res, "method", method), "attribution": res.attribution.detach(),
-            "metrics": metrics}
+    metrics: dict[str, Any] = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str))}
+    for name in ("prob_after", "area"):
+        value = getattr(res, name, None)
+        if value is not None and value[0].numel() == 1:
+            metrics[name] = round(float(value[0]), 4)
+    return {"method": res.method, "attribution": res.attribution.detach(), "metrics": metrics,
+            "summary": res.summary(0, classes)}
 
 
 def fix_available() -> bool:
@@ -139,6 +135,10 @@ class Engine:
             p.requires_grad_(False)
         self.classes = run.classes
         self.shape = tuple(run.meta.input_shape) if run.meta.input_shape else input_shape_of(self.model)
+        from ..probes.attribution import ALIASES, METHODS
+
+        if ALIASES.get(explain_method, explain_method) not in METHODS:
+            raise UnknownNameError("explanation method", explain_method, METHODS)
         self.explain_method = explain_method
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kangae-model")
         self.workers, self.max_pending = workers, max_pending
@@ -155,10 +155,7 @@ class Engine:
     def warm_up(self) -> None:
         """One forward pass and the explanation backend's imports, so the first request is quick."""
         self.predict(torch.zeros(self.shape[0], *self.shape[1:])[:1])
-        try:
-            from ..probes import attribution  # type: ignore[attr-defined]  # noqa: F401
-        except ImportError:
-            import captum.attr  # noqa: F401
+        from ..probes import attribution  # noqa: F401  (imports captum)
 
     # -- plumbing -------------------------------------------------------------------------
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -197,10 +194,10 @@ class Engine:
         x = self.batch(image)
         probs = self.predict(image)
         t = int(probs.argmax()) if target is None else self.check_target(target)
-        out = _explain(self.model, x, torch.tensor([t]), self.explain_method)
+        out = _explain(self.model, x, torch.tensor([t]), self.explain_method, self.classes)
         a = out["attribution"].detach().float().cpu()
         attr = torch.nan_to_num(a[0].mean(0) if a.ndim == 4 else a.reshape(x.shape[-2:]))
-        return {"target": t, "method": out["method"], "attribution": attr,
+        return {"target": t, "method": out["method"], "attribution": attr, "summary": out["summary"],
                 "probability": float(probs[t]), "metrics": out["metrics"]}
 
     def fix(self, image: torch.Tensor, target: int, max_edits: int, threshold: float) -> dict[str, Any]:
@@ -235,7 +232,7 @@ class Engine:
             except Exception as e:  # noqa: BLE001 - reported by /api/ideas
                 self._ideas.set_exception(e)
 
-        self._ideas_thread = threading.Thread(target=work, name="kangae-ideas", daemon=True)
+        self._ideas_thread = threading.Thread(target=work, name="kangae-ideas")  # joined at exit
         self._ideas_thread.start()
 
     def ideas_done(self) -> bool:

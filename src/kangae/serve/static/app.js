@@ -113,8 +113,8 @@
       if (version !== state.version) return;  // the drawing changed meanwhile
       drawMask($("mask"), e.seen, e.attribution);
       if (e.frame) maskOverDrawing(e.attribution, e.frame);
-      $("why").textContent = `What ${classes[e.target]} (${pct(e.probability)}) rests on, by ${e.method}: ` +
-        "red pixels matter most.";
+      $("why").textContent = `${e.summary} (${e.method}). Red: what the answer rests on, at the ` +
+        "model's 28x28 and over your drawing.";
     } catch (err) {
       $("why").textContent = "No explanation: " + err.message;
     }
