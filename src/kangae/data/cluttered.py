@@ -10,6 +10,7 @@ trained on like any dataset.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -80,7 +81,7 @@ def make_cluttered(source: ImageSet, n: int | None = None, size: int = SIZE, fra
 
 
 @lru_cache(maxsize=4)
-def _cached(split: str, data_dir: str | None) -> ClutteredSet:
+def _cached(split: str, data_dir: str | None, _env: tuple[str | None, ...]) -> ClutteredSet:
     from .dataset import load_dataset
 
     source = load_dataset("mnist", split, data_dir=data_dir)
@@ -90,4 +91,5 @@ def _cached(split: str, data_dir: str | None) -> ClutteredSet:
 
 def load_cluttered(split: str = "test", data_dir: str | None = None) -> ClutteredSet:
     """The standard cluttered-MNIST split: 20,000 train / 2,000 test canvases of 56 x 56."""
-    return _cached(split, str(data_dir) if data_dir else None)
+    env = tuple(os.environ.get(k) for k in ("KANGAE_DATA", "KANGAE_CACHE", "KANGAE_OFFLINE", "HOME"))
+    return _cached(split, str(data_dir) if data_dir else None, env)

@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from kangae.cli import cli
+
+
+def _kangae(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def _drawing(path, dark_on_light: bool = True) -> None:
+    a = np.zeros((120, 90), np.uint8)
+    a[20:100, 40:52] = 255  # a thick "1"
+    if dark_on_light:
+        a = 255 - a
+    Image.fromarray(a, "L").save(path)
+
+
+def test_explain_files_writes_panels_and_says_it_inverted(mlp_run, tmp_path):
+    img = tmp_path / "my drawing.png"
+    _drawing(img)
+    out = tmp_path / "ex"
+    r = _kangae("explain", str(mlp_run), str(img), "--method", "saliency", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "inverted" in r.output and "my drawing.png: " in r.output
+    res = json.loads((out / "explanations.json").read_text())
+    entry = res["images"][0]
+    assert entry["inverted"] is True and entry["source"] == str(img)
+    for name in entry["files"]:
+        assert (out / name).is_file()
+    seen = np.asarray(Image.open(out / entry["files"][1]))
+    assert seen.shape[:2] == (28, 28) and seen.max() > 200  # white ink on black, as MNIST
+
+
+def test_a_bad_file_is_reported_and_the_good_ones_still_explained(mlp_run, tmp_path):
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    _drawing(good)
+    bad.write_bytes(b"\x89PNG junk")
+    out = tmp_path / "ex"
+    r = _kangae("explain", str(mlp_run), str(bad), str(good), "--method", "mask", "--steps", "5",
+                "--out", str(out))
+    assert r.exit_code == 2
+    assert "bad.png: not a readable image" in r.output and "Traceback" not in r.output
+    res = json.loads((out / "explanations.json").read_text())
+    assert [e["source"] for e in res["images"]] == [str(good)]
+    assert "after deleting" in res["images"][0]["summary"]
+
+
+USAGE_ERRORS = [
+    (["--target", "11"], "invalid target '11'"),
+    (["--method", "salency"], "Invalid value for '--method'"),
+    (["--method", "extremal", "--areas", "0.1,2"], "between 0 and 1"),
+    (["--method", "saliency", "--steps", "3"], "--steps applies"),
+    (["--method", "gradcam"], "needs a convolutional layer"),
+    ([], "give image files"),
+]
+
+
+def test_usage_errors_exit_2_with_a_message(mlp_run, tmp_path):
+    for args, message in USAGE_ERRORS:
+        test = ["--test", "2"] if args else []
+        r = _kangae("explain", str(mlp_run), *test, "--out", str(tmp_path / "x"), *args)
+        assert r.exit_code == 2 and message in r.output, (args, r.output)
+        assert "Traceback" not in r.output
+
+
+def test_explain_bench_writes_a_table_with_the_goals(mlp_run, tmp_path):
+    out = tmp_path / "bench"
+    r = _kangae("explain-bench", str(mlp_run), "--methods", "saliency,mask,random", "--n", "12",
+                "--sanity", "4", "--mask-steps", "40", "--pointing", "0", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "bench.json").read_text())
+    assert set(res["methods"]) == {"saliency", "mask", "random"}
+    for row in res["methods"].values():
+        mean, se = row["deletion"]
+        assert 0 <= mean <= 1 and se >= 0
+    # on the blobs the mask's deletion is far better than random order
+    assert res["methods"]["mask"]["deletion"][0] < res["methods"]["random"]["deletion"][0]
+    assert "| mask |" in (out / "bench.md").read_text()
+
+
+def test_pointing_game_with_a_given_cluttered_run(blob_data, mlp_run, tmp_path):
+    import kangae
+
+    clut = tmp_path / "clut"
+    kangae.train("global-cnn", "cluttered-mnist", out=clut, epochs=1, batch_size=32, progress=False,
+                 tensorboard=False, snapshots=False, limit=320, model_args={"width": 8})
+    out = tmp_path / "bench"
+    r = _kangae("explain-bench", str(mlp_run), "--methods", "saliency,random", "--n", "4",
+                "--sanity", "2", "--pointing", "40", "--cluttered-run", str(clut), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "bench.json").read_text())["methods"]
+    rate, se = rows["random"]["pointing"]
+    assert 0 <= rate < 0.5  # a random maximum rarely lands in a digit's box
+    assert rows["saliency"]["pointing"][0] >= 0
