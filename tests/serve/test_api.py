@@ -203,6 +203,13 @@ def test_explain_auto_and_given_target(app, client, blob_images) -> None:
     assert out["summary"] == res.summary(0, [str(i) for i in range(10)])
     assert out["metrics"]["area"] == pytest.approx(float(res.area[0]), abs=1e-4)
     assert torch.allclose(a, want.float(), atol=1e-4, rtol=1e-3)
+    sal = client.post("/api/explain", json={"image": x.tolist(), "method": "saliency"}).json()
+    xt.requires_grad_(True)  # saliency is |d logit / d pixel|: check it with plain autograd
+    _model(app)(xt)[0, pred].backward()
+    assert sal["method"] == "saliency" and torch.allclose(torch.tensor(sal["attribution"]),
+                                                          xt.grad.abs()[0, 0], atol=1e-4, rtol=1e-3)
+    bad = client.post("/api/explain", json={"image": x.tolist(), "method": "../../etc/passwd"})
+    assert bad.status_code == 400 and "unknown explanation method" in bad.json()["error"]
 
 
 @pytest.mark.parametrize("points", [[(70, 60), (210, 60), (120, 240)], [(140, 30), (150, 250)],

@@ -107,3 +107,9 @@ def test_cli_serves_on_localhost(serve_run: Path, tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=20)
     assert f"http://127.0.0.1:{port}/" in out
     assert proc.returncode == 0, out
+
+
+def test_unknown_explain_method_exits_2(serve_run: Path) -> None:
+    r = CliRunner().invoke(cli, ["serve", str(serve_run), "--explain", "salincy", "--ideas", "greedy"])
+    assert r.exit_code == 2 and "unknown explanation method 'salincy'" in r.output
+    assert "Did you mean 'saliency'" in r.output

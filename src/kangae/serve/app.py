@@ -47,6 +47,9 @@ class ImageIn(BaseModel):
 
 class ExplainIn(ImageIn):
     target: int | Literal["auto"] = Field("auto", description="Class to explain; `auto`: the predicted one.")
+    method: str | None = Field(None, description="saliency, inputxgrad, ig, smoothgrad, gradcam, occlusion, "
+                                                 "deeplift, mask, extremal or random; default: the server's "
+                                                 "`--explain` (mask).")
 
 
 class FixIn(ImageIn):
@@ -229,7 +232,8 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
     async def explain(body: ExplainIn) -> dict[str, Any]:
         t0 = time.perf_counter()
         target = None if body.target == "auto" else engine.check_target(int(body.target))
-        seen, out = await engine.call(_decode_then(engine.explain), body.image, target)
+        method = engine.check_method(body.method)
+        seen, out = await engine.call(_decode_then(engine.explain), body.image, target, method)
         return {**out, "attribution": _round(out["attribution"], 5), "seen": _round(seen.image[0], 3),
                 "frame": [round(v, 2) for v in seen.frame] if seen.frame else None,
                 "probability": round(out["probability"], 4),

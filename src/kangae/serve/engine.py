@@ -189,12 +189,22 @@ class Engine:
         with torch.inference_mode():
             return F.softmax(self.model(self.batch(image)), dim=1)[0].float()
 
-    def explain(self, image: torch.Tensor, target: int | None) -> dict[str, Any]:
-        """Attribution (H, W) for ``target`` (the predicted class when None)."""
+    def check_method(self, method: str | None) -> str:
+        from ..probes.attribution import ALIASES, METHODS
+
+        if method is None:
+            return self.explain_method
+        if ALIASES.get(method, method) not in METHODS:
+            raise BadInput(f"unknown explanation method '{method}'; use one of {', '.join(METHODS)}")
+        return method
+
+    def explain(self, image: torch.Tensor, target: int | None, method: str | None = None) -> dict[str, Any]:
+        """Attribution (H, W) for ``target`` (the predicted class when None) by ``method``
+        (the server's ``--explain`` when None)."""
         x = self.batch(image)
         probs = self.predict(image)
         t = int(probs.argmax()) if target is None else self.check_target(target)
-        out = _explain(self.model, x, torch.tensor([t]), self.explain_method, self.classes)
+        out = _explain(self.model, x, torch.tensor([t]), self.check_method(method), self.classes)
         a = out["attribution"].detach().float().cpu()
         attr = torch.nan_to_num(a[0].mean(0) if a.ndim == 4 else a.reshape(x.shape[-2:]))
         return {"target": t, "method": out["method"], "attribution": attr, "summary": out["summary"],
