@@ -280,3 +280,21 @@ def test_no_pickle_and_no_request_paths_in_the_package() -> None:
     text = "\n".join(p.read_text() for p in src.rglob("*.py"))
     assert "pickle" not in text and "torch.load(" not in text
     assert "StaticFiles" not in text and "FileResponse" not in text
+
+
+def test_canvas_fast_path_matches_preprocess() -> None:
+    """An opaque canvas goes to 8-bit gray before preprocessing: exact for gray strokes, and
+    within 1/510 of ``to_gray`` for coloured ones; transparent canvases take the full path."""
+    from kangae.data.preprocess import to_gray
+    from kangae.serve.inputs import _opaque_to_gray, read_image
+
+    canvas = Image.new("RGBA", (280, 280), (255, 255, 255, 255))
+    canvas.paste(drawing().resize((140, 140), Image.LANCZOS), (70, 70))  # anti-aliased gray edges
+    want = preprocess(canvas).image
+    got = read_image(png_b64(canvas)).image
+    assert torch.equal(got, want)
+    rng = np.random.default_rng(0)
+    colour = Image.fromarray(rng.integers(0, 256, (40, 40, 3)).astype(np.uint8))
+    assert np.abs(to_gray(_opaque_to_gray(colour)) - to_gray(colour)).max() <= 1 / 510 + 1e-9
+    clear = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    assert _opaque_to_gray(clear) is clear
