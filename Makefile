@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/datasets)
 export KANGAE_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench clean browser
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,17 +14,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-# Until `kangae tour` exists, the demo trains the default model (resuming a run that was
-# stopped) and evaluates it.
+# The main job: train, probe, and write tour/report.html (a rerun skips finished steps).
+# `make demo QUICK=1` runs the smaller tour; `kangae serve tour` then opens the drawing app.
 demo: $(VENV)/.installed
-	if [ -f runs/demo/checkpoints/latest.json ]; then \
-		$(VENV)/bin/kangae train --out runs/demo --resume; \
-	else \
-		$(VENV)/bin/kangae train --out runs/demo; \
-	fi
-	$(VENV)/bin/kangae eval runs/demo
+	$(VENV)/bin/kangae tour --out tour $(if $(QUICK),--quick,)
 
-test: $(VENV)/.installed
+# Browser tests use Debian's chromium; install it when missing and we may (root, apt).
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "warning: could not install chromium; browser tests will be skipped"
+
+test: $(VENV)/.installed browser
 	$(VENV)/bin/ruff check --quiet .
 	$(PY) -m pytest -q
 
@@ -32,4 +33,4 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/train_speed.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs tour

@@ -1,0 +1,307 @@
+"""``kangae tour``: train, probe, and write one self-contained HTML report.
+
+The report follows the questions a person asks about a classifier: what does it think a 7
+is, where does it look, how did it learn, how sure is it (and is that honest), how easily
+is it fooled, and what does it dream. Each question is a *step* that writes into its own
+folder and records its numbers in ``steps/<name>.json``; a rerun skips finished steps, and
+a step that fails is reported in the page while the others still run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import mimetypes
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..utils.atomic import write_bytes, write_json
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How big each step is. ``quick`` trades accuracy of every number for time."""
+
+    quick: bool
+    main_model: str = "fast-cnn"
+    main_epochs: int | None = None  # None: the model's recipe
+    mlp_epochs: int | None = None
+    softmax_epochs: int | None = None
+    explain_images: int = 8
+    mask_steps: int = 300
+    bench_n: int = 100
+    bench_pointing: int = 200
+    bench_sanity: int = 32
+    bench_mask_steps: int = 150
+    cluttered_epochs: int | None = None
+    greedy_sweeps: int = 10
+    dynamics_neighbors: int = 15
+    attack_n: int = 1000
+    pgd_steps: int = 40
+    gan_epochs: int = 3
+    gan_limit: int | None = 20000
+
+    @staticmethod
+    def make(quick: bool) -> Settings:
+        if not quick:
+            return Settings(quick=False)
+        return Settings(quick=True, main_epochs=2, mlp_epochs=2, softmax_epochs=2, explain_images=6,
+                        mask_steps=150, bench_n=30, bench_pointing=60, bench_sanity=8,
+                        bench_mask_steps=60, cluttered_epochs=1, greedy_sweeps=4, attack_n=300,
+                        pgd_steps=10, gan_epochs=1, gan_limit=6000)
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str  # "ok", "failed"
+    seconds: float
+    numbers: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass
+class Tour:
+    out: Path
+    settings: Settings
+    log: Callable[[str], None] = print
+    runs: dict[str, Any] = field(default_factory=dict)
+
+    def run_folder(self, name: str) -> Path:
+        return self.out / "runs" / name
+
+    def trained(self, name: str, model: str, epochs: int | None, **kwargs: Any) -> Any:
+        """The run ``name``: loaded when finished, resumed when stopped, trained otherwise."""
+        from ..train.run import load, train
+
+        if name in self.runs:
+            return self.runs[name]
+        folder = self.run_folder(name)
+        done = folder / "done.json"
+        if done.is_file():
+            run = load(folder)
+        else:
+            resume = (folder / "checkpoints" / "latest.json").is_file()
+            self.log(f"  training {name} ({model}{f', {epochs} epochs' if epochs else ''})"
+                     f"{' - resuming' if resume else ''}")
+            run = train(model, out=folder, epochs=epochs, resume=resume, progress=False,
+                        device="cpu", **kwargs)
+            write_json(done, {"model": model, "epochs": epochs})
+        self.runs[name] = run
+        return run
+
+    def main_run(self) -> Any:
+        s = self.settings
+        return self.trained("main", s.main_model, s.main_epochs)
+
+    def step(self, name: str, fn: Callable[[Tour, Path], dict[str, Any]]) -> StepResult:
+        record = self.out / "steps" / f"{name}.json"
+        if record.is_file():
+            try:
+                saved = json.loads(record.read_text())
+                if saved.get("status") == "ok" and saved.get("quick") == self.settings.quick:
+                    self.log(f"[{name}] done before, skipped")
+                    return StepResult(name, "ok", saved["seconds"], saved["numbers"], saved["files"])
+            except (OSError, ValueError, KeyError):
+                pass
+        self.log(f"[{name}] ...")
+        folder = self.out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        try:
+            numbers = fn(self, folder)
+            status, error = "ok", ""
+        except Exception as e:  # a failing step is reported; the others still run
+            numbers = {}
+            status = "failed"
+            error = f"{e.__class__.__name__}: {e}\n" + "".join(traceback.format_exc(limit=-4))
+            self.log(f"[{name}] FAILED: {e.__class__.__name__}: {e}")
+        seconds = time.perf_counter() - start
+        files = sorted(str(p.relative_to(self.out)) for p in folder.rglob("*")
+                       if p.is_file() and p.suffix in (".png", ".gif"))
+        write_json(record, {"status": status, "seconds": seconds, "numbers": numbers, "files": files,
+                            "error": error, "quick": self.settings.quick})
+        if status == "ok":
+            self.log(f"[{name}] done in {seconds:.1f} s")
+        return StepResult(name, status, seconds, numbers, files, error)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def step_models(tour: Tour, out: Path) -> dict[str, Any]:
+    s = tour.settings
+    main = tour.main_run()
+    mlp = tour.trained("mlp", "mlp", s.mlp_epochs, snapshots=False)
+    soft = tour.trained("softmax", "softmax", s.softmax_epochs, snapshots=False)
+    numbers = {}
+    for key, run in (("main", main), ("mlp", mlp), ("softmax", soft)):
+        ev = run.evaluate()
+        numbers[key] = {"model": run.meta.model, "accuracy": ev["accuracy"], "loss": ev["loss"],
+                        "epochs": len(run.history), "run": str(run.path.relative_to(tour.out))}
+    return numbers
+
+
+def step_ideas(tour: Tour, out: Path) -> dict[str, Any]:
+    from .ideas import write_ideas
+
+    s = tour.settings
+    main, mlp, soft = tour.main_run(), tour.runs.get("mlp"), tour.runs.get("softmax")
+    mlp = mlp or tour.trained("mlp", "mlp", s.mlp_epochs, snapshots=False)
+    soft = soft or tour.trained("softmax", "softmax", s.softmax_epochs, snapshots=False)
+    numbers = {}
+    numbers["gradient"] = write_ideas(main.model, main.classes, "gradient", "all", out / "gradient",
+                                      check_with=[mlp.model], source=f"{main.meta.model}",
+                                      options={"tv": 0.05, "steps": 256})
+    numbers["greedy"] = write_ideas(mlp.model, mlp.classes, "greedy", "all", out / "greedy",
+                                    check_with=[main.model], source="mlp",
+                                    options={"sweeps": s.greedy_sweeps})
+    numbers["template"] = write_ideas(soft.model, soft.classes, "template", "all", out / "template",
+                                      source="softmax")
+    return numbers
+
+
+def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
+    import torch
+
+    from ..probes.attribution import explain
+    from ..render.explain import heat_pil
+    from ..render.images import to_pil
+    from .explain import test_images, write_explanations
+
+    s = tour.settings
+    main = tour.main_run()
+    x, names = test_images(main, s.explain_images)
+    masks = write_explanations(main.model, main.classes, x, out / "mask", "mask", "auto", sources=names,
+                               steps=s.mask_steps)
+    # one row per method on the first three images, for a side-by-side look
+    from PIL import Image
+
+    methods = ["saliency", "ig", "smoothgrad", "gradcam", "occlusion", "deeplift", "mask"]
+    rows = []
+    for i in range(min(3, len(x))):
+        tiles = [to_pil(x[i], 4).convert("RGB")]
+        for m in methods:
+            opts = {"steps": s.mask_steps} if m == "mask" else {}
+            tiles.append(heat_pil(explain(main.model, x[i : i + 1], method=m, **opts).attribution[0], 4))
+        rows.append(tiles)
+    w, h = rows[0][0].size
+    sheet = Image.new("RGB", (len(rows[0]) * (w + 4) + 4, len(rows) * (h + 4) + 4), (255, 255, 255))
+    for r, tiles in enumerate(rows):
+        for c, tile in enumerate(tiles):
+            sheet.paste(tile, (4 + c * (w + 4), 4 + r * (h + 4)))
+    sheet.save(out / "methods.png")
+    del torch
+    return {"masks": [e["summary"] for e in masks["images"]], "methods": ["input", *methods]}
+
+
+def step_faithfulness(tour: Tour, out: Path) -> dict[str, Any]:
+    from .explain import explain_bench
+
+    s = tour.settings
+    main = tour.main_run()
+    clut = tour.trained("cluttered", "global-cnn", s.cluttered_epochs, dataset="cluttered-mnist",
+                        snapshots=False, tensorboard=False)
+    res = explain_bench(main, out, n=s.bench_n, n_pointing=s.bench_pointing, n_sanity=s.bench_sanity,
+                        mask_steps=s.bench_mask_steps, cluttered_run=clut,
+                        log=lambda line: tour.log("  " + line))
+    return res
+
+
+def step_learning(tour: Tour, out: Path) -> dict[str, Any]:
+    from .diagnostics import write_confusion
+    from .dynamics import write_dynamics
+
+    s = tour.settings
+    main = tour.main_run()
+    numbers = {"confusion": write_confusion(main, out)}
+    numbers["dynamics"] = write_dynamics(main, out, compare_unaligned=False,
+                                         n_neighbors=s.dynamics_neighbors, progress=False)
+    return numbers
+
+
+def step_calibration(tour: Tour, out: Path) -> dict[str, Any]:
+    from .diagnostics import write_calibration
+
+    return write_calibration(tour.main_run(), out)
+
+
+STEPS: list[tuple[str, str, Callable[[Tour, Path], dict[str, Any]]]] = [
+    ("models", "The models", step_models),
+    ("ideas", "What does it think a 7 is?", step_ideas),
+    ("explain", "Where does it look?", step_explain),
+    ("faithfulness", "Are those explanations true?", step_faithfulness),
+    ("learning", "How did it learn?", step_learning),
+    ("calibration", "How sure is it, and is that honest?", step_calibration),
+]
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _data_uri(path: Path) -> str:
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def render_report(out: Path, results: list[StepResult], settings: Settings,
+                  titles: dict[str, str], seconds: float) -> Path:
+    """Write ``report.html`` (every image inlined) and ``report.json`` (every number)."""
+    from importlib.resources import files
+
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["pct"] = lambda v: "-" if v is None else f"{v:.1%}"
+    env.filters["num"] = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"
+    env.filters["pm"] = lambda v, pct=False: (
+        "-" if not v or v[0] != v[0] else (f"{v[0]:.1%} ± {v[1]:.1%}" if pct else f"{v[0]:.3f} ± {v[1]:.3f}"))
+    template = env.from_string((files("kangae.report") / "templates" / "tour.html.j2").read_text())
+    images = {}
+    for r in results:
+        for f in r.files:
+            images[f] = _data_uri(out / f)
+    page = template.render(
+        steps=results, titles=titles, settings=settings, images=images, total_seconds=seconds,
+        by_name={r.name: r for r in results}, generated=time.strftime("%Y-%m-%d %H:%M"),
+        esc=html.escape)
+    write_bytes(out / "report.html", page.encode())
+    write_json(out / "report.json", json.loads(json.dumps({
+        "quick": settings.quick, "seconds": seconds,
+        "steps": {r.name: {"status": r.status, "seconds": r.seconds, "numbers": r.numbers,
+                           "files": r.files, "error": r.error} for r in results}}, default=str)))
+    return out / "report.html"
+
+
+def run_tour(out: str | os.PathLike = "tour", quick: bool = False,
+             log: Callable[[str], None] = print, only: list[str] | None = None,
+             settings: Settings | None = None) -> dict[str, Any]:
+    """Run every step (skipping finished ones) and write the report; returns report.json's data."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = settings or Settings.make(quick)
+    quick = settings.quick
+    tour = Tour(out, settings, log)
+    mode = "quick: smaller models and settings, numbers are rougher" if quick else "full settings"
+    log(f"kangae tour -> {out}/ ({mode})")
+    start = time.perf_counter()
+    results = []
+    for name, _, fn in STEPS:
+        if only and name not in only:
+            continue
+        results.append(tour.step(name, fn))
+    seconds = time.perf_counter() - start
+    titles = {name: title for name, title, _ in STEPS}
+    main = tour.run_folder("main")
+    write_json(out / "tour.json", {"serve_run": str(main.relative_to(out)), "quick": quick})
+    path = render_report(out, results, settings, titles, seconds)
+    failed = [r.name for r in results if r.status != "ok"]
+    log(f"wrote {path} in {seconds:.0f} s" + (f"; failed steps: {', '.join(failed)}" if failed else ""))
+    return {"report": str(path), "seconds": seconds, "failed": failed}
