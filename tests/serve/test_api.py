@@ -298,3 +298,63 @@ def test_canvas_fast_path_matches_preprocess() -> None:
     assert np.abs(to_gray(_opaque_to_gray(colour)) - to_gray(colour)).max() <= 1 / 510 + 1e-9
     clear = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
     assert _opaque_to_gray(clear) is clear
+
+
+def test_fix_wiring_with_a_stand_in_search(serve_run, blob_images, monkeypatch) -> None:
+    """How /api/fix turns an EditResult into JSON, with a stand-in for fewest_pixel_edits that
+    lights the target's square of the blobs one pixel at a time (the real search is tested above)."""
+    import types
+    from dataclasses import dataclass
+
+    from fastapi.testclient import TestClient
+
+    from kangae.serve import app_for
+
+    @dataclass
+    class EditResult:
+        images: torch.Tensor
+        original: torch.Tensor
+        changed: torch.Tensor
+        n_changed: torch.Tensor
+        prob_before: torch.Tensor
+        prob_after: torch.Tensor
+        success: torch.Tensor
+        metrics: dict
+
+    calls = []
+
+    def fewest_pixel_edits(model, images, targets, levels=(0.0, 1.0), threshold=0.9, max_edits=64):
+        calls.append((images.shape, targets.tolist(), tuple(levels), threshold, max_edits))
+        k = int(targets[0])
+        r, c = 3 + 12 * (k // 5), 2 + 5 * (k % 5)
+        x = images.clone()
+        prob = lambda z: torch.softmax(model(z), 1)[0, k]  # noqa: E731
+        before = prob(x)
+        for i in range(36):
+            if prob(x) >= threshold or i >= max_edits:
+                break
+            x[0, 0, r + i // 6, c + i % 6] = 1.0
+        changed = x != images
+        return EditResult(x, images, changed, changed.flatten(1).sum(1), before[None], prob(x)[None],
+                          (prob(x) >= threshold)[None], {"seconds": 0.01, "levels": "0,1"})
+
+    monkeypatch.setitem(__import__("sys").modules, "kangae.probes.attacks",
+                        types.SimpleNamespace(fewest_pixel_edits=fewest_pixel_edits))
+    images, labels = blob_images
+    x = images[0] / 255.0
+    target = (int(labels[0]) + 1) % 10
+    app = app_for(serve_run, ideas_method="greedy")
+    with TestClient(app) as client:
+        assert client.get("/api/info").json()["fix"] is True
+        out = client.post("/api/fix", json={"image": x.tolist(), "target": target, "max_edits": 30}).json()
+    assert calls == [((1, 1, 28, 28), [target], (0.0, 1.0), 0.9, 30)]
+    changed = torch.tensor(out["changed"]).bool()
+    assert out["n_changed"] == int(changed.sum()) > 0
+    edited = torch.tensor(out["image"])
+    assert torch.allclose(edited[~changed], torch.tensor(x, dtype=torch.float32)[~changed], atol=1e-3)
+    assert (edited[changed] == 1.0).all()
+    with torch.no_grad():
+        probs = torch.softmax(_model(app)(edited[None, None]), 1)
+    assert np.allclose(out["probabilities"], probs[0].tolist(), atol=1e-3)
+    assert out["success"] == (out["prob_after"] >= 0.9)
+    assert out["metrics"] == {"seconds": 0.01, "levels": "0,1"}
