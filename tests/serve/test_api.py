@@ -358,3 +358,35 @@ def test_fix_wiring_with_a_stand_in_search(serve_run, blob_images, monkeypatch) 
     assert np.allclose(out["probabilities"], probs[0].tolist(), atol=1e-3)
     assert out["success"] == (out["prob_after"] >= 0.9)
     assert out["metrics"] == {"seconds": 0.01, "levels": "0,1"}
+
+
+def test_predictions_do_not_wait_behind_a_slow_explanation(app, client) -> None:
+    import threading
+
+    engine = app.state.engine
+    release, started = threading.Event(), threading.Event()
+    slow_explain = engine.explain
+
+    def stuck(*args, **kwargs):
+        started.set()
+        assert release.wait(20)
+        return slow_explain(*args, **kwargs)
+
+    grid = [[0.0] * 28] * 28
+    engine.explain = stuck
+    try:
+        workers = [threading.Thread(target=lambda: client.post("/api/explain", json={"image": grid}))
+                   for _ in range(engine.workers)]  # as many as there are model threads
+        for w in workers:
+            w.start()
+        assert started.wait(10)
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            assert client.post("/api/predict", json={"image": grid}).status_code == 200
+        assert time.perf_counter() - t0 < 5 and all(w.is_alive() for w in workers)
+    finally:
+        release.set()
+        del engine.explain
+        for w in workers:
+            w.join(20)

@@ -233,7 +233,7 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
         t0 = time.perf_counter()
         target = None if body.target == "auto" else engine.check_target(int(body.target))
         method = engine.check_method(body.method)
-        seen, out = await engine.call(_decode_then(engine.explain), body.image, target, method)
+        seen, out = await engine.call(_decode_then(engine.explain), body.image, target, method, slow=True)
         return {**out, "attribution": _round(out["attribution"], 5), "seen": _round(seen.image[0], 3),
                 "frame": [round(v, 2) for v in seen.frame] if seen.frame else None,
                 "probability": round(out["probability"], 4),
@@ -265,7 +265,7 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
         t0 = time.perf_counter()
         target = engine.check_target(body.target)
         seen, out = await engine.call(_decode_then(engine.fix), body.image, target, body.max_edits,
-                                      body.threshold)
+                                      body.threshold, slow=True)
         return {**out, "image": _round(out["image"], 3), "changed": out["changed"].int().tolist(),
                 "probabilities": _round(out["probabilities"]), "seen": _round(seen.image[0], 3),
                 "ms": round((time.perf_counter() - t0) * 1000, 2)}

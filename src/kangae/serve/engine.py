@@ -1,7 +1,8 @@
-"""The model side of ``kangae serve``: one loaded model, a bounded thread pool, and the probes.
+"""The model side of ``kangae serve``: one loaded model, bounded thread pools, and the probes.
 
 Every model call runs in a ``ThreadPoolExecutor`` with a few workers (awaited from the event
-loop with ``run_in_executor``), and at most ``max_pending`` calls may wait, so a flood of
+loop with ``run_in_executor``; explanations and edit searches in a second, smaller pool so
+predictions never wait behind them), and at most ``max_pending`` calls may wait, so a flood of
 requests gets HTTP 503 instead of an unbounded queue. The model is put in eval mode with
 ``requires_grad`` off once, at start: the probes' save-and-restore of those flags is then the
 same from every thread. Class prototypes are computed once, at start, in their own thread
@@ -141,6 +142,10 @@ class Engine:
             raise UnknownNameError("explanation method", explain_method, METHODS)
         self.explain_method = explain_method
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kangae-model")
+        # explanations and edit searches take up to seconds: their own pool, so that live
+        # predictions never queue behind them
+        self.slow_pool = ThreadPoolExecutor(max_workers=max(1, workers // 2),
+                                            thread_name_prefix="kangae-slow")
         self.workers, self.max_pending = workers, max_pending
         self._pending = 0
         self._lock = threading.Lock()
@@ -150,7 +155,7 @@ class Engine:
             self._ideas.set_result(self._given_ideas(ideas, ideas_from))
         elif compute_ideas_now:
             self.start_ideas(ideas_method)
-        self.pool.submit(self.warm_up)
+        self.slow_pool.submit(self.warm_up)
 
     def warm_up(self) -> None:
         """One forward pass and the explanation backend's imports, so the first request is quick."""
@@ -158,21 +163,24 @@ class Engine:
         from ..probes import attribution  # noqa: F401  (imports captum)
 
     # -- plumbing -------------------------------------------------------------------------
-    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn`` in the model pool; :class:`Busy` when too many calls already wait."""
+    async def call(self, fn: Callable[..., T], *args: Any, slow: bool = False, **kwargs: Any) -> T:
+        """Run ``fn`` in the model pool (``slow``: the pool for explanations and edit searches);
+        :class:`Busy` when too many calls already wait."""
         with self._lock:
             if self._pending >= self.max_pending:
                 raise Busy(f"{self._pending} requests are waiting for the model; try again shortly")
             self._pending += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.pool, partial(fn, *args, **kwargs))
+            pool = self.slow_pool if slow else self.pool
+            return await loop.run_in_executor(pool, partial(fn, *args, **kwargs))
         finally:
             with self._lock:
                 self._pending -= 1
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.slow_pool.shutdown(wait=False, cancel_futures=True)
 
     def batch(self, image: torch.Tensor) -> torch.Tensor:
         """(1, H, W) -> (1, C, H, W) for the model."""
