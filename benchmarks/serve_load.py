@@ -138,6 +138,10 @@ def main() -> None:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("server did not start:\n" + (server.stdout.read() or "")) from None
                 time.sleep(0.2)
+        while not httpx.get(base + "/api/ideas", timeout=10).json()["ready"]:  # prototypes at start
+            if time.monotonic() > deadline + 240:
+                raise SystemExit("the server's prototypes took over 5 minutes")
+            time.sleep(0.5)
         rng = np.random.default_rng(1)
         pngs = [{"image": _png_b64(_digit_like(k % 10, rng))} for k in range(20)]
         arrays = [{"image": rng.uniform(0, 1, (28, 28)).round(3).tolist()} for _ in range(20)]
