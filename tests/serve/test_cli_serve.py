@@ -113,3 +113,12 @@ def test_unknown_explain_method_exits_2(serve_run: Path) -> None:
     r = CliRunner().invoke(cli, ["serve", str(serve_run), "--explain", "salincy", "--ideas", "greedy"])
     assert r.exit_code == 2 and "unknown explanation method 'salincy'" in r.output
     assert "Did you mean 'saliency'" in r.output
+
+
+def test_a_taken_port_exits_2(serve_run: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = CliRunner().invoke(cli, ["serve", str(serve_run), "--port", str(port)])
+    assert r.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in r.output
