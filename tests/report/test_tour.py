@@ -44,7 +44,8 @@ def test_every_step_runs_and_the_page_is_self_contained(tiny_tour):
     assert set(data["steps"]) == {name for name, _, _ in STEPS}
     faith = data["steps"]["faithfulness"]["numbers"]
     assert 0 <= faith["methods"]["mask"]["deletion"][0] <= 1
-    assert json.loads((out / "tour.json").read_text())["serve_run"] == "runs/main"
+    info = json.loads((out / "tour.json").read_text())
+    assert info["serve_run"] == "runs/main" and (out / info["prototypes"]).is_file()
 
 
 def test_a_rerun_skips_finished_steps_and_a_failing_step_spares_the_rest(tiny_tour, monkeypatch, tmp_path):

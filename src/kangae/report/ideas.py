@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import KangaeError, UnknownNameError
@@ -29,7 +30,7 @@ from ..probes.actmax import count_targets
 from ..probes.result import PrototypeResult
 from ..probes.verify import as_model_input
 from ..render import save_gif, save_grid, save_image
-from ..utils.atomic import write_json
+from ..utils.atomic import atomic_path, write_json
 
 METHODS = ("greedy", "mc", "block", "gradient", "template")
 
@@ -134,6 +135,9 @@ def write_ideas(model: nn.Module, classes: list[str], method: str, targets: str,
         save_image(result.images[i], out / f"target-{i:02d}-{safe}.png", signed=result.signed)
     if result.frames is not None and len(result.frames) > 1:
         save_gif(result.frames, out / "search.gif", signed=result.signed)
+    with atomic_path(out / "prototypes.safetensors") as tmp:
+        save_file({"images": result.images.detach().float().contiguous().cpu(),
+                   "targets": result.targets.detach().long().contiguous().cpu()}, str(tmp))
     metrics = {"method": method, "label": label, "source": source, "targets": names,
                "scores": result.scores.tolist(), "seconds": seconds,
                "run": {k: v for k, v in result.metrics.items() if k not in ("objective_curve",)}}

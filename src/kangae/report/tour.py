@@ -162,7 +162,7 @@ def step_ideas(tour: Tour, out: Path) -> dict[str, Any]:
                                       options={"tv": 0.05, "steps": 256})
     numbers["greedy"] = write_ideas(mlp.model, mlp.classes, "greedy", "all", out / "greedy",
                                     check_with=[main.model], source="mlp",
-                                    options={"sweeps": s.greedy_sweeps})
+                                    options={"max_sweeps": s.greedy_sweeps})
     numbers["template"] = write_ideas(soft.model, soft.classes, "template", "all", out / "template",
                                       source="softmax")
     return numbers
@@ -300,7 +300,11 @@ def run_tour(out: str | os.PathLike = "tour", quick: bool = False,
     seconds = time.perf_counter() - start
     titles = {name: title for name, title, _ in STEPS}
     main = tour.run_folder("main")
-    write_json(out / "tour.json", {"serve_run": str(main.relative_to(out)), "quick": quick})
+    info: dict[str, Any] = {"serve_run": str(main.relative_to(out)), "quick": quick}
+    protos = out / "ideas" / "gradient" / "prototypes.safetensors"
+    if protos.is_file():
+        info["prototypes"] = str(protos.relative_to(out))
+    write_json(out / "tour.json", info)
     path = render_report(out, results, settings, titles, seconds)
     failed = [r.name for r in results if r.status != "ok"]
     log(f"wrote {path} in {seconds:.0f} s" + (f"; failed steps: {', '.join(failed)}" if failed else ""))
