@@ -69,7 +69,7 @@ def test_tour_folder_with_prototypes(tmp_path: Path, serve_run: Path) -> None:
     tour = _tour(tmp_path, serve_run, prototypes="../tour-protos.safetensors")
     with TestClient(app_for(tour)) as client:
         out = client.get("/api/ideas").json()  # no search: ready at once
-        assert out["ready"] and out["method"] == "loaded from tour-protos.safetensors"
+        assert out["ready"] and out["method"] == "precomputed: tour-protos.safetensors"
         assert torch.allclose(torch.tensor(out["images"]), protos[:, 0], atol=1e-3)
         assert client.get("/api/info").json()["run"] == serve_run.name
 

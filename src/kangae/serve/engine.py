@@ -240,7 +240,7 @@ class Engine:
         with torch.inference_mode():
             probs = F.softmax(self.model(images.float()), dim=1)
         k = torch.arange(len(self.classes))
-        return Ideas(images.float(), [round(float(p), 4) for p in probs[k, k]], f"loaded from {source}", 0.0)
+        return Ideas(images.float(), [round(float(p), 4) for p in probs[k, k]], f"precomputed: {source}", 0.0)
 
     def start_ideas(self, method: str = "auto") -> None:
         """Compute the prototypes in a background thread (once)."""

@@ -215,7 +215,7 @@
       if (!data.ready) { setTimeout(loadIdeas, 1000); return; }
       state.ideas = data;
       const how = { greedy: "greedy pixel search (seed 000)", gradient: "gradient ascent (seed 004)" };
-      $("ideas-note").textContent = `The model's idea of each class, by ${how[data.method] || data.method}` +
+      $("ideas-note").textContent = `The model's idea of each class: ${how[data.method] || data.method}` +
         (data.seconds ? ` (${data.seconds.toFixed(1)} s at start).` : ".");
       renderIdeas();
     } catch (err) {
