@@ -11,7 +11,8 @@ inputxgrad     x * d logit / d x (Shrikumar et al. 2016)
 ig             integrated gradients from a black image, 32 steps (Sundararajan et al. 2017)
 smoothgrad     saliency averaged over 16 noisy copies, sigma 15% (Smilkov et al. 2017)
 gradcam        Grad-CAM on a conv layer, upsampled (Selvaraju et al. 2017)
-occlusion      drop in the logit when a 4x4 patch (stride 2) is blacked out (Zeiler & Fergus 2014)
+occlusion      drop in the logit when a 4x4 patch (stride 2; scaled with the image) is blacked out
+               (Zeiler & Fergus 2014)
 deeplift       DeepLIFT rescale rule from a black image (Shrikumar et al. 2017)
 mask           meaningful perturbation, deletion game (Fong & Vedaldi 2017)
 extremal       extremal perturbation, areas 5/10/20% (Fong, Patrick & Vedaldi 2019)
@@ -97,7 +98,9 @@ def _captum(method: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, lay
         return ca.LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")
     if method == "occlusion":
         c = x.shape[1]
-        size, stride = options.get("window", 4), options.get("stride", 2)
+        side = min(x.shape[-2:])  # a 4x4 window with stride 2 at 28 px, scaled with the image
+        size = options.get("window", max(2, round(side / 7)))
+        stride = options.get("stride", max(1, round(side / 14)))
         return ca.Occlusion(model).attribute(
             x, target=t, sliding_window_shapes=(c, size, size), strides=(c, stride, stride),
             baselines=0.0, perturbations_per_eval=options.get("perturbations_per_eval", 64))

@@ -46,6 +46,7 @@ class Settings:
     pgd_steps: int = 40
     gan_epochs: int = 3
     gan_limit: int | None = 20000
+    gan_judge_n: int = 1000
 
     @staticmethod
     def make(quick: bool) -> Settings:
@@ -54,7 +55,7 @@ class Settings:
         return Settings(quick=True, main_epochs=2, mlp_epochs=2, softmax_epochs=2, explain_images=6,
                         mask_steps=150, bench_n=30, bench_pointing=60, bench_sanity=8,
                         bench_mask_steps=60, cluttered_epochs=1, greedy_sweeps=4, attack_n=300,
-                        pgd_steps=10, gan_epochs=1, gan_limit=6000)
+                        pgd_steps=10, gan_epochs=1, gan_limit=6000, gan_judge_n=300)
 
 
 @dataclass
@@ -233,6 +234,37 @@ def step_calibration(tour: Tour, out: Path) -> dict[str, Any]:
     return write_calibration(tour.main_run(), out)
 
 
+def step_dreams(tour: Tour, out: Path) -> dict[str, Any]:
+    """The seed-001 DCGAN (at a quarter of its width, for CPU time) judged by the main model."""
+    import shutil
+
+    from ..gan import load_gan, train_gan
+
+    s = tour.settings
+    main = tour.main_run()
+    folder = tour.run_folder("gan")
+    if (folder / "done.json").is_file():
+        run = load_gan(folder)
+    else:
+        resume = (folder / "checkpoints" / "latest.json").is_file()
+        tour.log(f"  training a conditional DCGAN (arch small, {s.gan_epochs} epochs, "
+                 f"{s.gan_limit or 'all'} images){' - resuming' if resume else ''}")
+        run = train_gan("mnist", out=folder, epochs=s.gan_epochs, conditional=True, arch="small",
+                        limit=s.gan_limit, classifier=main.path, judge_n=s.gan_judge_n, resume=resume,
+                        progress=False, tensorboard=False, echo=False, device="cpu")
+        write_json(folder / "done.json", {"epochs": s.gan_epochs})
+    for name in ("progress.gif", "interpolation.gif"):
+        if (folder / "samples" / name).is_file():
+            shutil.copy(folder / "samples" / name, out / name)
+    last = sorted((folder / "samples").glob("epoch-*.png"))
+    if last:
+        shutil.copy(last[-1], out / "samples.png")
+    if (folder / "judge.png").is_file():
+        shutil.copy(folder / "judge.png", out / "judge.png")
+    keys = ("arch", "conditional", "limit", "epochs", "batch_size")
+    return {"judgements": run.judgements, "config": {k: run.config.get(k) for k in keys}}
+
+
 STEPS: list[tuple[str, str, Callable[[Tour, Path], dict[str, Any]]]] = [
     ("models", "The models", step_models),
     ("ideas", "What does it think a 7 is?", step_ideas),
@@ -240,6 +272,7 @@ STEPS: list[tuple[str, str, Callable[[Tour, Path], dict[str, Any]]]] = [
     ("faithfulness", "Are those explanations true?", step_faithfulness),
     ("learning", "How did it learn?", step_learning),
     ("calibration", "How sure is it, and is that honest?", step_calibration),
+    ("dreams", "What does it dream?", step_dreams),
 ]
 
 
