@@ -338,11 +338,13 @@ def dynamics(run_dir: str, layer: str | None, out: str | None, compare: bool, ne
 
 from .cli_explain import explain, explain_bench  # noqa: E402
 from .cli_gan import gan as _gan  # noqa: E402
+from .cli_serve import serve  # noqa: E402
 from .cli_tour import tour  # noqa: E402
 
 cli.add_command(explain)
 cli.add_command(explain_bench)
 cli.add_command(_gan)
+cli.add_command(serve)
 cli.add_command(tour)
 
 

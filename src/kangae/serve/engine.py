@@ -1,0 +1,277 @@
+"""The model side of ``kangae serve``: one loaded model, bounded thread pools, and the probes.
+
+Every model call runs in a ``ThreadPoolExecutor`` with a few workers (awaited from the event
+loop with ``run_in_executor``; explanations and edit searches in a second, smaller pool so
+predictions never wait behind them), and at most ``max_pending`` calls may wait, so a flood of
+requests gets HTTP 503 instead of an unbounded queue. The model is put in eval mode with
+``requires_grad`` off once, at start: the probes' save-and-restore of those flags is then the
+same from every thread. Class prototypes are computed once, at start, in their own thread
+(or loaded from a tour folder), so the page and ``/api/predict`` answer meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UnknownNameError
+from ..probes._model import input_shape_of
+from ..train.run import Run
+from .inputs import BadInput
+
+T = TypeVar("T")
+IDEA_METHODS = ("auto", "greedy", "gradient")
+GREEDY_BUDGET_S = 15.0  # "auto" uses greedy search when its estimated cost fits this
+
+
+class Busy(RuntimeError):
+    """Too many requests are waiting for the model (HTTP 503)."""
+
+
+class NotAvailable(RuntimeError):
+    """A feature this build cannot provide (HTTP 501), or not yet (503)."""
+
+    def __init__(self, message: str, status: int = 501):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Ideas:
+    """Class prototypes: ``images`` (K, C, H, W) in [0, 1] and the model's probability of
+    each prototype's own class."""
+
+    images: torch.Tensor
+    probabilities: list[float]
+    method: str
+    seconds: float
+
+
+def _round(t: torch.Tensor, digits: int = 4) -> list:
+    return torch.round(t.detach().float().cpu(), decimals=digits).tolist()
+
+
+def estimate_greedy_seconds(model: nn.Module, shape: tuple[int, ...], num_classes: int,
+                            sweeps: int = 4) -> float:
+    """Rough cost of a binary greedy search over all classes: forward time per image times
+    pixels x 2 levels x classes x sweeps (the incremental first layer makes it an upper bound)."""
+    x = torch.rand(256, *shape)
+    with torch.inference_mode():
+        model(x[:8])
+        t0 = time.perf_counter()
+        model(x)
+        per_image = (time.perf_counter() - t0) / len(x)
+    return per_image * shape[-1] * shape[-2] * 2 * num_classes * sweeps
+
+
+def compute_ideas(model: nn.Module, num_classes: int, method: str = "auto", steps: int = 128) -> Ideas:
+    """The class prototypes of seed 000 (binary greedy pixel search) when that is quick for
+    this model, else gradient activation maximization (seed 004); all classes as one batch."""
+    from ..probes import activation_maximization, search_prototypes
+
+    shape = input_shape_of(model)
+    if method == "auto":
+        quick = estimate_greedy_seconds(model, shape, num_classes) <= GREEDY_BUDGET_S
+        method = "greedy" if quick else "gradient"
+    t0 = time.perf_counter()
+    targets = list(range(num_classes))
+    if method == "greedy":
+        res = search_prototypes(model, targets, method="greedy", frames=2)
+    elif method == "gradient":
+        res = activation_maximization(model, targets, steps=steps, frames=2)
+    else:
+        raise ValueError(f"unknown prototype method '{method}'; use {', '.join(IDEA_METHODS)}")
+    images = res.images.float().clamp(0, 1)
+    with torch.inference_mode():
+        probs = F.softmax(model(images), dim=1)
+    own = probs[torch.arange(num_classes), torch.arange(num_classes)]
+    return Ideas(images, [round(float(p), 4) for p in own], method, time.perf_counter() - t0)
+
+
+def _explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str,
+             classes: list[str]) -> dict[str, Any]:
+    """One image's explanation by :func:`kangae.probes.attribution.explain`, with its numbers."""
+    from ..probes.attribution import explain
+
+    res = explain(model, x, target, method=method)
+    metrics: dict[str, Any] = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str))}
+    for name in ("prob_after", "area"):
+        value = getattr(res, name, None)
+        if value is not None and value[0].numel() == 1:
+            metrics[name] = round(float(value[0]), 4)
+    return {"method": res.method, "attribution": res.attribution.detach(), "metrics": metrics,
+            "summary": res.summary(0, classes)}
+
+
+def fix_available() -> bool:
+    try:
+        from ..probes.attacks import fewest_pixel_edits  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Engine:
+    """A loaded run behind a bounded thread pool."""
+
+    def __init__(self, run: Run, *, workers: int = 2, max_pending: int = 64,
+                 ideas: torch.Tensor | None = None, ideas_method: str = "auto", ideas_from: str = "",
+                 explain_method: str = "mask", compute_ideas_now: bool = True):
+        if ideas_method not in IDEA_METHODS:
+            raise ValueError(f"unknown prototype method '{ideas_method}'; use {', '.join(IDEA_METHODS)}")
+        self.run = run
+        self.model = run.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.classes = run.classes
+        self.shape = tuple(run.meta.input_shape) if run.meta.input_shape else input_shape_of(self.model)
+        from ..probes.attribution import ALIASES, METHODS
+
+        if ALIASES.get(explain_method, explain_method) not in METHODS:
+            raise UnknownNameError("explanation method", explain_method, METHODS)
+        self.explain_method = explain_method
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kangae-model")
+        # explanations and edit searches take up to seconds: their own pool, so that live
+        # predictions never queue behind them
+        self.slow_pool = ThreadPoolExecutor(max_workers=max(1, workers // 2),
+                                            thread_name_prefix="kangae-slow")
+        self.workers, self.max_pending = workers, max_pending
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._ideas: Future[Ideas] = Future()
+        self._ideas_thread: threading.Thread | None = None
+        if ideas is not None:
+            self._ideas.set_result(self._given_ideas(ideas, ideas_from))
+        elif compute_ideas_now:
+            self.start_ideas(ideas_method)
+        self.slow_pool.submit(self.warm_up)
+
+    def warm_up(self) -> None:
+        """One forward pass and the explanation backend's imports, so the first request is quick."""
+        self.predict(torch.zeros(self.shape[0], *self.shape[1:])[:1])
+        from ..probes import attribution  # noqa: F401  (imports captum)
+
+    # -- plumbing -------------------------------------------------------------------------
+    async def call(self, fn: Callable[..., T], *args: Any, slow: bool = False, **kwargs: Any) -> T:
+        """Run ``fn`` in the model pool (``slow``: the pool for explanations and edit searches);
+        :class:`Busy` when too many calls already wait."""
+        with self._lock:
+            if self._pending >= self.max_pending:
+                raise Busy(f"{self._pending} requests are waiting for the model; try again shortly")
+            self._pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            pool = self.slow_pool if slow else self.pool
+            return await loop.run_in_executor(pool, partial(fn, *args, **kwargs))
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.slow_pool.shutdown(wait=False, cancel_futures=True)
+
+    def batch(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, H, W) -> (1, C, H, W) for the model."""
+        return image.expand(self.shape[0], *image.shape[1:]).unsqueeze(0).float()
+
+    def check_target(self, target: int) -> int:
+        if not 0 <= target < len(self.classes):
+            raise BadInput(f"target {target} is not a class; use 0..{len(self.classes) - 1}")
+        return target
+
+    # -- model calls (run in the pool) ----------------------------------------------------
+    def predict(self, image: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (K,) for one (1, H, W) image."""
+        with torch.inference_mode():
+            return F.softmax(self.model(self.batch(image)), dim=1)[0].float()
+
+    def check_method(self, method: str | None) -> str:
+        from ..probes.attribution import ALIASES, METHODS
+
+        if method is None:
+            return self.explain_method
+        if ALIASES.get(method, method) not in METHODS:
+            raise BadInput(f"unknown explanation method '{method}'; use one of {', '.join(METHODS)}")
+        return method
+
+    def explain(self, image: torch.Tensor, target: int | None, method: str | None = None) -> dict[str, Any]:
+        """Attribution (H, W) for ``target`` (the predicted class when None) by ``method``
+        (the server's ``--explain`` when None)."""
+        x = self.batch(image)
+        probs = self.predict(image)
+        t = int(probs.argmax()) if target is None else self.check_target(target)
+        out = _explain(self.model, x, torch.tensor([t]), self.check_method(method), self.classes)
+        a = out["attribution"].detach().float().cpu()
+        attr = torch.nan_to_num(a[0].mean(0) if a.ndim == 4 else a.reshape(x.shape[-2:]))
+        return {"target": t, "method": out["method"], "attribution": attr, "summary": out["summary"],
+                "probability": float(probs[t]), "metrics": out["metrics"]}
+
+    def fix(self, image: torch.Tensor, target: int, max_edits: int, threshold: float) -> dict[str, Any]:
+        """The fewest pixel edits that make the model read ``image`` as ``target``."""
+        try:
+            from ..probes.attacks import fewest_pixel_edits  # type: ignore[import-not-found]
+        except ImportError:
+            raise NotAvailable("edit search not available in this build") from None
+        t = self.check_target(target)
+        res = fewest_pixel_edits(self.model, self.batch(image), torch.tensor([t]), levels=(0.0, 1.0),
+                                 threshold=threshold, max_edits=max_edits)
+        edited = res.images[0].float().mean(0)
+        changed = res.changed[0].reshape(-1, *edited.shape).any(0)
+        probs = self.predict(res.images[0][:1].float())
+        return {"target": t, "success": bool(res.success[0]), "n_changed": int(res.n_changed[0]),
+                "prob_before": float(res.prob_before[0]), "prob_after": float(res.prob_after[0]),
+                "image": edited, "changed": changed, "probabilities": probs,
+                "metrics": {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str))}}
+
+    # -- prototypes -----------------------------------------------------------------------
+    def _given_ideas(self, images: torch.Tensor, source: str) -> Ideas:
+        with torch.inference_mode():
+            probs = F.softmax(self.model(images.float()), dim=1)
+        k = torch.arange(len(self.classes))
+        return Ideas(images.float(), [round(float(p), 4) for p in probs[k, k]], f"precomputed: {source}", 0.0)
+
+    def start_ideas(self, method: str = "auto") -> None:
+        """Compute the prototypes in a background thread (once)."""
+        def work() -> None:
+            try:
+                self._ideas.set_result(compute_ideas(self.model, len(self.classes), method))
+            except Exception as e:  # noqa: BLE001 - reported by /api/ideas
+                self._ideas.set_exception(e)
+
+        self._ideas_thread = threading.Thread(target=work, name="kangae-ideas")  # joined at exit
+        self._ideas_thread.start()
+
+    def ideas_done(self) -> bool:
+        return self._ideas.done() or self._ideas_thread is None
+
+    def ideas(self, wait: float | None = None) -> Ideas | None:
+        """The prototypes, or None while they are being computed."""
+        if wait is not None and not self._ideas.done():
+            try:
+                self._ideas.result(timeout=wait)
+            except TimeoutError:
+                return None
+        return self._ideas.result() if self._ideas.done() else None
+
+    def idea_png(self, k: int, scale: int = 4) -> bytes:
+        from ..render.images import to_pil
+
+        k = self.check_target(k)
+        ideas = self.ideas()
+        if ideas is None:
+            raise NotAvailable("prototypes are still being computed", 503)
+        buf = io.BytesIO()
+        to_pil(ideas.images[k], scale=scale).save(buf, format="PNG")
+        return buf.getvalue()

@@ -1,0 +1,131 @@
+"""Decode what a client sends into what the model sees: a base64 PNG (or JPEG) drawing, run
+through MNIST-style preprocessing, or a 28x28 array taken as already preprocessed.
+
+Every way an input can be junk raises :class:`BadInput` with a message a person can act on;
+the app turns it into HTTP 400 with ``{"error": ...}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..data.preprocess import ImageInputError, Preprocessed, preprocess
+
+MAX_SIDE = 4096  # a canvas is a few hundred pixels; this bounds decompression bombs
+FORMATS = ("PNG", "JPEG")
+_DATA_URL = re.compile(r"^data:image/[a-z+.-]+;base64,", re.IGNORECASE)
+
+
+class BadInput(ValueError):
+    """A request's image is unusable; the message says why (HTTP 400)."""
+
+
+@dataclass
+class Seen:
+    """The (1, H, W) float image in [0, 1] the model gets, and how it was made."""
+
+    image: torch.Tensor
+    source: str  # "png" or "array"
+    inverted: bool = False
+    steps: str = ""
+    frame: tuple[float, float, float, float] | None = None  # (x, y, w, h) of the 28x28 in the drawing
+
+
+def frame_of(pre: Preprocessed) -> tuple[float, float, float, float] | None:
+    """Where the 28x28 field lies in the source picture, in its pixels: the ink box was scaled to
+    fit 20x20 and placed where the field's first inked row and column are (for drawing the
+    explanation mask over the user's drawing)."""
+    left, top, right, bottom = pre.ink_box
+    cw, ch = right - left, bottom - top
+    longest = max(cw, ch)
+    sx, sy = max(1, round(cw * 20 / longest)) / cw, max(1, round(ch * 20 / longest)) / ch
+    ink = pre.image[0] > 0
+    cols, rows = ink.any(0).nonzero(), ink.any(1).nonzero()
+    if len(cols) == 0:
+        return None
+    ox, oy = int(cols[0]), int(rows[0])
+    side = pre.image.shape[-1]
+    return (left - ox / sx, top - oy / sy, side / sx, side / sy)
+
+
+def decode_png(text: str) -> Image.Image:
+    """A base64 string (bare or a ``data:image/...;base64,`` URL) as a loaded PIL image."""
+    body = _DATA_URL.sub("", text.strip(), count=1)
+    try:
+        raw = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput("image is not valid base64 (send a PNG as base64 or a data: URL)") from None
+    if not raw:
+        raise BadInput("image is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw), formats=FORMATS)
+            if img.width > MAX_SIDE or img.height > MAX_SIDE:
+                raise BadInput(f"image is {img.width}x{img.height}; the limit is {MAX_SIDE} per side")
+            img.load()
+    except BadInput:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as e:
+        raise BadInput(f"image bytes are not a readable PNG or JPEG ({e.__class__.__name__})") from None
+    return img
+
+
+def _opaque_to_gray(img: Image.Image) -> Image.Image:
+    """An opaque RGB(A) canvas as 8-bit gray with the same luminance weights as
+    ``preprocess.to_gray`` (exact for gray pixels, within 1/510 for coloured ones), which makes
+    preprocessing a canvas 2.5x faster."""
+    if img.mode == "RGB" or (img.mode == "RGBA" and img.getchannel("A").getextrema() == (255, 255)):
+        return img.convert("L")
+    return img
+
+
+def decode_array(value: Any, shape: tuple[int, int]) -> torch.Tensor:
+    """A nested list of numbers of ``shape`` with values in [0, 1] as a (1, H, W) tensor."""
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise BadInput(f"array must be a {shape[0]}x{shape[1]} grid of numbers (rows of equal length)") \
+            from None
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.shape != shape:
+        raise BadInput(f"array has shape {list(a.shape)}; expected {shape[0]}x{shape[1]}")
+    if not np.isfinite(a).all():
+        raise BadInput("array holds NaN or infinite values")
+    if a.min() < 0.0 or a.max() > 1.0:
+        raise BadInput(f"array values must lie in [0, 1] (preprocessed); got {a.min():g}..{a.max():g}")
+    return torch.from_numpy(a).float().unsqueeze(0)
+
+
+def read_image(image: Any, shape: tuple[int, int] = (28, 28)) -> Seen:
+    """A request's ``image`` field: base64 PNG string or an HxW array."""
+    if isinstance(image, str):
+        img = _opaque_to_gray(decode_png(image))
+        try:
+            pre = preprocess(img)
+        except ImageInputError as e:
+            msg = str(e)
+            raise BadInput("blank drawing: draw a digit first" if "blank" in msg else msg) from None
+        x = pre.image
+        if tuple(x.shape[1:]) != shape:  # a model trained on another size: resize what MNIST made
+            x = torch.nn.functional.interpolate(x[None], size=shape, mode="bilinear",
+                                                align_corners=False)[0].clamp(0, 1)
+        return Seen(x, "png", pre.inverted, pre.describe(), frame_of(pre))
+    if isinstance(image, list):
+        return Seen(decode_array(image, shape), "array", False, "taken as already preprocessed")
+    if isinstance(image, float) and math.isnan(image):
+        raise BadInput("image is NaN")
+    raise BadInput("image must be a base64 PNG string or a 28x28 array of numbers in [0, 1]")

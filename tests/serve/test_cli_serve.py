@@ -1,0 +1,124 @@
+"""``kangae serve``: run and tour folders, clear errors for anything else, and a real start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from kangae.cli import cli
+from kangae.errors import KangaeError
+from kangae.serve import app_for
+
+
+def _tour(tmp_path: Path, serve_run: Path, **extra) -> Path:
+    tour = tmp_path / "tour"
+    tour.mkdir(exist_ok=True)
+    (tour / "tour.json").write_text(json.dumps({"serve_run": os.path.relpath(serve_run, tour), **extra}))
+    return tour
+
+
+def test_unknown_folders_exit_2_with_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    bad_json = tmp_path / "badjson"
+    bad_json.mkdir()
+    (bad_json / "tour.json").write_text("{not json")
+    cases = [(tmp_path / "missing", "no such folder"), (tmp_path / "empty", "neither a kangae run folder"),
+             (bad_json, "not valid JSON")]
+    for folder, message in cases:
+        r = CliRunner().invoke(cli, ["serve", str(folder), "--port", "0"])
+        assert r.exit_code == 2, r.output
+        assert r.output.startswith("error: ") and message in r.output and "Traceback" not in r.output
+
+
+def test_tour_folder_errors(tmp_path: Path, serve_run: Path) -> None:
+    tour = tmp_path / "t"
+    tour.mkdir()
+    for body, message in [({"other": 1}, "no 'serve_run'"), ({"serve_run": "/abs/run"}, "must be relative"),
+                          ({"serve_run": "nowhere"}, "no such run folder")]:
+        (tour / "tour.json").write_text(json.dumps(body))
+        with pytest.raises(KangaeError, match=message):
+            app_for(tour)
+    save_file({"images": torch.rand(3, 1, 28, 28)}, tmp_path / "p.safetensors")
+    save_file({"pixels": torch.rand(10, 1, 28, 28)}, tmp_path / "q.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x80\x04 not safetensors")
+    cases = [("p.safetensors", r"shape \[3, 1, 28, 28\]"), ("q.safetensors", "no 'images'"),
+             ("junk.safetensors", "not a readable safetensors"), ("none.safetensors", "no such")]
+    for name, message in cases:
+        tour = _tour(tmp_path, serve_run, prototypes=os.path.relpath(tmp_path / name, tmp_path / "tour"))
+        with pytest.raises(KangaeError, match=message):
+            app_for(tour)
+
+
+def test_tour_folder_with_prototypes(tmp_path: Path, serve_run: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    protos = torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    save_file({"images": protos}, tmp_path / "tour-protos.safetensors")
+    tour = _tour(tmp_path, serve_run, prototypes="../tour-protos.safetensors")
+    with TestClient(app_for(tour)) as client:
+        out = client.get("/api/ideas").json()  # no search: ready at once
+        assert out["ready"] and out["method"] == "precomputed: tour-protos.safetensors"
+        assert torch.allclose(torch.tensor(out["images"]), protos[:, 0], atol=1e-3)
+        assert client.get("/api/info").json()["run"] == serve_run.name
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_serves_on_localhost(serve_run: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "kangae.cli", "serve", str(serve_run), "--port", str(port),
+                             "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                info = httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=2).json()
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "server did not start in 40 s"
+                time.sleep(0.2)
+        assert info["model"] == "mlp" and info["classes"] == [str(i) for i in range(10)]
+        r = httpx.post(f"http://127.0.0.1:{port}/api/predict", json={"image": [[0.0] * 28] * 28}, timeout=10)
+        assert r.status_code == 200 and len(r.json()["probabilities"]) == 10
+        r = httpx.get(f"http://127.0.0.1:{port}/", headers={"host": f"rebound.example:{port}"})
+        assert r.status_code == 400  # bound to 127.0.0.1: other host names are refused
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a graceful stop
+        out, _ = proc.communicate(timeout=20)
+    assert f"http://127.0.0.1:{port}/" in out
+    assert proc.returncode == 0, out
+
+
+def test_unknown_explain_method_exits_2(serve_run: Path) -> None:
+    r = CliRunner().invoke(cli, ["serve", str(serve_run), "--explain", "salincy", "--ideas", "greedy"])
+    assert r.exit_code == 2 and "unknown explanation method 'salincy'" in r.output
+    assert "Did you mean 'saliency'" in r.output
+
+
+def test_a_taken_port_exits_2(serve_run: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = CliRunner().invoke(cli, ["serve", str(serve_run), "--port", str(port)])
+    assert r.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in r.output
