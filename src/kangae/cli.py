@@ -104,6 +104,11 @@ def models() -> None:
 @click.option("--no-tensorboard", is_flag=True)
 @click.option("--no-snapshots", is_flag=True, help="Do not record hidden-layer snapshots.")
 @click.option("--snapshot-layer", default=None, help="Layer to record (default: penultimate).")
+@click.option("--adversarial", type=click.Choice(["fgsm-rs", "pgd"]), default=None,
+              help="Train on L-inf perturbed batches (Wong et al. 2020 / Madry et al. 2018).")
+@click.option("--eps", type=float, default=None, help="Radius for --adversarial (e.g. 0.3).")
+@click.option("--eps-warmup", type=float, default=None,
+              help="Grow eps linearly from 0 over this many epochs (--adversarial).")
 @data_dir_option
 def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard: bool,
           no_snapshots: bool, **kwargs: Any) -> None:
@@ -121,6 +126,9 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
                                      param_hint=f"--{key.replace('_', '-')}")
     if kwargs["lr"] is not None and kwargs["lr"] <= 0:
         raise click.BadParameter(f"must be positive, got {kwargs['lr']}", param_hint="--lr")
+    warmup = kwargs.pop("eps_warmup")
+    if warmup is not None:
+        kwargs["adversarial_options"] = {"warmup_epochs": warmup}
     run = run_train(model_name, dataset, out=out, tensorboard=not no_tensorboard,
                     snapshots=not no_snapshots, **kwargs)
     last = run.history[-1] if run.history else {}
