@@ -79,7 +79,7 @@ def fewest_pixel_edits(model: nn.Module, images: torch.Tensor, targets: torch.Te
     with frozen(model):
         p0 = probabilities(model, x0)
         t = as_labels(targets, n, p0.shape[1], "targets")
-        cur = x0.flatten(1).to(device)
+        cur = x0.flatten(1).to(device).clone()
         tt, lvd = t.to(device), lv.to(device)
         changed = torch.zeros(n, d, dtype=torch.bool, device=device)
         order = torch.full((n, max_edits), -1, dtype=torch.long)
