@@ -343,6 +343,11 @@ def dynamics(run_dir: str, layer: str | None, out: str | None, compare: bool, ne
                f"(numba compile {res['compile_seconds']:.0f}s)")
 
 
+from .cli_fool import fool  # noqa: E402
+
+cli.add_command(fool)
+
+
 def main() -> None:
     cli(prog_name="kangae")
 

@@ -68,6 +68,15 @@ def _finish(model: nn.Module, x0: torch.Tensor, adv: torch.Tensor, y: torch.Tens
                         targeted, metrics)
 
 
+def _record(best: torch.Tensor, done: torch.Tensor, x: torch.Tensor, logits: torch.Tensor,
+            y: torch.Tensor, targeted: bool) -> None:
+    """Keep the first successful iterate of each image (in place)."""
+    pred = logits.argmax(1)
+    hit = ((pred == y) if targeted else (pred != y)) & ~done
+    best[hit] = x[hit]
+    done.logical_or_(hit)
+
+
 def _check_eps(eps: float) -> float:
     eps = float(eps)
     if not 0 <= eps <= 1:
@@ -114,21 +123,15 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps:
             best = xc.clone()
             done = torch.zeros(len(xc), dtype=torch.bool, device=device)
 
-            def record(x_it: torch.Tensor, logits: torch.Tensor) -> None:
-                pred = logits.argmax(1)
-                hit = ((pred == yc) if targeted else (pred != yc)) & ~done
-                best[hit] = x_it[hit]
-                done.logical_or_(hit)
-
             for i in range(steps if eps > 0 else 0):
                 grad, logits = loss_gradient(model, adv, yc)
                 if keep_best and i > 0:  # the logits of the previous iterate come for free
-                    record(adv, logits)
+                    _record(best, done, adv, logits, yc, targeted)
                 adv = adv + sign * alpha * grad.sign()
                 adv = torch.minimum(torch.maximum(adv, xc - eps), xc + eps).clamp(0, 1)
             if keep_best and steps > 0 and eps > 0:
                 with torch.no_grad():
-                    record(adv, model(adv).float())
+                    _record(best, done, adv, model(adv).float(), yc, targeted)
                 adv = torch.where(done.view(-1, 1, 1, 1), best, adv)
             out.append(adv.detach().cpu())
         adv_all = torch.cat(out) if out else x0.clone()

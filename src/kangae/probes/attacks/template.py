@@ -72,7 +72,8 @@ def template_attack(model: nn.Module, images: torch.Tensor, templates_or_target:
             if target is None:
                 raise ValueError("pass target= with a single template")
             if tuple(tpl.shape) != tuple(x.shape[1:]):
-                raise ValueError(f"template shape {tuple(tpl.shape)} does not match images {tuple(x.shape[1:])}")
+                raise ValueError(f"template shape {tuple(tpl.shape)} does not match the images' "
+                                 f"{tuple(x.shape[1:])}")
         if not 0 <= target < k:
             raise ValueError(f"target must be a class index in 0-{k - 1}, got {target}")
         tpl = tpl.cpu() / tpl.abs().max().clamp(min=1e-12)
