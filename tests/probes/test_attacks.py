@@ -233,3 +233,16 @@ def test_saliency_of_a_linear_model_is_its_weight_row():
     g = saliency(model, x, torch.tensor([0, 1, 2, 3, 4]))
     w = weight_templates(model).images
     torch.testing.assert_close(g, w[:5], atol=1e-5, rtol=1e-5)
+
+
+def test_edit_search_first_layer_shortcut_gives_the_generic_answer():
+    model = small_mlp(3)
+    with torch.no_grad():
+        model[3].weight.mul_(20)
+    x = images(2, seed=12, hi=0.3)
+    fast = fewest_pixel_edits(model, x, 5, levels=(0.0, 0.5, 1.0), max_edits=15, with_saliency=False)
+    slow = fewest_pixel_edits(model, x, 5, levels=(0.0, 0.5, 1.0), max_edits=15, with_saliency=False,
+                              fast=False)
+    assert fast.metrics["first_layer_shortcut"] and not slow.metrics["first_layer_shortcut"]
+    assert torch.equal(fast.edit_order, slow.edit_order)
+    torch.testing.assert_close(fast.prob_trace, slow.prob_trace, equal_nan=True)
