@@ -222,3 +222,55 @@ def _edit(model: nn.Module, classes: list[str], out: Path, x: torch.Tensor, targ
                                 f"{row['prob_target_before']:.1%}",
                                 f"{row['prob_target_after']:.1%}", str(row["pixels_changed"]),
                                 "yes" if row["success"] else "no"] for i, row in enumerate(rows)]}}
+
+
+def write_prototype_comparison(models: Sequence[tuple[str, nn.Module]], classes: list[str], out: str | Path,
+                               images: torch.Tensor, labels: torch.Tensor, *, steps: int = 256,
+                               seed: int = 0) -> dict[str, Any]:
+    """Class prototypes of several models side by side (e.g. standard and adversarially trained).
+
+    For each model: gradient prototypes (``kangae.probes.actmax``, logit objective), verified,
+    with transfer to the other models; and class-mean input gradients
+    (``kangae.probes.templates``) on ``images``. ``alignment`` is the cosine similarity of
+    each class's mean gradient with that class's mean image minus the mean of all images: a
+    number for "perceptually aligned gradients" (Santurkar et al. 2019 report robust models
+    have them).
+    """
+    from ..probes import activation_maximization, verify_prototypes, weight_templates
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    k = len(classes)
+    y = labels.long()
+    means = torch.stack([images[y == c].mean(0) for c in range(k)])
+    centred = (means - images.mean(0)).flatten(1)
+    rows, grid, titles = {}, [], []
+    protos = {}
+    for name, m in models:
+        protos[name] = activation_maximization(m, list(range(k)), steps=steps, seed=seed)
+    for name, m in models:
+        p = protos[name]
+        others = [(n, o) for n, o in models if n != name]
+        check = verify_prototypes(m, p.images, p.targets, class_names=classes,
+                                  check_with=[o for _, o in others])
+        tpl = weight_templates(m, images, y).images
+        align = torch.nn.functional.cosine_similarity(tpl.flatten(1), centred, dim=1)
+        rows[name] = {"verification": check["summary"],
+                      "prototype_probability": [r["probability"] for r in check["prototypes"]],
+                      "transfer_to": {n: r for (n, _), r in
+                                      zip(others, check["summary"].get("transfer_rate", []))},
+                      "gradient_alignment": align.tolist(), "mean_gradient_alignment": float(align.mean())}
+        grid += [p.images, tpl / tpl.flatten(1).abs().amax(1).clamp(min=1e-12).view(-1, 1, 1, 1)]
+        titles += [f"{name[:10]} {c}" for c in classes] + [f"grad {c}" for c in classes]
+        save_grid(p.images, out / f"prototypes-{name}.png", titles=[
+            f"{c}: p={r['probability']:.2f}" for c, r in zip(classes, check["prototypes"])],
+            suptitle=f"{name}: gradient prototypes")
+        save_grid(tpl, out / f"gradients-{name}.png", signed=True, titles=classes,
+                  suptitle=f"{name}: class-mean input gradient (alignment {float(align.mean()):.2f})")
+    save_grid(torch.cat(grid), out / "compare.png", titles=titles, ncols=k, signed=True,
+              suptitle="rows: " + " | ".join(f"{n} prototypes, {n} mean gradients" for n, _ in models))
+    res = {"models": rows, "classes": classes, "steps": steps, "n_images": len(images),
+           "files": ["compare.png", *[f"prototypes-{n}.png" for n, _ in models],
+                     *[f"gradients-{n}.png" for n, _ in models]]}
+    write_json(out / "prototypes.json", res)
+    return res
