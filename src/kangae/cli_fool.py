@@ -111,6 +111,7 @@ def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, al
                      target=k_targets if k_targets is not None else k, eps=eps_values,
                      steps=steps, alphas=_numbers(alphas, "--alphas"), levels=level_values,
                      threshold=threshold, max_edits=max_edits, others=others, sources=sources, seed=seed,
-                     source=f"{run.meta.model} on {run.meta.dataset} ({run.path})")
+                     source=f"{run.meta.model} on {run.meta.dataset} ({run.path})",
+                     name=Path(run.path).resolve().name)
     click.echo(_table(res["table"]["rows"], res["table"]["header"]))
     click.echo(f"wrote {out_dir}/: fool.json, {', '.join(res['files'])} ({res['seconds']:.1f}s)")

@@ -58,10 +58,10 @@ def test_fool_template_side_by_side_and_alpha_zero(mlp_run, tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads((out / "fool.json").read_text())
     rows = data["models"]
-    assert set(rows) == {"this model", "mlp"}
-    assert rows["this model"]["share_target"] == rows["mlp"]["share_target"]  # the same run twice
-    assert rows["this model"]["share_target"][0] == 0.0  # alpha 0: nothing read as 3 that was not
-    assert rows["this model"]["share_target"][2] >= rows["this model"]["share_target"][0]
+    assert set(rows) == {"mlp", "mlp (2)"}
+    assert rows["mlp"]["share_target"] == rows["mlp (2)"]["share_target"]  # the same run twice
+    assert rows["mlp"]["share_target"][0] == 0.0  # alpha 0: nothing read as 3 that was not
+    assert rows["mlp"]["share_target"][2] >= rows["mlp"]["share_target"][0]
     assert (out / "template.png").is_file() and "% read as 3" in res.output
 
 

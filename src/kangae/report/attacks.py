@@ -57,7 +57,7 @@ def write_fool(model: nn.Module, classes: list[str], attack: str, out: str | Pat
                alphas: Sequence[float] = (0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
                levels: Sequence[float] = (0.0, 1.0), threshold: float = 0.9, max_edits: int = 150,
                others: Sequence[tuple[str, nn.Module]] = (), sources: Sequence[str] | None = None,
-               seed: int = 0, source: str = "") -> dict[str, Any]:
+               seed: int = 0, source: str = "", name: str = "model") -> dict[str, Any]:
     """Run ``attack`` on ``images`` (float (N, 1, H, W) in [0, 1]) and write the files.
 
     ``labels`` are the true classes (test images) or None (pictures: the model's reading is
@@ -82,7 +82,8 @@ def write_fool(model: nn.Module, classes: list[str], attack: str, out: str | Pat
                            "images": names}
     try:
         if attack == "template":
-            res.update(_template(model, classes, out, images, labels, target, alphas, others))
+            res.update(_template(model, classes, out, images, labels, target, alphas,
+                                 [(name, model), *others]))
         elif attack in ("fgsm", "pgd"):
             res.update(_gradient(model, classes, out, attack, images, labels, target, eps, steps, seed))
         else:
@@ -95,15 +96,15 @@ def write_fool(model: nn.Module, classes: list[str], attack: str, out: str | Pat
 
 
 def _template(model: nn.Module, classes: list[str], out: Path, x: torch.Tensor, y: torch.Tensor | None,
-              target: int | None, alphas: Sequence[float], others: Sequence[tuple[str, nn.Module]]
+              target: int | None, alphas: Sequence[float], models: Sequence[tuple[str, nn.Module]]
               ) -> dict[str, Any]:
     target = 7 if target is None else target
     if y is None and not _is_linear(model):
         y = _readings(model, x)  # the model's own readings stand in for labels
-    models = [("this model", model), *others]
     rows: dict[str, Any] = {}
     first = None
     for name, m in models:
+        name = name if name not in rows else f"{name} ({len(rows) + 1})"
         r = template_attack(m, x, target, alphas, labels=y)
         first = first or r
         rows[name] = {"share_target": r.share_target, "mean_prob_target": r.mean_prob_target,
