@@ -35,6 +35,8 @@ def _numbers(text: str, name: str) -> list[float]:
 @click.option("--threshold", type=float, default=0.9, show_default=True,
               help="edit: probability the target must reach.")
 @click.option("--max-edits", type=click.IntRange(1, 784), default=150, show_default=True)
+@click.option("--from", "source_class", default=None,
+              help="edit: start from test digits of this class (e.g. --from 0 --target 9).")
 @click.option("--misread", is_flag=True,
               help="edit: fix test digits the model misreads (target: each one's true label).")
 @click.option("--also", "also", multiple=True, type=click.Path(),
@@ -45,7 +47,8 @@ def _numbers(text: str, name: str) -> list[float]:
               help="Folder with one subfolder per dataset (before $KANGAE_DATA).")
 def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, alphas: str,
          image_files: tuple[str, ...], n_images: int | None, levels: str, threshold: float,
-         max_edits: int, misread: bool, also: tuple[str, ...], out: str | None, seed: int,
+         max_edits: int, source_class: str | None, misread: bool, also: tuple[str, ...], out: str | None,
+         seed: int,
          data_dir: str | None) -> None:
     """Fool a model: add a class template, FGSM/PGD, or the fewest pixel edits to a target."""
     import torch
@@ -99,7 +102,12 @@ def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, al
 
             pick = (logits_of(run.model, images).argmax(1) != labels).nonzero().flatten()[:n]
             k_targets = labels[pick]
-        elif attack == "edit" and k is not None:  # digits of other classes, e.g. 0 -> 9
+        elif source_class is not None:  # e.g. 0 -> 9
+            src = parse_targets(source_class, run.model, run.classes, shape).indices
+            if len(src) != 1 or source_class.startswith("layer:"):
+                raise KangaeError(f"invalid --from {source_class!r}: give one class")
+            pick = (labels == src[0]).nonzero().flatten()[:n]
+        elif attack == "edit" and k is not None:  # digits of other classes
             pick = (labels != k).nonzero().flatten()[:n]
         else:
             pick = torch.arange(min(n, len(images)))
