@@ -18,14 +18,15 @@ from pathlib import Path
 import torch
 
 import kangae
-from kangae.probes.attacks import robustness_curve
+from kangae.probes.attacks import pgd, robustness_curve
 from kangae.report.attacks import write_prototype_comparison
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+")
-    ap.add_argument("--n", type=int, default=10000, help="Test images for the robustness curve.")
+    ap.add_argument("--n", type=int, default=1000, help="Test images for the robustness curve.")
+    ap.add_argument("--n-final", type=int, default=10000, help="Test images for PGD at the largest eps.")
     ap.add_argument("--eps", default="0,0.05,0.1,0.2,0.3")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--out", default="robust-prototypes")
@@ -49,6 +50,14 @@ def main() -> None:
             for i, e in enumerate(c.eps):
                 print(f"  eps {e:<5g} FGSM {c.accuracy['fgsm'][i]:7.2%}   "
                       f"PGD-{args.steps} {c.accuracy['pgd'][i]:7.2%}")
+            if args.n_final > args.n:
+                r = pgd(run.model, x[: args.n_final], y[: args.n_final], eps[-1], steps=args.steps)
+                curves[name]["final"] = {"n": args.n_final, "eps": eps[-1], "steps": args.steps,
+                                         "clean": float((r.pred_before == r.labels).float().mean()),
+                                         "pgd": r.metrics["accuracy_after"]}
+                print(f"  on {args.n_final:,} test images: clean {curves[name]['final']['clean']:.2%}, "
+                      f"PGD-{args.steps} at eps {eps[-1]:g}: {r.metrics['accuracy_after']:.2%} "
+                      f"({r.metrics['seconds']:.0f}s)")
         (out / "robustness.json").write_text(json.dumps(curves, indent=2))
     res = write_prototype_comparison(list(zip(names, [r.model for r in runs])), runs[0].classes, out,
                                      x[:2000], y[:2000])
