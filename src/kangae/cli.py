@@ -109,6 +109,9 @@ def models() -> None:
 @click.option("--eps", type=float, default=None, help="Radius for --adversarial (e.g. 0.3).")
 @click.option("--eps-warmup", type=float, default=None,
               help="Grow eps linearly from 0 over this many epochs (--adversarial).")
+@click.option("--adv-steps", type=int, default=None, help="pgd: steps (default 10).")
+@click.option("--adv-alpha", type=float, default=None,
+              help="Step size (default: fgsm-rs 1.25 eps, pgd eps/4).")
 @data_dir_option
 def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard: bool,
           no_snapshots: bool, **kwargs: Any) -> None:
@@ -126,9 +129,11 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
                                      param_hint=f"--{key.replace('_', '-')}")
     if kwargs["lr"] is not None and kwargs["lr"] <= 0:
         raise click.BadParameter(f"must be positive, got {kwargs['lr']}", param_hint="--lr")
-    warmup = kwargs.pop("eps_warmup")
-    if warmup is not None:
-        kwargs["adversarial_options"] = {"warmup_epochs": warmup}
+    adv_options = {key: value for key, value in (("warmup_epochs", kwargs.pop("eps_warmup")),
+                                                 ("steps", kwargs.pop("adv_steps")),
+                                                 ("alpha", kwargs.pop("adv_alpha"))) if value is not None}
+    if adv_options:
+        kwargs["adversarial_options"] = adv_options
     run = run_train(model_name, dataset, out=out, tensorboard=not no_tensorboard,
                     snapshots=not no_snapshots, **kwargs)
     last = run.history[-1] if run.history else {}

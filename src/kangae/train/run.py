@@ -307,7 +307,8 @@ def _adversarial_settings(method: str | None, eps: float | None,
                           options: dict[str, Any] | None) -> AdversarialSettings | None:
     if method is None:
         if eps is not None or options:
-            raise KangaeError("--eps sets the adversarial training radius: pass --adversarial too")
+            raise KangaeError("--eps, --eps-warmup, --adv-steps and --adv-alpha set up adversarial "
+                              "training: pass --adversarial too")
         return None
     if eps is None:
         raise KangaeError(f"--adversarial {method} needs --eps (e.g. 0.3 on MNIST)")
