@@ -78,7 +78,7 @@ def _affine_split(model: nn.Module) -> tuple[nn.Module, torch.Tensor, nn.Module]
 
 def fewest_pixel_edits(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int,
                        levels: Sequence[float] = (0.0, 1.0), threshold: float = 0.9,
-                       max_edits: int = 150, chunk: int = 8192,
+                       max_edits: int = 150, chunk: int = 2048,
                        with_saliency: bool = True, fast: bool = True) -> EditResult:
     """Greedily change pixels until the model reads ``targets`` with probability >= ``threshold``.
 
