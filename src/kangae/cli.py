@@ -104,6 +104,14 @@ def models() -> None:
 @click.option("--no-tensorboard", is_flag=True)
 @click.option("--no-snapshots", is_flag=True, help="Do not record hidden-layer snapshots.")
 @click.option("--snapshot-layer", default=None, help="Layer to record (default: penultimate).")
+@click.option("--adversarial", type=click.Choice(["fgsm-rs", "pgd"]), default=None,
+              help="Train on L-inf perturbed batches (Wong et al. 2020 / Madry et al. 2018).")
+@click.option("--eps", type=float, default=None, help="Radius for --adversarial (e.g. 0.3).")
+@click.option("--eps-warmup", type=float, default=None,
+              help="Grow eps linearly from 0 over this many epochs (--adversarial).")
+@click.option("--adv-steps", type=int, default=None, help="pgd: steps (default 10).")
+@click.option("--adv-alpha", type=float, default=None,
+              help="Step size (default: fgsm-rs 1.25 eps, pgd eps/4).")
 @data_dir_option
 def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard: bool,
           no_snapshots: bool, **kwargs: Any) -> None:
@@ -122,6 +130,11 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
                                      param_hint=f"--{key.replace('_', '-')}")
     if kwargs["lr"] is not None and kwargs["lr"] <= 0:
         raise click.BadParameter(f"must be positive, got {kwargs['lr']}", param_hint="--lr")
+    adv_options = {key: value for key, value in (("warmup_epochs", kwargs.pop("eps_warmup")),
+                                                 ("steps", kwargs.pop("adv_steps")),
+                                                 ("alpha", kwargs.pop("adv_alpha"))) if value is not None}
+    if adv_options:
+        kwargs["adversarial_options"] = adv_options
     run = run_train(model_name, dataset, out=out, tensorboard=not no_tensorboard,
                     snapshots=not no_snapshots, **kwargs)
     last = run.history[-1] if run.history else {}
@@ -337,12 +350,14 @@ def dynamics(run_dir: str, layer: str | None, out: str | None, compare: bool, ne
 
 
 from .cli_explain import explain, explain_bench  # noqa: E402
+from .cli_fool import fool  # noqa: E402
 from .cli_gan import gan as _gan  # noqa: E402
 from .cli_serve import serve  # noqa: E402
 from .cli_tour import tour  # noqa: E402
 
 cli.add_command(explain)
 cli.add_command(explain_bench)
+cli.add_command(fool)
 cli.add_command(_gan)
 cli.add_command(serve)
 cli.add_command(tour)

@@ -31,6 +31,8 @@ from ..models.layers import eval_mode
 from ..models.zoo import DEFAULT_MODEL, Recipe, create_model, get_entry
 from ..utils.atomic import remove_stale_temporaries, write_json
 from ..utils.device import pick_device
+from .adversarial import AdversarialSettings, AdversarialTrainer
+from .adversarial import settings as adversarial_settings
 from .callbacks import (
     Callback,
     Checkpointer,
@@ -175,6 +177,8 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
           progress: bool = True, tensorboard: bool = True,
           snapshots: bool = True, snapshot_layer: str | None = None,
           model_args: dict[str, Any] | None = None,
+          adversarial: str | None = None, eps: float | None = None,
+          adversarial_options: dict[str, Any] | None = None,
           callbacks: Sequence[Callback] = ()) -> Run:
     """Train a zoo model on an MNIST-family dataset; return the finished :class:`Run`.
 
@@ -183,10 +187,13 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     ``snapshots`` records ``snapshot_layer`` (default: the penultimate) on a fixed subsample
     at epoch 0 and after every epoch, for ``kangae dynamics``.
     Under ``torchrun`` each process trains on its share of every batch (DDP; gloo on CPU).
+    ``adversarial="fgsm-rs"`` or ``"pgd"`` with ``eps`` trains on L-infinity perturbed
+    batches (``train.adversarial``; ``adversarial_options``: alpha, steps, warmup_epochs).
     """
     entry = get_entry(model)
     run_dir = Path(out) if out else Path("runs") / f"{model}-{dataset}"
     rank, world, local_rank = _dist_env()
+    adv = _adversarial_settings(adversarial, eps, adversarial_options)
     resume_from: Path | None = None
     overrides = {k: v for k, v in dict(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
@@ -206,6 +213,8 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
             asked["model"], saved["model"] = model, config["model"]
         if dataset != "mnist":
             asked["dataset"], saved["dataset"] = dataset, config["dataset"]
+        if adv is not None:
+            asked["adversarial"], saved["adversarial"] = adv.to_dict(), config.get("adversarial")
         differ = [f"{k}={v} (run has {saved[k]})" for k, v in asked.items() if saved.get(k) != v]
         if differ:
             raise KangaeError(f"{run_dir} was configured otherwise: {', '.join(differ)}; "
@@ -220,6 +229,7 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
         config = {
             "model": model, "model_args": dict(model_args or {}), "dataset": dataset,
             "recipe": recipe.to_dict(), "seed": seed, "limit": limit,
+            "adversarial": adv.to_dict() if adv else None,
             "validation": "test split", "kangae": __version__, "torch": torch.__version__,
         }
     recipe = Recipe(**config["recipe"])
@@ -272,8 +282,13 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     if world > 1:
         wrapped = nn.parallel.DistributedDataParallel(
             net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    trainer = Trainer(wrapped, opt, scheduler=sched, callbacks=cbs, amp=amp,
-                      loss_fn=_loss(recipe.label_smoothing))
+    trainer_kwargs: dict[str, Any] = dict(scheduler=sched, callbacks=cbs, amp=amp,
+                                          loss_fn=_loss(recipe.label_smoothing))
+    if config.get("adversarial"):
+        trainer: Trainer = AdversarialTrainer(wrapped, opt, adversarial=AdversarialSettings(
+            **config["adversarial"]), **trainer_kwargs)
+    else:
+        trainer = Trainer(wrapped, opt, **trainer_kwargs)
     if resume_from is not None:
         weights, _ = read_checkpoint(resume_from, map_location=dev)
         net.load_state_dict(weights.state_dict())
@@ -287,6 +302,18 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     net.eval()
     return Run(path=run_dir, model=net, meta=meta, config=config,
                history=list(trainer.state.history))
+
+
+def _adversarial_settings(method: str | None, eps: float | None,
+                          options: dict[str, Any] | None) -> AdversarialSettings | None:
+    if method is None:
+        if eps is not None or options:
+            raise KangaeError("--eps, --eps-warmup, --adv-steps and --adv-alpha set up adversarial "
+                              "training: pass --adversarial too")
+        return None
+    if eps is None:
+        raise KangaeError(f"--adversarial {method} needs --eps (e.g. 0.3 on MNIST)")
+    return adversarial_settings(method, eps, **(options or {}))
 
 
 def _loss(label_smoothing: float):

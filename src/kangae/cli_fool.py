@@ -1,0 +1,125 @@
+"""``kangae fool``: template addition, FGSM/PGD and fewest-pixel edits on a run (issue 7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _numbers(text: str, name: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers like 0,0.1,0.3, got {text!r}", param_hint=name) from None
+    if not values:
+        raise click.BadParameter("give at least one number", param_hint=name)
+    return values
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--attack", type=click.Choice(["template", "fgsm", "pgd", "edit"]), required=True)
+@click.option("--target", default=None,
+              help="Class to push towards (index or name). template: default 7; edit: required.")
+@click.option("--eps", default="0,0.05,0.1,0.2,0.3", show_default=True,
+              help="L-inf radius or radii (fgsm/pgd), comma-separated, in [0, 1].")
+@click.option("--steps", type=click.IntRange(1, 1000), default=40, show_default=True, help="PGD steps.")
+@click.option("--alphas", default="0,0.1,0.2,0.3,0.5,0.75,1", show_default=True,
+              help="Template strengths (template scaled to max |value| 1).")
+@click.option("--image", "image_files", multiple=True, type=click.Path(),
+              help="Picture file(s) instead of test images (MNIST-style preprocessing).")
+@click.option("--n", "n_images", type=click.IntRange(1, 10000), default=None,
+              help="Test images to attack (default 1000; edit: 8).")
+@click.option("--levels", default="0,1", show_default=True, help="edit: pixel values to try.")
+@click.option("--threshold", type=float, default=0.9, show_default=True,
+              help="edit: probability the target must reach.")
+@click.option("--max-edits", type=click.IntRange(1, 784), default=150, show_default=True)
+@click.option("--from", "source_class", default=None,
+              help="edit: start from test digits of this class (e.g. --from 0 --target 9).")
+@click.option("--misread", is_flag=True,
+              help="edit: fix test digits the model misreads (target: each one's true label).")
+@click.option("--also", "also", multiple=True, type=click.Path(),
+              help="template: other runs to compare side by side.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: RUN_DIR/fool-ATTACK.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder with one subfolder per dataset (before $KANGAE_DATA).")
+def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, alphas: str,
+         image_files: tuple[str, ...], n_images: int | None, levels: str, threshold: float,
+         max_edits: int, source_class: str | None, misread: bool, also: tuple[str, ...], out: str | None,
+         seed: int,
+         data_dir: str | None) -> None:
+    """Fool a model: add a class template, FGSM/PGD, or the fewest pixel edits to a target."""
+    import torch
+
+    from .cli import _table
+    from .data.preprocess import load_pictures
+    from .errors import KangaeError
+    from .report.attacks import write_fool
+    from .report.ideas import parse_targets
+    from .train.run import load
+
+    eps_values = _numbers(eps, "--eps")
+    if any(not 0 <= e <= 1 for e in eps_values):
+        raise click.BadParameter(f"eps must lie in [0, 1] (pixels are in [0, 1]), got {eps}",
+                                 param_hint="--eps")
+    level_values = _numbers(levels, "--levels")
+    if any(not 0 <= v <= 1 for v in level_values):
+        raise click.BadParameter("levels must lie in [0, 1]", param_hint="--levels")
+    if not 0 < threshold < 1:
+        raise click.BadParameter(f"must be in (0, 1), got {threshold}", param_hint="--threshold")
+    run = load(run_dir)
+    shape = tuple(run.meta.input_shape)
+    k = None
+    k_targets = None
+    if target is not None:
+        idx = parse_targets(target, run.model, run.classes, shape).indices
+        if len(idx) != 1 or target.startswith("layer:"):
+            raise KangaeError(f"invalid target {target!r}: give one class")
+        k = idx[0]
+    sources = None
+    if image_files:
+        pictures, errors = load_pictures(image_files)
+        for e in errors:
+            click.echo(f"error: {e}", err=True)
+        if errors:
+            raise SystemExit(2)
+        for p in pictures:
+            if p.inverted:
+                click.echo(f"{p.source}: inverted (dark ink on a light background)")
+        images = torch.stack([p.image for p in pictures])
+        labels = None
+        sources = [Path(f).name for f in image_files]
+    else:
+        n = n_images or (8 if attack == "edit" else 1000)
+        data = run.dataset("test", data_dir=data_dir)
+        images, labels = data.floats(), data.labels.long()
+        if misread:
+            if attack != "edit" or k is not None:
+                raise KangaeError("--misread goes with --attack edit and no --target")
+            from .probes._model import logits_of
+
+            pick = (logits_of(run.model, images).argmax(1) != labels).nonzero().flatten()[:n]
+            k_targets = labels[pick]
+        elif source_class is not None:  # e.g. 0 -> 9
+            src = parse_targets(source_class, run.model, run.classes, shape).indices
+            if len(src) != 1 or source_class.startswith("layer:"):
+                raise KangaeError(f"invalid --from {source_class!r}: give one class")
+            pick = (labels == src[0]).nonzero().flatten()[:n]
+        elif attack == "edit" and k is not None:  # digits of other classes
+            pick = (labels != k).nonzero().flatten()[:n]
+        else:
+            pick = torch.arange(min(n, len(images)))
+        images, labels = images[pick], labels[pick]
+        sources = [f"test #{int(i)}" for i in pick]
+    others = [(Path(p).name, load(p).model) for p in also]
+    out_dir = Path(out) if out else run.path / f"fool-{attack}"
+    res = write_fool(run.model, run.classes, attack, out_dir, images, labels,
+                     target=k_targets if k_targets is not None else k, eps=eps_values,
+                     steps=steps, alphas=_numbers(alphas, "--alphas"), levels=level_values,
+                     threshold=threshold, max_edits=max_edits, others=others, sources=sources, seed=seed,
+                     source=f"{run.meta.model} on {run.meta.dataset} ({run.path})",
+                     name=Path(run.path).resolve().name)
+    click.echo(_table(res["table"]["rows"], res["table"]["header"]))
+    click.echo(f"wrote {out_dir}/: fool.json, {', '.join(res['files'])} ({res['seconds']:.1f}s)")

@@ -1,0 +1,195 @@
+"""L-infinity gradient attacks and the robustness curve.
+
+FGSM (Goodfellow, Shlens & Szegedy 2015): one step ``x + eps * sign(grad_x loss)``
+(targeted: minus the gradient of the target's loss). PGD (Madry et al. 2018): ``steps``
+signed-gradient steps of ``alpha`` from a uniform random start in the eps-ball, each
+projected back on the ball and on [0, 1]. With ``keep_best`` each image keeps its first
+successful iterate, so "accuracy under PGD" counts images that were never fooled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._model import frozen
+from ._common import as_images, as_labels, loss_gradient, model_device, probabilities
+
+
+@dataclass
+class AttackResult:
+    """Adversarial ``images`` beside the ``original`` ones (CPU, (N, C, H, W) in [0, 1]).
+
+    ``labels`` are the true classes (untargeted) or the targets (targeted); ``success`` is
+    "prediction changed away from the label" or "prediction equals the target".
+    """
+
+    images: torch.Tensor
+    original: torch.Tensor
+    labels: torch.Tensor
+    pred_before: torch.Tensor
+    pred_after: torch.Tensor
+    prob_before: torch.Tensor  # probability of ``labels`` before and after
+    prob_after: torch.Tensor
+    success: torch.Tensor
+    method: str
+    eps: float
+    targeted: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def difference(self) -> torch.Tensor:
+        return self.images - self.original
+
+
+def _finish(model: nn.Module, x0: torch.Tensor, adv: torch.Tensor, y: torch.Tensor, p0: torch.Tensor,
+            method: str, eps: float, targeted: bool, seconds: float, extra: dict[str, Any]) -> AttackResult:
+    p1 = probabilities(model, adv)
+    before, after = p0.argmax(1), p1.argmax(1)
+    success = after == y if targeted else after != y
+    idx = torch.arange(len(y))
+    linf = (adv - x0).flatten(1).abs().amax(1) if len(y) else torch.zeros(0)
+    metrics = {
+        "method": method, "eps": eps, "targeted": targeted, "n": len(y),
+        "success_rate": float(success.float().mean()) if len(y) else float("nan"),
+        "accuracy_before": float((before == y).float().mean()) if len(y) and not targeted else None,
+        "accuracy_after": float((after == y).float().mean()) if len(y) and not targeted else None,
+        "max_linf": float(linf.max()) if len(y) else 0.0,
+        "mean_pixels_changed": float(((adv - x0).abs() > 1e-6).flatten(1).sum(1).float().mean())
+        if len(y) else 0.0,
+        "seconds": seconds, "images_per_second": len(y) / max(seconds, 1e-9), **extra,
+    }
+    return AttackResult(adv, x0, y, before, after, p0[idx, y], p1[idx, y], success, method, eps,
+                        targeted, metrics)
+
+
+def _record(best: torch.Tensor, done: torch.Tensor, x: torch.Tensor, logits: torch.Tensor,
+            y: torch.Tensor, targeted: bool) -> None:
+    """Keep the first successful iterate of each image (in place)."""
+    pred = logits.argmax(1)
+    hit = ((pred == y) if targeted else (pred != y)) & ~done
+    best[hit] = x[hit]
+    done.logical_or_(hit)
+
+
+def _check_eps(eps: float) -> float:
+    eps = float(eps)
+    if not 0 <= eps <= 1:
+        raise ValueError(f"eps must be in [0, 1] for images in [0, 1], got {eps}")
+    return eps
+
+
+def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps: float,
+         targeted: bool = False, batch_size: int = 1000) -> AttackResult:
+    """Fast gradient sign method (Goodfellow et al. 2015), L-infinity, clipped to [0, 1].
+
+    Untargeted: ``labels`` are the true classes and the step raises their cross-entropy.
+    Targeted: ``labels`` are the targets and the step lowers their cross-entropy.
+    """
+    return pgd(model, images, labels, eps, steps=1, alpha=eps, random_start=False, targeted=targeted,
+               keep_best=False, batch_size=batch_size, _name="fgsm")
+
+
+def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps: float, steps: int = 40,
+        alpha: float | None = None, random_start: bool = True, targeted: bool = False, seed: int = 0,
+        keep_best: bool = True, batch_size: int = 1000, _name: str = "pgd") -> AttackResult:
+    """Projected gradient descent (Madry et al. 2018): ``steps`` steps of ``alpha`` (default
+    ``2.5 * eps / steps``) from a uniform random start, projected on the eps-ball and [0, 1]."""
+    eps = _check_eps(eps)
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    alpha = 2.5 * eps / steps if alpha is None else float(alpha)
+    x0 = as_images(images)
+    device = model_device(model)
+    t0 = time.perf_counter()
+    with frozen(model):
+        p0 = probabilities(model, x0, batch_size)
+        y = as_labels(labels, len(x0), p0.shape[1], "targets" if targeted else "labels")
+        gen = torch.Generator(device=device).manual_seed(seed)
+        sign = -1.0 if targeted else 1.0
+        out = []
+        for xc, yc in zip(x0.split(batch_size), y.split(batch_size)):
+            xc, yc = xc.to(device), yc.to(device)
+            if random_start and eps > 0:
+                noise = torch.rand(xc.shape, generator=gen, device=device) * 2 - 1
+                adv = (xc + eps * noise).clamp(0, 1)
+            else:
+                adv = xc.clone()
+            best = xc.clone()
+            done = torch.zeros(len(xc), dtype=torch.bool, device=device)
+
+            for i in range(steps if eps > 0 else 0):
+                grad, logits = loss_gradient(model, adv, yc)
+                if keep_best and i > 0:  # the logits of the previous iterate come for free
+                    _record(best, done, adv, logits, yc, targeted)
+                adv = adv + sign * alpha * grad.sign()
+                adv = torch.minimum(torch.maximum(adv, xc - eps), xc + eps).clamp(0, 1)
+            if keep_best and steps > 0 and eps > 0:
+                with torch.no_grad():
+                    _record(best, done, adv, model(adv).float(), yc, targeted)
+                adv = torch.where(done.view(-1, 1, 1, 1), best, adv)
+            out.append(adv.detach().cpu())
+        adv_all = torch.cat(out) if out else x0.clone()
+    extra = {"steps": steps, "alpha": alpha, "random_start": random_start, "keep_best": keep_best,
+             "seed": seed} if _name == "pgd" else {}
+    return _finish(model, x0, adv_all, y, p0, _name, eps, targeted, time.perf_counter() - t0, extra)
+
+
+@dataclass
+class RobustnessCurve:
+    """Accuracy against eps for each method (Madry et al. 2018 report PGD-40 at eps = 0.3)."""
+
+    eps: list[float]
+    accuracy: dict[str, list[float]]
+    n: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"eps": self.eps, "accuracy": self.accuracy, "n": self.n, **self.metrics}
+
+
+def robustness_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     eps_list: Sequence[float] = (0, 0.05, 0.1, 0.2, 0.3),
+                     methods: Sequence[str] = ("fgsm", "pgd"), steps: int = 40, seed: int = 0,
+                     batch_size: int = 1000) -> RobustnessCurve:
+    """Accuracy under FGSM and PGD-``steps`` at every eps (eps 0: clean accuracy)."""
+    bad = [m for m in methods if m not in ("fgsm", "pgd")]
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; use fgsm and/or pgd")
+    eps_list = [_check_eps(e) for e in eps_list]
+    x = as_images(images)
+    y = as_labels(labels, len(x))
+    acc: dict[str, list[float]] = {m: [] for m in methods}
+    seconds: dict[str, list[float]] = {m: [] for m in methods}
+    for m in methods:
+        for e in eps_list:
+            if m == "fgsm":
+                r = fgsm(model, x, y, e, batch_size=batch_size)
+            else:
+                r = pgd(model, x, y, e, steps=steps, seed=seed, batch_size=batch_size)
+            acc[m].append(r.metrics["accuracy_after"])
+            seconds[m].append(r.metrics["seconds"])
+    return RobustnessCurve(eps_list, acc, len(x), {"pgd_steps": steps, "seconds": seconds, "seed": seed})
+
+
+def saliency(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int,
+             batch_size: int = 1000) -> torch.Tensor:
+    """Plain input gradient of the target logit (Simonyan et al. 2013), (N, C, H, W) on CPU."""
+    x = as_images(images)
+    device = model_device(model)
+    out = []
+    with frozen(model):
+        k = probabilities(model, x[:1]).shape[1] if len(x) else 1
+        y = as_labels(targets, len(x), k, "targets")
+        for xc, yc in zip(x.split(batch_size), y.split(batch_size)):
+            xc = xc.to(device).detach().requires_grad_(True)
+            with torch.enable_grad():
+                logit = model(xc).float().gather(1, yc.to(device)[:, None]).sum()
+                (g,) = torch.autograd.grad(logit, xc)
+            out.append(g.cpu())
+    return torch.cat(out) if out else torch.zeros_like(x)

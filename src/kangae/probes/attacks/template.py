@@ -1,0 +1,101 @@
+"""Template addition (seed 002): add ``alpha * template(target)`` to images and clip to [0, 1].
+
+Seed 002 adds the softmax model's weight image of "7" to 25 test digits and the model reads
+21 of them as 7. The template is scaled so its largest absolute value is 1: ``alpha`` is in
+pixel units. For non-linear models the template is the class-mean input gradient
+(``kangae.probes.templates``), or pass any template, e.g. another model's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._model import frozen
+from ..templates import weight_templates
+from ._common import as_images, as_labels, probabilities
+
+
+@dataclass
+class TemplateResult:
+    """Share of images read as ``target`` at each ``alpha``; ``images`` for the first ``keep``."""
+
+    alphas: list[float]
+    target: int
+    template: torch.Tensor  # (C, H, W), max |value| 1
+    share_target: list[float]  # over the images whose label is not the target (all if no labels)
+    mean_prob_target: list[float]
+    accuracy: list[float] | None  # with labels: share still read as the label
+    images: torch.Tensor  # (A, keep, C, H, W)
+    original: torch.Tensor  # (keep, C, H, W)
+    predictions: torch.Tensor  # (A, N)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def template_attack(model: nn.Module, images: torch.Tensor, templates_or_target: torch.Tensor | int,
+                    alphas: Sequence[float] = (0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0), *,
+                    target: int | None = None, labels: torch.Tensor | None = None, keep: int = 25,
+                    template_images: torch.Tensor | None = None,
+                    template_labels: torch.Tensor | None = None,
+                    batch_size: int = 1000) -> TemplateResult:
+    """Add ``alpha * template`` to every image for every alpha (one batched forward per chunk).
+
+    ``templates_or_target``: a class index (the model's own template is used; a non-linear
+    model needs ``template_images``/``template_labels``, by default ``images``/``labels``),
+    one template (C, H, W), or all templates (K, C, H, W) with ``target`` naming the row.
+    """
+    x = as_images(images)
+    n = len(x)
+    t0 = time.perf_counter()
+    with frozen(model):
+        k = probabilities(model, x[:1]).shape[1]
+        own = isinstance(templates_or_target, int) or (torch.is_tensor(templates_or_target)
+                                                        and templates_or_target.ndim == 0)
+        if own:
+            target = int(templates_or_target)  # type: ignore[arg-type]
+            if not 0 <= target < k:
+                raise ValueError(f"target must be a class index in 0-{k - 1}, got {target}")
+            ti = x if template_images is None else as_images(template_images)
+            tl = labels if template_labels is None else template_labels
+            tpl = weight_templates(model, ti, None if tl is None else as_labels(tl, len(ti))).images[target]
+        else:
+            tpl = torch.as_tensor(templates_or_target).float()
+            if tpl.ndim == 4:
+                if target is None:
+                    raise ValueError("pass target= to pick a row of the (K, C, H, W) templates")
+                tpl = tpl[target]
+            if target is None:
+                raise ValueError("pass target= with a single template")
+            if tuple(tpl.shape) != tuple(x.shape[1:]):
+                raise ValueError(f"template shape {tuple(tpl.shape)} does not match the images' "
+                                 f"{tuple(x.shape[1:])}")
+        if not 0 <= target < k:
+            raise ValueError(f"target must be a class index in 0-{k - 1}, got {target}")
+        tpl = tpl.cpu() / tpl.abs().max().clamp(min=1e-12)
+        a = torch.as_tensor([float(v) for v in alphas])
+        # one batch of all (alpha, image) pairs, built and scored chunk by chunk
+        preds, ptarget = [], []
+        flat_a = a.repeat_interleave(n)
+        flat_i = torch.arange(n).repeat(len(a))
+        for ac, ic in zip(flat_a.split(batch_size), flat_i.split(batch_size)):
+            xa = (x[ic] + ac.view(-1, 1, 1, 1) * tpl).clamp(0, 1)
+            p = probabilities(model, xa, batch_size)
+            preds.append(p.argmax(1))
+            ptarget.append(p[:, target])
+        pred = torch.cat(preds).view(len(a), n) if n else torch.zeros(len(a), 0, dtype=torch.long)
+        pt = torch.cat(ptarget).view(len(a), n) if n else torch.zeros(len(a), 0)
+    y = as_labels(labels, n, k) if labels is not None else None
+    counted = (y != target) if y is not None else torch.ones(n, dtype=torch.bool)
+    share = ((pred == target) & counted).sum(1).float() / counted.sum().clamp(min=1)
+    accuracy = (pred == y).float().mean(1).tolist() if y is not None else None
+    shown = x[:keep]
+    adv = (shown[None] + a.view(-1, 1, 1, 1, 1) * tpl).clamp(0, 1)
+    return TemplateResult(a.tolist(), target, tpl, share.tolist(), pt.mean(1).tolist(), accuracy,
+                          adv, shown, pred,
+                          {"n": n, "counted": int(counted.sum()), "seconds": time.perf_counter() - t0,
+                           "template": "own" if own else "given"})

@@ -1,0 +1,277 @@
+"""``kangae fool``: run one attack on a run's model and write every number and picture.
+
+Writes ``fool.json`` (all numbers), ``originals.png``, ``adversarials.png`` and
+``differences.png`` (signed), plus ``curve.png`` (template and FGSM/PGD on test images) or
+``saliency-before.png``/``saliency-after.png`` (edits), to ``out``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import KangaeError
+from ..probes.attacks import fewest_pixel_edits, fgsm, pgd, robustness_curve, template_attack
+from ..render import save_grid
+from ..render.plots import _plt, _save
+from ..utils.atomic import write_json
+
+ATTACKS = ("template", "fgsm", "pgd", "edit")
+SHOW = 16  # images in the PNG grids
+
+
+def _plot_lines(x: Sequence[float], series: dict[str, Sequence[float]], path: Path, xlabel: str,
+                ylabel: str, title: str) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, ys in series.items():
+        ax.plot(list(x), [100 * v for v in ys], "-o", ms=3, label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(-2, 102))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _grids(out: Path, original: torch.Tensor, adversarial: torch.Tensor, titles_before: list[str],
+           titles_after: list[str], suptitle: str) -> list[str]:
+    save_grid(original, out / "originals.png", titles=titles_before, suptitle="originals")
+    save_grid(adversarial, out / "adversarials.png", titles=titles_after, suptitle=suptitle)
+    save_grid(adversarial - original, out / "differences.png", signed=True,
+              suptitle="adversarial - original")
+    return ["originals.png", "adversarials.png", "differences.png"]
+
+
+def _check_target(target: int | None, classes: list[str]) -> None:
+    if target is not None and not 0 <= target < len(classes):
+        raise KangaeError(f"invalid target {target}; valid: 0-{len(classes) - 1}")
+
+
+def write_fool(model: nn.Module, classes: list[str], attack: str, out: str | Path, images: torch.Tensor,
+               labels: torch.Tensor | None, *, target: int | torch.Tensor | None = None,
+               eps: Sequence[float] = (0, 0.05, 0.1, 0.2, 0.3), steps: int = 40,
+               alphas: Sequence[float] = (0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
+               levels: Sequence[float] = (0.0, 1.0), threshold: float = 0.9, max_edits: int = 150,
+               others: Sequence[tuple[str, nn.Module]] = (), sources: Sequence[str] | None = None,
+               seed: int = 0, source: str = "", name: str = "model") -> dict[str, Any]:
+    """Run ``attack`` on ``images`` (float (N, 1, H, W) in [0, 1]) and write the files.
+
+    ``labels`` are the true classes (test images) or None (pictures: the model's reading is
+    used as the label to move away from). ``target``: one class, or (edit) one per image.
+    ``others`` are extra (name, model) pairs for the template comparison.
+    """
+    if attack not in ATTACKS:
+        raise KangaeError(f"unknown attack '{attack}'; use one of {', '.join(ATTACKS)}")
+    if torch.is_tensor(target):
+        if attack != "edit":
+            raise KangaeError("one target per image is for --attack edit")
+    else:
+        _check_target(target, classes)
+    bad = [e for e in eps if not 0 <= e <= 1]
+    if bad:
+        raise KangaeError(f"invalid eps {bad}: must lie in [0, 1] (pixel values are in [0, 1])")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    names = [str(i) for i in range(len(images))] if sources is None else list(sources)
+    res: dict[str, Any] = {"attack": attack, "model": source, "classes": classes, "n": len(images),
+                           "images": names}
+    try:
+        if attack == "template":
+            res.update(_template(model, classes, out, images, labels, target, alphas,
+                                 [(name, model), *others]))
+        elif attack in ("fgsm", "pgd"):
+            res.update(_gradient(model, classes, out, attack, images, labels, target, eps, steps, seed))
+        else:
+            res.update(_edit(model, classes, out, images, target, levels, threshold, max_edits))
+    except ValueError as e:  # bad numbers from the probes: a user mistake, not a crash
+        raise KangaeError(str(e)) from None
+    res["seconds"] = time.perf_counter() - t0
+    write_json(out / "fool.json", res)
+    return res
+
+
+def _template(model: nn.Module, classes: list[str], out: Path, x: torch.Tensor, y: torch.Tensor | None,
+              target: int | None, alphas: Sequence[float], models: Sequence[tuple[str, nn.Module]]
+              ) -> dict[str, Any]:
+    target = 7 if target is None else target
+    if y is None and not _is_linear(model):
+        y = _readings(model, x)  # the model's own readings stand in for labels
+    rows: dict[str, Any] = {}
+    first = None
+    for name, m in models:
+        name = name if name not in rows else f"{name} ({len(rows) + 1})"
+        r = template_attack(m, x, target, alphas, labels=y)
+        first = first or r
+        rows[name] = {"share_target": r.share_target, "mean_prob_target": r.mean_prob_target,
+                      "accuracy": r.accuracy, "template": r.metrics["template"],
+                      "counted": r.metrics["counted"]}
+    assert first is not None
+    _plot_lines(first.alphas, {k: v["share_target"] for k, v in rows.items()}, out / "curve.png",
+                "alpha (template scaled to max |value| 1)", f"% read as {classes[target]}",
+                f"template of {classes[target]} added")
+    a = len(first.alphas) - 1 if first.alphas else 0
+    for i in range(len(first.alphas)):  # the smallest alpha that fools half the images
+        if first.share_target[i] >= 0.5:
+            a = i
+            break
+    shown = first.original[:SHOW]
+    adv = first.images[a, :SHOW]
+    before, after = first.predictions[0, :SHOW], first.predictions[a, :SHOW]
+    files = _grids(out, shown, adv, [f"read {classes[k]}" for k in before],
+                   [f"read {classes[k]}" for k in after], f"alpha = {first.alphas[a]:g}")
+    save_grid(first.template[None], out / "template.png", signed=True,
+              suptitle=f"template of {classes[target]}")
+    return {"target": target, "alphas": first.alphas, "models": rows, "shown_alpha": first.alphas[a],
+            "files": [*files, "template.png", "curve.png"],
+            "table": {"header": ["alpha", *[f"{k}: % read as {classes[target]}" for k in rows]],
+                      "rows": [[f"{al:g}", *[f"{v['share_target'][i]:.1%}" for v in rows.values()]]
+                               for i, al in enumerate(first.alphas)]}}
+
+
+def _is_linear(model: nn.Module) -> bool:
+    from ..probes.templates import is_linear
+
+    return is_linear(model)
+
+
+def _readings(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    from ..probes._model import logits_of
+
+    return logits_of(model, x).argmax(1)
+
+
+def _gradient(model: nn.Module, classes: list[str], out: Path, attack: str, x: torch.Tensor,
+              y: torch.Tensor | None, target: int | None, eps: Sequence[float], steps: int,
+              seed: int) -> dict[str, Any]:
+    labels = _readings(model, x) if y is None else y
+    targeted = target is not None
+    goal = torch.full_like(labels, target) if targeted else labels
+    per_eps = []
+    for e in eps:
+        r = (fgsm(model, x, goal, e, targeted=targeted) if attack == "fgsm"
+             else pgd(model, x, goal, e, steps=steps, targeted=targeted, seed=seed))
+        per_eps.append(r)
+    rows = [{"eps": r.eps, "accuracy": float((r.pred_after == labels).float().mean()),
+             "success_rate": r.metrics["success_rate"], "max_linf": r.metrics["max_linf"],
+             "seconds": r.metrics["seconds"]} for r in per_eps]
+    curve: dict[str, Any] = {}
+    if not targeted and y is not None and len(eps) > 1:
+        other = "pgd" if attack == "fgsm" else "fgsm"
+        c = robustness_curve(model, x, labels, eps, methods=(other,), steps=steps, seed=seed)
+        curve = {attack: [r["accuracy"] for r in rows], other: c.accuracy[other]}
+        _plot_lines(eps, {(f"PGD-{steps}" if k == "pgd" else "FGSM"): v for k, v in curve.items()},
+                    out / "curve.png", "eps (L-inf)", "accuracy (%)", "accuracy under attack")
+    last = per_eps[-1]
+    what = "read" if y is None else "label"
+    files = _grids(out, last.original[:SHOW], last.images[:SHOW],
+                   [f"{what} {classes[k]}" for k in labels[:SHOW]],
+                   [f"read {classes[k]}" for k in last.pred_after[:SHOW]],
+                   f"{attack.upper()}{f'-{steps}' if attack == 'pgd' else ''} eps = {last.eps:g}"
+                   + (f", target {classes[target]}" if targeted else ""))
+    header = ["eps", "accuracy" if y is not None else "still read as before",
+              "reads target" if targeted else "fooled"]
+    table_rows = [[f"{r['eps']:g}", f"{r['accuracy']:.1%}", f"{r['success_rate']:.1%}"] for r in rows]
+    if curve:
+        other = next(k for k in curve if k != attack)
+        header.append(f"PGD-{steps} accuracy" if other == "pgd" else "FGSM accuracy")
+        for row, v in zip(table_rows, curve[other]):
+            row.append(f"{v:.1%}")
+    return {"eps": list(eps), "targeted": targeted, "target": target,
+            "steps": steps if attack == "pgd" else 1,
+            "per_eps": rows, "curve": curve,
+            "per_image": {"label": labels.tolist(), "pred_after": last.pred_after.tolist(),
+                          "success": last.success.tolist()},
+            "files": files + (["curve.png"] if curve else []),
+            "table": {"header": header, "rows": table_rows}}
+
+
+def _edit(model: nn.Module, classes: list[str], out: Path, x: torch.Tensor, target: int | torch.Tensor | None,
+          levels: Sequence[float], threshold: float, max_edits: int) -> dict[str, Any]:
+    if target is None:
+        raise KangaeError("--attack edit needs --target K: the class the edited image should be read as")
+    r = fewest_pixel_edits(model, x, target, levels=levels, threshold=threshold, max_edits=max_edits)
+    c = classes
+    tgt = r.targets.tolist()
+    before = [f"read {c[k]}, p({c[t]}) {p:.0%}"
+              for k, t, p in zip(r.pred_before.tolist(), tgt, r.prob_before.tolist())]
+    after = [f"{c[t]} {p:.0%}, {n} px" for t, p, n in zip(tgt, r.prob_after.tolist(), r.n_changed.tolist())]
+    files = _grids(out, r.original[:SHOW], r.images[:SHOW], before[:SHOW], after[:SHOW],
+                   f"fewest pixel edits to reach p >= {threshold:.0%}")
+    assert r.saliency_before is not None and r.saliency_after is not None
+    save_grid(r.saliency_before[:SHOW], out / "saliency-before.png", signed=True,
+              titles=[f"d logit {c[t]}" for t in tgt[:SHOW]], suptitle="input gradient, before")
+    save_grid(r.saliency_after[:SHOW], out / "saliency-after.png", signed=True,
+              titles=[f"d logit {c[t]}" for t in tgt[:SHOW]], suptitle="input gradient, after")
+    rows = [{"target": t, "read_before": c[pb], "prob_target_before": p0, "prob_target_after": p1,
+             "read_after": c[pa], "pixels_changed": n, "success": s, "direction": f"{c[pb]} -> {c[t]}",
+             "edits": [i for i in o if i >= 0]}
+            for t, pb, p0, p1, pa, n, s, o in zip(tgt, r.pred_before.tolist(), r.prob_before.tolist(),
+                                                  r.prob_after.tolist(), r.pred_after.tolist(),
+                                                  r.n_changed.tolist(), r.success.tolist(),
+                                                  r.edit_order.tolist())]
+    return {"target": tgt, "levels": list(levels), "threshold": threshold, "max_edits": max_edits,
+            "per_image": rows, "metrics": r.metrics,
+            "files": [*files, "saliency-before.png", "saliency-after.png"],
+            "table": {"header": ["image", "read before", "target", "p(target) before", "p(target) after",
+                                 "pixels changed", "reached"],
+                      "rows": [[str(i), row["read_before"], c[row["target"]],
+                                f"{row['prob_target_before']:.1%}",
+                                f"{row['prob_target_after']:.1%}", str(row["pixels_changed"]),
+                                "yes" if row["success"] else "no"] for i, row in enumerate(rows)]}}
+
+
+def write_prototype_comparison(models: Sequence[tuple[str, nn.Module]], classes: list[str], out: str | Path,
+                               images: torch.Tensor, labels: torch.Tensor, *, steps: int = 256,
+                               seed: int = 0) -> dict[str, Any]:
+    """Class prototypes of several models side by side (e.g. standard and adversarially trained).
+
+    For each model: gradient prototypes (``kangae.probes.actmax``, logit objective), verified,
+    with transfer to the other models; and class-mean input gradients
+    (``kangae.probes.templates``) on ``images``. ``alignment`` is the cosine similarity of
+    each class's mean gradient with that class's mean image minus the mean of all images: a
+    number for "perceptually aligned gradients" (Santurkar et al. 2019 report robust models
+    have them).
+    """
+    from ..probes import activation_maximization, verify_prototypes, weight_templates
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    k = len(classes)
+    y = labels.long()
+    means = torch.stack([images[y == c].mean(0) for c in range(k)])
+    centred = (means - images.mean(0)).flatten(1)
+    rows, grid, titles = {}, [], []
+    protos = {}
+    for name, m in models:
+        protos[name] = activation_maximization(m, list(range(k)), steps=steps, seed=seed)
+    for name, m in models:
+        p = protos[name]
+        others = [(n, o) for n, o in models if n != name]
+        check = verify_prototypes(m, p.images, p.targets, class_names=classes,
+                                  check_with=[o for _, o in others])
+        tpl = weight_templates(m, images, y).images
+        align = torch.nn.functional.cosine_similarity(tpl.flatten(1), centred, dim=1)
+        rows[name] = {"verification": check["summary"],
+                      "prototype_probability": [r["probability"] for r in check["prototypes"]],
+                      "transfer_to": {n: r for (n, _), r in
+                                      zip(others, check["summary"].get("transfer_rate", []))},
+                      "gradient_alignment": align.tolist(), "mean_gradient_alignment": float(align.mean())}
+        grid += [p.images, tpl / tpl.flatten(1).abs().amax(1).clamp(min=1e-12).view(-1, 1, 1, 1)]
+        titles += [f"{name[:10]} {c}" for c in classes] + [f"grad {c}" for c in classes]
+        save_grid(p.images, out / f"prototypes-{name}.png", titles=[
+            f"{c}: p={r['probability']:.2f}" for c, r in zip(classes, check["prototypes"])],
+            suptitle=f"{name}: gradient prototypes")
+        save_grid(tpl, out / f"gradients-{name}.png", signed=True, titles=classes,
+                  suptitle=f"{name}: class-mean input gradient (alignment {float(align.mean()):.2f})")
+    save_grid(torch.cat(grid), out / "compare.png", titles=titles, ncols=k, signed=True,
+              suptitle="rows: " + " | ".join(f"{n} prototypes, {n} mean gradients" for n, _ in models))
+    res = {"models": rows, "classes": classes, "steps": steps, "n_images": len(images),
+           "files": ["compare.png", *[f"prototypes-{n}.png" for n, _ in models],
+                     *[f"gradients-{n}.png" for n, _ in models]]}
+    write_json(out / "prototypes.json", res)
+    return res

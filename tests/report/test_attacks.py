@@ -1,0 +1,125 @@
+"""``kangae fool`` and ``kangae train --adversarial``: files, tables, numbers and clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import kangae
+from kangae.cli import cli
+from kangae.errors import KangaeError
+from kangae.train.adversarial import perturb
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def small_run(blob_root, tmp_path_factory):
+    """One small MLP on the blobs for every test here (training it once keeps them fast)."""
+    tmp = tmp_path_factory.mktemp("fool")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KANGAE_CACHE", str(tmp / "cache"))
+        mp.setenv("KANGAE_OFFLINE", "1")
+        kangae.train("mlp", data_dir=blob_root, out=tmp / "mlp", epochs=2, batch_size=32, progress=False,
+                     tensorboard=False, snapshots=False, model_args={"hidden": 64})
+    return tmp / "mlp"
+
+
+@pytest.fixture
+def mlp_run(small_run, blob_data):
+    return small_run
+
+
+def test_fool_pgd_writes_numbers_grids_and_a_curve(mlp_run, tmp_path):
+    out = tmp_path / "pgd"
+    res = run("fool", mlp_run, "--attack", "pgd", "--eps", "0,0.1,0.3", "--steps", "5", "--n", "40",
+              "--out", out)
+    assert res.exit_code == 0, res.output
+    assert {"fool.json", "originals.png", "adversarials.png", "differences.png", "curve.png"} <= {
+        p.name for p in out.iterdir()}
+    data = json.loads((out / "fool.json").read_text())
+    acc = [row["accuracy"] for row in data["per_eps"]]
+    assert data["n"] == 40 and len(acc) == 3
+    assert acc[0] == data["curve"]["fgsm"][0] and acc[2] <= acc[0]
+    assert all(row["max_linf"] <= row["eps"] + 1e-6 for row in data["per_eps"])
+    assert "PGD" not in res.output.splitlines()[0] or "accuracy" in res.output
+    assert "FGSM accuracy" in res.output and "fooled" in res.output
+
+
+def test_fool_template_side_by_side_and_alpha_zero(mlp_run, tmp_path):
+    out = tmp_path / "tpl"
+    res = run("fool", mlp_run, "--attack", "template", "--target", "3", "--alphas", "0,1,3", "--n", "50",
+              "--also", mlp_run, "--out", out)
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "fool.json").read_text())
+    rows = data["models"]
+    assert set(rows) == {"mlp", "mlp (2)"}
+    assert rows["mlp"]["share_target"] == rows["mlp (2)"]["share_target"]  # the same run twice
+    assert rows["mlp"]["share_target"][0] == 0.0  # alpha 0: nothing read as 3 that was not
+    assert rows["mlp"]["share_target"][2] >= rows["mlp"]["share_target"][0]
+    assert (out / "template.png").is_file() and "% read as 3" in res.output
+
+
+def test_fool_edit_on_a_picture_and_the_misread_mode(mlp_run, tmp_path):
+    pic = np.full((60, 50), 255, np.uint8)  # dark square on white: inverted on reading
+    pic[20:40, 15:35] = 0
+    Image.fromarray(pic).save(tmp_path / "drawing.png")
+    out = tmp_path / "edit"
+    res = run("fool", mlp_run, "--attack", "edit", "--target", "7", "--image", tmp_path / "drawing.png",
+              "--out", out, "--max-edits", "60")
+    assert res.exit_code == 0, res.output
+    assert "inverted" in res.output
+    data = json.loads((out / "fool.json").read_text())
+    row = data["per_image"][0]
+    assert data["images"] == ["drawing.png"] and row["target"] == 7
+    assert row["pixels_changed"] == len(row["edits"]) and row["success"] == (row["prob_target_after"] >= 0.9)
+    assert {"saliency-before.png", "saliency-after.png"} <= {p.name for p in out.iterdir()}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--attack", "fgsm", "--eps", "0.5,2"], "eps must lie in [0, 1]"),
+    (["--attack", "fgsm", "--eps", "x"], "expected numbers"),
+    (["--attack", "edit", "--target", "12"], "invalid target"),
+    (["--attack", "edit"], "needs --target"),
+    (["--attack", "edit", "--image", "missing.png", "--target", "1"], "missing.png: no such file"),
+    (["--attack", "edit", "--threshold", "1.5", "--target", "1"], "must be in (0, 1)"),
+])
+def test_fool_bad_input_exits_2_without_traceback(mlp_run, tmp_path, args, message):
+    res = run("fool", mlp_run, *args, "--n", "4", "--out", tmp_path / "x")
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+
+
+def test_perturb_stays_in_the_ball_and_raises_the_loss():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    x = torch.rand(32, 1, 28, 28)
+    y = torch.arange(32) % 10
+    adv = perturb(model, x, y, 0.1, 0.125, 1)
+    assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    loss = torch.nn.functional.cross_entropy
+    assert loss(model(adv), y) > loss(model(x), y)
+    assert all(p.grad is None for p in model.parameters())  # no parameter gradients touched
+
+
+def test_adversarial_training_stores_its_settings_and_resume_refuses_changes(blob_data, tmp_path):
+    out = tmp_path / "robust"
+    res = run("train", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "--out", out,
+              "--adversarial", "fgsm-rs", "--eps", "0.2", "--no-tensorboard", "--no-snapshots")
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["adversarial"] == {"method": "fgsm-rs", "eps": 0.2, "alpha": 0.25, "steps": 1,
+                                     "warmup_epochs": 0.0}
+    bad = run("train", "--model", "mlp", "--epochs", "2", "--out", out, "--resume", "--adversarial", "pgd",
+              "--eps", "0.2")
+    assert bad.exit_code == 2 and "adversarial=" in bad.output and "Traceback" not in bad.output
+    assert run("train", "--eps", "0.2", "--out", tmp_path / "y").exit_code == 2
+    assert run("train", "--adversarial", "pgd", "--out", tmp_path / "z").exit_code == 2
+    assert kangae.load(out).config["adversarial"]["eps"] == 0.2
+    with pytest.raises(KangaeError, match="eps"):
+        kangae.train("mlp", out=tmp_path / "w", adversarial="fgsm-rs", eps=2.0, progress=False)
