@@ -12,8 +12,8 @@ from kangae.report.tour import STEPS, Settings, run_tour
 
 TINY = Settings(quick=True, main_epochs=1, mlp_epochs=1, softmax_epochs=1, explain_images=2,
                 mask_steps=10, bench_n=6, bench_pointing=10, bench_sanity=2, bench_mask_steps=5,
-                cluttered_epochs=1, greedy_sweeps=1, attack_n=20, pgd_steps=2, gan_epochs=1,
-                gan_limit=64)
+                cluttered_epochs=1, greedy_sweeps=1, attack_n=40, pgd_steps=2, edit_images=2, gan_epochs=1,
+                gan_limit=320)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,8 @@ def test_a_rerun_skips_finished_steps_and_a_failing_step_spares_the_rest(tiny_to
 
 
 def test_cli_rejects_unknown_steps():
-    r = CliRunner().invoke(cli, ["tour", "--only", "ideas,dreams"])
-    assert r.exit_code == 2 and "unknown step dreams" in r.output
+    r = CliRunner().invoke(cli, ["tour", "--only", "ideas,nightmares"])
+    assert r.exit_code == 2 and "unknown step nightmares" in r.output
 
 
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian chromium not installed")

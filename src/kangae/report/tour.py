@@ -44,6 +44,7 @@ class Settings:
     dynamics_neighbors: int = 15
     attack_n: int = 1000
     pgd_steps: int = 40
+    edit_images: int = 5
     gan_epochs: int = 3
     gan_limit: int | None = 20000
     gan_judge_n: int = 1000
@@ -55,7 +56,7 @@ class Settings:
         return Settings(quick=True, main_epochs=2, mlp_epochs=2, softmax_epochs=2, explain_images=6,
                         mask_steps=150, bench_n=30, bench_pointing=60, bench_sanity=8,
                         bench_mask_steps=60, cluttered_epochs=1, greedy_sweeps=4, attack_n=300,
-                        pgd_steps=10, gan_epochs=1, gan_limit=6000, gan_judge_n=300)
+                        pgd_steps=10, edit_images=3, gan_epochs=1, gan_limit=6000, gan_judge_n=300)
 
 
 @dataclass
@@ -234,6 +235,28 @@ def step_calibration(tour: Tour, out: Path) -> dict[str, Any]:
     return write_calibration(tour.main_run(), out)
 
 
+def step_fooling(tour: Tour, out: Path) -> dict[str, Any]:
+    """Seed 002's template addition on three models, PGD robustness, and seed 000's 0 -> 9."""
+    from .attacks import write_fool
+
+    s = tour.settings
+    main = tour.main_run()
+    mlp = tour.trained("mlp", "mlp", s.mlp_epochs, snapshots=False)
+    soft = tour.trained("softmax", "softmax", s.softmax_epochs, snapshots=False)
+    test = main.dataset("test")
+    x, y = test.floats()[: s.attack_n], test.labels[: s.attack_n]
+    numbers = {}
+    numbers["template"] = write_fool(soft.model, soft.classes, "template", out / "template", x, y, target=7,
+                                     others=[("mlp", mlp.model), (main.meta.model, main.model)],
+                                     name="softmax", source="softmax")
+    numbers["pgd"] = write_fool(main.model, main.classes, "pgd", out / "pgd", x, y, steps=s.pgd_steps,
+                                name=main.meta.model, source=main.meta.model)
+    zeros = (y == 0).nonzero().flatten()[: s.edit_images]
+    numbers["edit"] = write_fool(mlp.model, mlp.classes, "edit", out / "edit", x[zeros], y[zeros], target=9,
+                                 name="mlp", source="mlp")
+    return numbers
+
+
 def step_dreams(tour: Tour, out: Path) -> dict[str, Any]:
     """The seed-001 DCGAN (at a quarter of its width, for CPU time) judged by the main model."""
     import shutil
@@ -272,6 +295,7 @@ STEPS: list[tuple[str, str, Callable[[Tour, Path], dict[str, Any]]]] = [
     ("faithfulness", "Are those explanations true?", step_faithfulness),
     ("learning", "How did it learn?", step_learning),
     ("calibration", "How sure is it, and is that honest?", step_calibration),
+    ("fooling", "How easily is it fooled?", step_fooling),
     ("dreams", "What does it dream?", step_dreams),
 ]
 
