@@ -164,7 +164,7 @@ def global_cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28
         ("block2", _seq(("conv1", _conv_bn(width, 2 * width)), ("pool", nn.MaxPool2d(2)))),
         ("block3", _seq(("conv1", _conv_bn(2 * width, 4 * width)))),
         ("pool", nn.AdaptiveMaxPool2d(1)),
-        ("flatten", nn.Flatten()),
+        ("hidden", nn.Flatten()),  # the pooled features: the penultimate layer
         ("logits", nn.Linear(4 * width, num_classes)),
     )
 
