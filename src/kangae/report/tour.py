@@ -40,6 +40,7 @@ class Settings:
     bench_sanity: int = 32
     bench_mask_steps: int = 150
     cluttered_epochs: int | None = None
+    cluttered_limit: int | None = None
     greedy_sweeps: int = 10
     dynamics_neighbors: int = 15
     attack_n: int = 1000
@@ -55,8 +56,9 @@ class Settings:
             return Settings(quick=False)
         return Settings(quick=True, main_epochs=2, mlp_epochs=2, softmax_epochs=2, explain_images=6,
                         mask_steps=150, bench_n=30, bench_pointing=60, bench_sanity=8,
-                        bench_mask_steps=60, cluttered_epochs=1, greedy_sweeps=4, attack_n=300,
-                        pgd_steps=10, edit_images=3, gan_epochs=1, gan_limit=6000, gan_judge_n=300)
+                        bench_mask_steps=60, cluttered_epochs=1, cluttered_limit=8000, greedy_sweeps=4,
+                        attack_n=300, pgd_steps=10, edit_images=3, gan_epochs=1, gan_limit=6000,
+                        gan_judge_n=300)
 
 
 @dataclass
@@ -210,7 +212,7 @@ def step_faithfulness(tour: Tour, out: Path) -> dict[str, Any]:
     s = tour.settings
     main = tour.main_run()
     clut = tour.trained("cluttered", "global-cnn", s.cluttered_epochs, dataset="cluttered-mnist",
-                        snapshots=False, tensorboard=False)
+                        limit=s.cluttered_limit, snapshots=False, tensorboard=False)
     res = explain_bench(main, out, n=s.bench_n, n_pointing=s.bench_pointing, n_sanity=s.bench_sanity,
                         mask_steps=s.bench_mask_steps, cluttered_run=clut,
                         log=lambda line: tour.log("  " + line))
