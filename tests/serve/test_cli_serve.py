@@ -122,3 +122,16 @@ def test_a_taken_port_exits_2(serve_run: Path) -> None:
         port = taken.getsockname()[1]
         r = CliRunner().invoke(cli, ["serve", str(serve_run), "--port", str(port)])
     assert r.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in r.output
+
+
+def test_the_listening_socket_sends_small_writes_at_once():
+    """Without TCP_NODELAY a keep-alive response waits 40 ms for the client's delayed ACK."""
+    import socket
+
+    from kangae.cli_serve import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        sock.close()
