@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..utils.atomic import write_bytes, write_json
+from ..utils.atomic import atomic_path, write_bytes, write_json
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def step_ideas(tour: Tour, out: Path) -> dict[str, Any]:
 
 
 def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
-    import torch
+    from PIL import Image
 
     from ..probes.attribution import explain
     from ..render.explain import heat_pil
@@ -186,8 +186,6 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
     masks = write_explanations(main.model, main.classes, x, out / "mask", "mask", "auto", sources=names,
                                steps=s.mask_steps)
     # one row per method on the first three images, for a side-by-side look
-    from PIL import Image
-
     methods = ["saliency", "ig", "smoothgrad", "gradcam", "occlusion", "deeplift", "mask"]
     rows = []
     for i in range(min(3, len(x))):
@@ -201,8 +199,8 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
     for r, tiles in enumerate(rows):
         for c, tile in enumerate(tiles):
             sheet.paste(tile, (4 + c * (w + 4), 4 + r * (h + 4)))
-    sheet.save(out / "methods.png")
-    del torch
+    with atomic_path(out / "methods.png") as tmp:
+        sheet.save(tmp, format="PNG")
     return {"masks": [e["summary"] for e in masks["images"]], "methods": ["input", *methods]}
 
 
