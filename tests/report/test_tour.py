@@ -25,7 +25,7 @@ def tiny_tour(tmp_path_factory, blob_root):
     mp.setenv("KANGAE_CACHE", str(tmp_path_factory.mktemp("cache")))
     out = tmp_path_factory.mktemp("tour")
     lines: list[str] = []
-    res = run_tour(out, settings=TINY, log=lines.append)
+    res = run_tour(out, settings=TINY, log=lines.append, progress=False)
     yield out, res, lines
     mp.undo()
 
@@ -60,7 +60,7 @@ def test_a_rerun_skips_finished_steps_and_a_failing_step_spares_the_rest(tiny_to
     steps = [(n, t, broken if n == "calibration" else f) for n, t, f in STEPS]
     monkeypatch.setattr(tour_mod, "STEPS", steps)
     lines: list[str] = []
-    res = run_tour(copy, settings=TINY, log=lines.append)
+    res = run_tour(copy, settings=TINY, log=lines.append, progress=False)
     assert res["failed"] == ["calibration"]
     assert sum("skipped" in line for line in lines) == len(STEPS) - 1
     page = (copy / "report.html").read_text()

@@ -77,6 +77,7 @@ class Tour:
     settings: Settings
     log: Callable[[str], None] = print
     runs: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True  # per-epoch lines (a bar on a terminal) while models train
 
     def run_folder(self, name: str) -> Path:
         return self.out / "runs" / name
@@ -95,7 +96,7 @@ class Tour:
             resume = (folder / "checkpoints" / "latest.json").is_file()
             self.log(f"  training {name} ({model}{f', {epochs} epochs' if epochs else ''})"
                      f"{' - resuming' if resume else ''}")
-            run = train(model, out=folder, epochs=epochs, resume=resume, progress=False,
+            run = train(model, out=folder, epochs=epochs, resume=resume, progress=self.progress,
                         device="cpu", **kwargs)
             write_json(done, {"model": model, "epochs": epochs})
         self.runs[name] = run
@@ -225,7 +226,7 @@ def step_learning(tour: Tour, out: Path) -> dict[str, Any]:
     main = tour.main_run()
     numbers = {"confusion": write_confusion(main, out)}
     numbers["dynamics"] = write_dynamics(main, out, compare_unaligned=False,
-                                         n_neighbors=s.dynamics_neighbors, progress=False)
+                                         n_neighbors=s.dynamics_neighbors, progress=tour.progress)
     return numbers
 
 
@@ -274,7 +275,7 @@ def step_dreams(tour: Tour, out: Path) -> dict[str, Any]:
                  f"{s.gan_limit or 'all'} images){' - resuming' if resume else ''}")
         run = train_gan("mnist", out=folder, epochs=s.gan_epochs, conditional=True, arch="small",
                         limit=s.gan_limit, classifier=main.path, judge_n=s.gan_judge_n, resume=resume,
-                        progress=False, tensorboard=False, echo=False, device="cpu")
+                        progress=tour.progress, tensorboard=False, echo=tour.progress, device="cpu")
         write_json(folder / "done.json", {"epochs": s.gan_epochs})
     for name in ("progress.gif", "interpolation.gif"):
         if (folder / "samples" / name).is_file():
@@ -339,13 +340,13 @@ def render_report(out: Path, results: list[StepResult], settings: Settings,
 
 def run_tour(out: str | os.PathLike = "tour", quick: bool = False,
              log: Callable[[str], None] = print, only: list[str] | None = None,
-             settings: Settings | None = None) -> dict[str, Any]:
+             settings: Settings | None = None, progress: bool = True) -> dict[str, Any]:
     """Run every step (skipping finished ones) and write the report; returns report.json's data."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = settings or Settings.make(quick)
     quick = settings.quick
-    tour = Tour(out, settings, log)
+    tour = Tour(out, settings, log, progress=progress)
     mode = "quick: smaller models and settings, numbers are rougher" if quick else "full settings"
     log(f"kangae tour -> {out}/ ({mode})")
     start = time.perf_counter()
