@@ -27,7 +27,7 @@ from ..data import BatchLoader, load_dataset
 from ..errors import KangaeError, RunError
 from ..models.checkpoint import MODEL_FILE, ModelMeta, read_meta, read_training_state
 from ..train.callbacks import Callback, Checkpointer, MetricsLog, ProgressBar, TensorBoardLogger, read_metrics
-from ..train.run import find_checkpoint
+from ..train.run import find_checkpoint, run_folder_and_config
 from ..utils.atomic import remove_stale_temporaries, write_json
 from ..utils.device import pick_device
 from .judge import Judge, judge_classifier
@@ -150,13 +150,7 @@ def load_gan(path: str | os.PathLike, device: str | torch.device = "cpu") -> GAN
         raise RunError(f"{ckpt / MODEL_FILE}: not a readable safetensors file ({e})") from None
     except RuntimeError as e:
         raise RunError(f"{ckpt / MODEL_FILE}: weights do not fit the GAN ({e})") from None
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else path
-    config = {}
-    if (run_dir / "config.json").is_file():
-        try:
-            config = json.loads((run_dir / "config.json").read_text())
-        except ValueError as e:
-            raise RunError(f"{run_dir / 'config.json'}: not valid JSON ({e})") from None
+    run_dir, config = run_folder_and_config(ckpt, path)
     return GANRun(run_dir, gan.to(pick_device(device)).eval(), meta, config,
                   read_metrics(run_dir / "metrics.jsonl"))
 

@@ -58,3 +58,22 @@ def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) ->
             x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
             out.append(model(x).float().cpu())
     return torch.cat(out)
+
+
+def resolve_targets(probs: torch.Tensor, target: object) -> torch.Tensor:
+    """Target classes for a batch: the predicted ones for ``None``/``"auto"``, else one class
+    for all or one per image, checked against the number of classes."""
+    from ..errors import KangaeError
+
+    if target is None or (isinstance(target, str) and target == "auto"):
+        return probs.argmax(1)
+    if isinstance(target, str):
+        raise KangaeError(f"target must be 'auto' or a class index, not '{target}'")
+    t = torch.as_tensor(target, device=probs.device).long().flatten()
+    if t.numel() == 1:
+        t = t.expand(len(probs))
+    if t.numel() != len(probs):
+        raise KangaeError(f"{t.numel()} targets for {len(probs)} images")
+    if (t < 0).any() or (t >= probs.shape[1]).any():
+        raise KangaeError(f"target classes must lie in 0..{probs.shape[1] - 1}")
+    return t.clone()

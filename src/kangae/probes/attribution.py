@@ -35,7 +35,7 @@ from torch import nn
 
 from ..errors import KangaeError, UnknownNameError
 from ..models.layers import get_layer
-from ._model import frozen
+from ._model import frozen, resolve_targets
 from .explanation import Explanation
 from .masks import extremal_perturbation, meaningful_perturbation
 
@@ -142,23 +142,20 @@ def explain(model: nn.Module, images: torch.Tensor,
         get_layer(model, layer)  # a clear error for an unknown name, before any work
     elif method == "gradcam":
         layer = default_cam_layer(model, tuple(x.shape[1:]))
+    tt = None  # explicit targets, expanded to one per image once
+    if target is not None and not isinstance(target, str):
+        tt = torch.as_tensor(target, device=device).long().flatten()
+        if tt.numel() == 1:
+            tt = tt.expand(len(x))
+        if tt.numel() != len(x):
+            raise KangaeError(f"{tt.numel()} targets for {len(x)} images")
     parts, targets, probs = [], [], []
     with frozen(model):
         for i in range(0, len(x), batch_size):
             chunk = x[i : i + batch_size]
             with torch.no_grad():
                 p = F.softmax(model(chunk).float(), dim=1)
-            if target is None or isinstance(target, str):
-                if target not in (None, "auto"):
-                    raise KangaeError(f"target must be 'auto' or a class index, not '{target}'")
-                t = p.argmax(1)
-            else:
-                tt = torch.as_tensor(target, device=device).long().flatten()
-                t = tt.expand(len(x))[i : i + batch_size] if tt.numel() == 1 else tt[i : i + batch_size]
-                if tt.numel() not in (1, len(x)):
-                    raise KangaeError(f"{tt.numel()} targets for {len(x)} images")
-                if (t < 0).any() or (t >= p.shape[1]).any():
-                    raise KangaeError(f"target classes must lie in 0..{p.shape[1] - 1}")
+            t = resolve_targets(p, target if tt is None else tt[i : i + batch_size])
             a = _captum(method, model, chunk.clone().requires_grad_(True), t, layer, seed + i, options)
             parts.append(a.detach().float().sum(1, keepdim=True).cpu())
             targets.append(t.cpu())

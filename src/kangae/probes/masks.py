@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.loader import random_shift
-from ._model import frozen
+from ._model import frozen, resolve_targets
 from .explanation import Explanation
 
 GAMES = ("deletion", "preservation")
@@ -89,17 +89,8 @@ def _prepare(model: nn.Module, images: torch.Tensor, target: int | Sequence[int]
         x = x.unsqueeze(0)
     with torch.no_grad():
         probs = F.softmax(model(x).float(), dim=1)
-    if target is None or (isinstance(target, str) and target == "auto"):
-        t = probs.argmax(1)
-    else:
-        t = torch.as_tensor(target, device=device).long().flatten()
-        if t.numel() == 1:
-            t = t.expand(len(x))
-        if t.numel() != len(x):
-            raise ValueError(f"{t.numel()} targets for {len(x)} images")
-        if (t < 0).any() or (t >= probs.shape[1]).any():
-            raise ValueError(f"targets must lie in 0..{probs.shape[1] - 1}")
-    return x, t.clone(), probs.gather(1, t[:, None])[:, 0]
+    t = resolve_targets(probs, target)
+    return x, t, probs.gather(1, t[:, None])[:, 0]
 
 
 def _target_prob(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -145,6 +145,9 @@ def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BEN
         log("pointing game: loading (or training once) the cluttered-MNIST model")
         cluttered_run = cluttered_model()
     clut = load_cluttered("test") if n_pointing > 0 else None
+    if clut is not None:
+        xc, yc = clut.data.floats()[:n_pointing], clut.data.labels[:n_pointing]
+        boxes = clut.boxes[:n_pointing]
     rows: dict[str, dict[str, Any]] = {}
     for method in methods:
         opts = {"steps": mask_steps} if method in ("mask", "extremal") else {}
@@ -161,10 +164,8 @@ def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BEN
             rho = sanity_check(_explainer(method, {**opts, "seed": seed}), model, x[:k], y[:k], seed=seed)
             row["sanity_spearman"] = _mean_se(rho)
         if clut is not None:
-            xc = clut.data.floats()[:n_pointing]
-            yc = clut.data.labels[:n_pointing]
             ec = explain(cluttered_run.model, xc, yc, method=method, seed=seed, **opts)
-            row["pointing"] = _mean_se(pointing_hits(ec.attribution, clut.boxes[:n_pointing]).float())
+            row["pointing"] = _mean_se(pointing_hits(ec.attribution, boxes).float())
         row["seconds"] = time.perf_counter() - start
         rows[method] = row
         log(_format_row(method, row))

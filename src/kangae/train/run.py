@@ -110,18 +110,24 @@ class Run:
             return F.softmax(self.model(images.to(self.device).float()), dim=1)
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
-    """Open a run folder (or a checkpoint folder) and load its newest model."""
-    path = Path(path)
-    ckpt = find_checkpoint(path)
-    model, meta = read_checkpoint(ckpt, map_location=pick_device(device))
+def run_folder_and_config(ckpt: Path, path: Path) -> tuple[Path, dict[str, Any]]:
+    """The run folder a checkpoint belongs to, and its ``config.json`` (empty if absent)."""
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else path
-    config = {}
+    config: dict[str, Any] = {}
     if (run_dir / "config.json").is_file():
         try:
             config = json.loads((run_dir / "config.json").read_text())
         except ValueError as e:
             raise RunError(f"{run_dir / 'config.json'}: not valid JSON ({e})") from None
+    return run_dir, config
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
+    """Open a run folder (or a checkpoint folder) and load its newest model."""
+    path = Path(path)
+    ckpt = find_checkpoint(path)
+    model, meta = read_checkpoint(ckpt, map_location=pick_device(device))
+    run_dir, config = run_folder_and_config(ckpt, path)
     return Run(path=run_dir, model=model, meta=meta, config=config,
                history=read_metrics(run_dir / "metrics.jsonl"))
 
