@@ -17,6 +17,8 @@ data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False),
 @click.option("--conditional", is_flag=True, default=None, help="Class-conditional: ask for 'a 7'.")
 @click.option("--arch", type=click.Choice(["seed", "small", "tiny"]), default=None,
               help="seed: the seed's DCGAN (default); small, tiny: the same layers at 1/4, 1/8 width.")
+@click.option("--init", type=click.Choice(["pytorch", "dcgan"]), default=None,
+              help="Initial weights: pytorch (the seed's default) or dcgan (N(0, 0.02); trains poorly here).")
 @click.option("--classifier", "classifier", type=click.Path(), default=None,
               help="Run folder of a kangae classifier trained on the dataset (default: train a small "
                    "one once and cache it).")
@@ -34,7 +36,8 @@ data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False),
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it left off.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @data_dir_option
-def gan(dataset: str, epochs: int, conditional: bool | None, arch: str | None, classifier: str | None,
+def gan(dataset: str, epochs: int, conditional: bool | None, arch: str | None, init: str | None,
+        classifier: str | None,
         out: str, limit: int | None, batch_size: int | None, lr: float | None, z_dim: int | None,
         judge_n: int, seed: int, device: str, resume: bool, progress: bool, data_dir: str | None) -> None:
     """Train the DCGAN of seed 001 with kangae's trainer; print the Fréchet distance every epoch.
@@ -46,7 +49,8 @@ def gan(dataset: str, epochs: int, conditional: bool | None, arch: str | None, c
     from .gan import train_gan
 
     run = train_gan(dataset, out=out, epochs=epochs, conditional=conditional, arch=arch, z_dim=z_dim,
-                    batch_size=batch_size, lr=lr, limit=limit, classifier=classifier, judge_n=judge_n,
+                    batch_size=batch_size, lr=lr, limit=limit, init=init, classifier=classifier,
+                    judge_n=judge_n,
                     seed=seed, device=device, data_dir=data_dir, resume=resume, progress=progress)
     last = run.judgements[-1]
     speed = [h["images_per_s"] for h in run.history if "images_per_s" in h]

@@ -45,3 +45,17 @@ def test_conditional_reads_the_label() -> None:
 def test_unknown_arch_is_named() -> None:
     with pytest.raises(UnknownNameError, match="smal"):
         Generator(arch="smal")
+
+
+def test_untrained_samples_differ_across_latents() -> None:
+    """The regression behind issue 8: with N(0, 0.02) weights every untrained sample was the
+    same flat grey and the generator never learned; the seed's default initialization is not."""
+    spread = {}
+    for init in ("pytorch", "dcgan"):
+        torch.manual_seed(0)
+        gan = GAN(GANConfig(arch="small"), init=init)
+        gan.start_at_mean(0.13)
+        spread[init] = gan(torch.randn(64, 100)).std(0).mean().item()
+    assert spread["pytorch"] > 0.04 > 0.02 > spread["dcgan"], spread
+    with pytest.raises(UnknownNameError, match="pytorh"):
+        GAN(GANConfig(arch="tiny"), init="pytorh")

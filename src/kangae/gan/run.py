@@ -24,18 +24,17 @@ from safetensors.torch import load_file
 
 from .. import __version__
 from ..data import BatchLoader, load_dataset
-from ..errors import KangaeError, RunError
+from ..errors import KangaeError, RunError, UnknownNameError
 from ..models.checkpoint import MODEL_FILE, ModelMeta, read_meta, read_training_state
 from ..train.callbacks import Callback, Checkpointer, MetricsLog, ProgressBar, TensorBoardLogger, read_metrics
 from ..train.run import find_checkpoint, run_folder_and_config
 from ..utils.atomic import remove_stale_temporaries, write_json
 from ..utils.device import pick_device
 from .judge import Judge, judge_classifier
-from .models import ARCHS, GAN, GANConfig, get_arch
+from .models import ARCHS, GAN, INITS, GANConfig, get_arch
 from .trainer import GANTrainer, JudgeEpochs, SampleFrames, generate
 
 MODEL_NAME = "dcgan"
-RECIPE_KEYS = ("dataset", "arch", "conditional", "z_dim", "batch_size", "lr", "limit")
 
 
 @dataclass
@@ -172,7 +171,7 @@ def train_gan(dataset: str = "mnist", *, out: str | os.PathLike | None = None, e
               conditional: bool | None = None, arch: str | None = None, z_dim: int | None = None,
               batch_size: int | None = None, lr: float | None = None, limit: int | None = None,
               classifier: str | os.PathLike | None = None, judge_n: int = 5000, n_fixed: int | None = None,
-              real_target: float | None = None, seed: int = 0, device: str = "auto",
+              real_target: float | None = None, init: str | None = None, seed: int = 0, device: str = "auto",
               data_dir: str | os.PathLike | None = None,
               resume: bool = False, progress: bool = True, tensorboard: bool = True, echo: bool = True,
               callbacks: Sequence[Callback] = ()) -> GANRun:
@@ -184,13 +183,15 @@ def train_gan(dataset: str = "mnist", *, out: str | os.PathLike | None = None, e
     classifier is trained once and cached. ``resume=True`` continues the run in ``out`` (to
     ``epochs`` epochs in all). ``judge_n`` samples are scored per epoch against as many real
     test images (at most half the test split). ``real_target`` < 1 is one-sided label smoothing
-    (default 0.9 for conditional runs, where the projection discriminator otherwise wins at once).
+    (default 0.9 for conditional runs). ``init`` is ``"pytorch"`` (the seed's default
+    initialization) or ``"dcgan"`` (Radford et al.'s N(0, 0.02), which does not train this
+    sigmoid-output network in a few epochs; see :mod:`kangae.gan.models`).
     """
     run_dir = Path(out) if out else Path("runs") / f"gan-{dataset}"
     remove_stale_temporaries(run_dir / "checkpoints")
     asked = {"dataset": dataset if dataset != "mnist" or not resume else None, "arch": arch,
              "conditional": conditional, "z_dim": z_dim, "batch_size": batch_size, "lr": lr,
-             "limit": limit}
+             "limit": limit, "init": init}
     resume_from: Path | None = None
     if epochs < 1:
         raise KangaeError(f"epochs must be at least 1, got {epochs}")
@@ -204,10 +205,13 @@ def train_gan(dataset: str = "mnist", *, out: str | os.PathLike | None = None, e
                               "another --out")
         arch = arch or "seed"
         get_arch(arch)
+        init = init or "pytorch"
+        if init not in INITS:
+            raise UnknownNameError("GAN initialization", init, INITS)
         config = {"model": MODEL_NAME, "dataset": dataset, "arch": arch, "conditional": bool(conditional),
                   "z_dim": z_dim or 100, "batch_size": batch_size or 128, "lr": lr or 2e-4,
                   "betas": [0.5, 0.999], "real_target": real_target or (0.9 if conditional else 1.0),
-                  "limit": limit, "epochs": epochs,
+                  "limit": limit, "epochs": epochs, "init": init,
                   "seed": seed,
                   "judge_n": judge_n, "classifier": str(classifier) if classifier else None,
                   "kangae": __version__, "torch": torch.__version__}
@@ -227,7 +231,7 @@ def train_gan(dataset: str = "mnist", *, out: str | os.PathLike | None = None, e
     torch.manual_seed(config["seed"])
     gcfg = GANConfig(arch=config["arch"], z_dim=config["z_dim"], num_classes=train_set.num_classes,
                      conditional=config["conditional"], channels=int(train_set.images.shape[1]))
-    gan = GAN(gcfg)
+    gan = GAN(gcfg, init=config.get("init", "pytorch"))
     gan.start_at_mean(train_set.stats()[0])
     gan.to(dev)
     loader = BatchLoader(train_set, config["batch_size"], shuffle=True, seed=config["seed"],
