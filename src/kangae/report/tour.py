@@ -49,6 +49,7 @@ class Settings:
     gan_epochs: int = 3
     gan_limit: int | None = 20000
     gan_judge_n: int = 1000
+    gan_lr: float = 1e-3  # 5x Radford's 2e-4: measured FD 73 vs 2047 after 3 epochs of 20k images
 
     @staticmethod
     def make(quick: bool) -> Settings:
@@ -57,7 +58,7 @@ class Settings:
         return Settings(quick=True, main_epochs=2, mlp_epochs=2, softmax_epochs=2, explain_images=6,
                         mask_steps=150, bench_n=30, bench_pointing=60, bench_sanity=8,
                         bench_mask_steps=60, cluttered_epochs=1, cluttered_limit=8000, greedy_sweeps=4,
-                        attack_n=300, pgd_steps=10, edit_images=3, gan_epochs=1, gan_limit=6000,
+                        attack_n=300, pgd_steps=10, edit_images=3, gan_epochs=1, gan_limit=10000,
                         gan_judge_n=300)
 
 
@@ -272,8 +273,8 @@ def step_dreams(tour: Tour, out: Path) -> dict[str, Any]:
     else:
         resume = (folder / "checkpoints" / "latest.json").is_file()
         tour.log(f"  training a conditional DCGAN (arch small, {s.gan_epochs} epochs, "
-                 f"{s.gan_limit or 'all'} images){' - resuming' if resume else ''}")
-        run = train_gan("mnist", out=folder, epochs=s.gan_epochs, conditional=True, arch="small",
+                 f"{s.gan_limit or 'all'} images, lr {s.gan_lr:g}){' - resuming' if resume else ''}")
+        run = train_gan("mnist", out=folder, epochs=s.gan_epochs, conditional=True, arch="small", lr=s.gan_lr,
                         limit=s.gan_limit, classifier=main.path, judge_n=s.gan_judge_n, resume=resume,
                         progress=tour.progress, tensorboard=False, echo=tour.progress, device="cpu")
         write_json(folder / "done.json", {"epochs": s.gan_epochs})
@@ -285,7 +286,7 @@ def step_dreams(tour: Tour, out: Path) -> dict[str, Any]:
         shutil.copy(last[-1], out / "samples.png")
     if (folder / "judge.png").is_file():
         shutil.copy(folder / "judge.png", out / "judge.png")
-    keys = ("arch", "conditional", "limit", "epochs", "batch_size")
+    keys = ("arch", "conditional", "limit", "epochs", "batch_size", "lr")
     return {"judgements": run.judgements, "config": {k: run.config.get(k) for k in keys}}
 
 
