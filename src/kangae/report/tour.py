@@ -83,25 +83,31 @@ class Tour:
     def run_folder(self, name: str) -> Path:
         return self.out / "runs" / name
 
-    def trained(self, name: str, model: str, epochs: int | None, **kwargs: Any) -> Any:
-        """The run ``name``: loaded when finished, resumed when stopped, trained otherwise."""
-        from ..train.run import load, train
-
-        if name in self.runs:
-            return self.runs[name]
+    def resumable(self, name: str, what: str, fit: Callable[[Path, bool], Any],
+                  load: Callable[[Path], Any]) -> Any:
+        """The run folder ``name``: loaded when finished, resumed when stopped, fitted otherwise
+        (``fit(folder, resume)``); ``done.json`` marks it finished."""
         folder = self.run_folder(name)
         done = folder / "done.json"
         if done.is_file():
-            run = load(folder)
-        else:
-            resume = (folder / "checkpoints" / "latest.json").is_file()
-            self.log(f"  training {name} ({model}{f', {epochs} epochs' if epochs else ''})"
-                     f"{' - resuming' if resume else ''}")
-            run = train(model, out=folder, epochs=epochs, resume=resume, progress=self.progress,
-                        device="cpu", **kwargs)
-            write_json(done, {"model": model, "epochs": epochs})
-        self.runs[name] = run
+            return load(folder)
+        resume = (folder / "checkpoints" / "latest.json").is_file()
+        self.log(f"  training {what}{' - resuming' if resume else ''}")
+        run = fit(folder, resume)
+        write_json(done, {"what": what})
         return run
+
+    def trained(self, name: str, model: str, epochs: int | None, **kwargs: Any) -> Any:
+        """The classifier run ``name`` (see :meth:`resumable`), kept for the other steps."""
+        from ..train.run import load, train
+
+        if name not in self.runs:
+            self.runs[name] = self.resumable(
+                name, f"{name} ({model}{f', {epochs} epochs' if epochs else ''})",
+                lambda folder, resume: train(model, out=folder, epochs=epochs, resume=resume,
+                                             progress=self.progress, device="cpu", **kwargs),
+                load)
+        return self.runs[name]
 
     def main_run(self) -> Any:
         s = self.settings
@@ -267,17 +273,13 @@ def step_dreams(tour: Tour, out: Path) -> dict[str, Any]:
 
     s = tour.settings
     main = tour.main_run()
-    folder = tour.run_folder("gan")
-    if (folder / "done.json").is_file():
-        run = load_gan(folder)
-    else:
-        resume = (folder / "checkpoints" / "latest.json").is_file()
-        tour.log(f"  training a conditional DCGAN (arch small, {s.gan_epochs} epochs, "
-                 f"{s.gan_limit or 'all'} images, lr {s.gan_lr:g}){' - resuming' if resume else ''}")
-        run = train_gan("mnist", out=folder, epochs=s.gan_epochs, conditional=True, arch="small", lr=s.gan_lr,
-                        limit=s.gan_limit, classifier=main.path, judge_n=s.gan_judge_n, resume=resume,
-                        progress=tour.progress, tensorboard=False, echo=tour.progress, device="cpu")
-        write_json(folder / "done.json", {"epochs": s.gan_epochs})
+    what = (f"a conditional DCGAN (arch small, {s.gan_epochs} epochs, {s.gan_limit or 'all'} images, "
+            f"lr {s.gan_lr:g})")
+    run = tour.resumable("gan", what, lambda folder, resume: train_gan(
+        "mnist", out=folder, epochs=s.gan_epochs, conditional=True, arch="small", lr=s.gan_lr,
+        limit=s.gan_limit, classifier=main.path, judge_n=s.gan_judge_n, resume=resume,
+        progress=tour.progress, tensorboard=False, echo=tour.progress, device="cpu"), load_gan)
+    folder = run.path
     for name in ("progress.gif", "interpolation.gif"):
         if (folder / "samples" / name).is_file():
             shutil.copy(folder / "samples" / name, out / name)
