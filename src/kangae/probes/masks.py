@@ -24,7 +24,12 @@ Two methods, both batched (N images, and A areas, optimize as one tensor):
   to ~16x) give masks far coarser than a 2-px pen stroke; at 28x28 kangae uses one
   parameter per pixel, sigma 0.5 and weight 100 (on 16 MNIST test digits deleting 10% of
   pixels brought the fast-cnn's p from 100% to 0.2% on average, against 2.6% with
-  parameters every 2 px and sigma 1).
+  parameters every 2 px and sigma 1). The ranking loss takes a top-K rather than a sort,
+  and tied mask values share its gradient evenly: a sort handed the ties of the 0.5 start
+  to whichever pixels it happened to order last (rows 7-13 at 28 px), and on 64 MNIST
+  test digits (fast-cnn, 1 epoch, 300 steps) the even share brought the deletion AUC from
+  0.184 to 0.150 and p after keeping 5% from 92% to 98%. Upsampling and blur are two fixed
+  matrix products, jitter a gather.
 """
 
 from __future__ import annotations
@@ -192,21 +197,23 @@ def _axis_matrix(n_out: int, n_in: int, sigma: float, radius: int) -> torch.Tens
 
 
 def smoothing_matrices(low: tuple[int, int], size: tuple[int, int], sigma: float,
-                       device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Ay, Ax)`` with ``Ay @ P @ Ax.T`` equal to bilinear upsampling of ``P`` (low res) to
     ``size`` followed by :func:`gaussian_blur`: two small matrix products instead of an
     interpolation and two depthwise convolutions, forward and backward."""
     (lh, lw), (h, w) = low, size
     radius = min(max(1, int(math.ceil(3 * sigma))), h - 1, w - 1)
-    return (_axis_matrix(h, lh, sigma, radius).float().to(device),
-            _axis_matrix(w, lw, sigma, radius).float().to(device))
+    return (_axis_matrix(h, lh, sigma, radius).to(device, dtype),
+            _axis_matrix(w, lw, sigma, radius).to(device, dtype))
 
 
 def smooth_mask(params: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:
     """Low-resolution parameters to a smooth mask in [0, 1] of ``size``: bilinear
     upsampling, then a Gaussian of ``sigma`` px (both as matrix products)."""
-    ay, ax = smoothing_matrices(tuple(params.shape[-2:]), size, sigma, params.device)
-    return (ay @ params.to(ay.dtype) @ ax.T).clamp(0, 1)
+    low = (params.shape[-2], params.shape[-1])
+    ay, ax = smoothing_matrices(low, size, sigma, params.device, params.dtype)
+    return (ay @ params @ ax.T).clamp(0, 1)
 
 
 def _shift_index(b: int, s: int, h: int, w: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -232,8 +239,8 @@ def _top_weights(flat: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
     0 below, and at the K-th largest value the share of the remaining K among the ties.
 
     This is the ranking loss's gradient without a full sort; ties (the 0.5 start, or masks
-    clamped at 0 or 1) share it evenly, where a sort would favour the last pixels in
-    memory order."""
+    clamped at 0 or 1) share it evenly, where a sort favours whichever pixels it happens to
+    order last."""
     hw = flat.shape[1]
     groups = flat.view(-1, len(counts), hw)
     out = torch.zeros_like(groups)
