@@ -8,6 +8,7 @@ Prints, in one run (goal from issue 5 in brackets):
   2. the same for extremal perturbation with areas 5/10/20%.
 
 Usage: KANGAE_DATA=../shared/datasets python benchmarks/masks_speed.py [--run RUN] [--n 64]
+       [--threads 1]
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ def main() -> None:
     ap.add_argument("--run", help="a trained run (default: train fast-cnn for 1 epoch)")
     ap.add_argument("--n", type=int, default=64, help="images in the batch")
     ap.add_argument("--loop", type=int, default=8, help="images in the per-image loop")
+    ap.add_argument("--threads", type=int, help="torch threads for both (default: torch's); on a "
+                    "machine shared with other jobs 1 avoids waiting on a descheduled thread")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"# kangae {kangae.__version__}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     if args.run:
         run = kangae.load(args.run)

@@ -1,11 +1,17 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
+from kangae.data import random_shift
 from kangae.probes.masks import (
+    _shift,
+    _shift_index,
+    _top_weights,
     extremal_perturbation,
     gaussian_blur,
     meaningful_perturbation,
     perturbed_copy,
+    smooth_mask,
     total_variation,
 )
 
@@ -46,6 +52,41 @@ def test_extremal_masks_have_the_asked_areas_and_find_the_evidence():
     assert torch.allclose(e.area, torch.tensor([0.02, 0.05, 0.1]).expand(2, 3), atol=0.02)
     assert (in_region_share(e.mask[:, 0]) > 0.8).all()
     assert (e.prob_after[:, 0] > 0.9).all()  # 2% of the pixels keep the decision
+
+
+def test_batched_extremal_masks_equal_one_at_a_time():
+    model, x = region_model(), region_images(3)
+    x[1, 0, 8:12, 8:12] = 0.6
+    x[2, 0, 5:9, 10:14] = 1.0
+    together = extremal_perturbation(model, x, areas=(0.02, 0.1), steps=30, jitter=0)
+    for i in range(3):
+        alone = extremal_perturbation(model, x[i : i + 1], areas=(0.02, 0.1), steps=30, jitter=0)
+        assert torch.allclose(alone.mask[0], together.mask[i], atol=1e-5)
+        assert torch.allclose(alone.loss_curve[:, 0], together.loss_curve[:, i], atol=1e-4)
+
+
+def test_smooth_mask_is_upsampling_then_blur():
+    p = torch.rand(3, 1, 7, 10)
+    for sigma in (0.0, 0.5, 2.0):
+        conv = gaussian_blur(F.interpolate(p, size=(28, 20), mode="bilinear", align_corners=False), sigma)
+        assert torch.allclose(smooth_mask(p, (28, 20), sigma), conv.clamp(0, 1), atol=1e-6)
+
+
+def test_shift_by_gather_is_random_shift():
+    x = torch.rand(6, 2, 9, 7)
+    index = _shift_index(6, 2, 9, 7, torch.Generator().manual_seed(5), x.device)
+    assert torch.equal(_shift(x, index, 2), random_shift(x, 2, torch.Generator().manual_seed(5)))
+
+
+def test_top_weights_sum_the_k_largest_and_share_ties():
+    m = torch.rand(4, 2, 50)
+    m[1, 1, :30] = 0.9  # 30 ties at the 10th largest value
+    w = _top_weights(m.view(8, 50), (5, 10)).view(4, 2, 50)
+    top = torch.stack([m[:, 0].sort(1).values[:, -5:].sum(1), m[:, 1].sort(1).values[:, -10:].sum(1)], 1)
+    assert torch.allclose((w * m).sum(2), top, atol=1e-5)
+    assert torch.allclose(w.sum(2), torch.tensor([5.0, 10.0]).expand(4, 2))
+    tie = w[1, 1, :30]
+    assert torch.allclose(tie, tie[0].expand(30)) and 0 < tie[0] < 1  # shared evenly
 
 
 def test_model_is_left_as_it_was():

@@ -24,7 +24,12 @@ Two methods, both batched (N images, and A areas, optimize as one tensor):
   to ~16x) give masks far coarser than a 2-px pen stroke; at 28x28 kangae uses one
   parameter per pixel, sigma 0.5 and weight 100 (on 16 MNIST test digits deleting 10% of
   pixels brought the fast-cnn's p from 100% to 0.2% on average, against 2.6% with
-  parameters every 2 px and sigma 1).
+  parameters every 2 px and sigma 1). The ranking loss takes a top-K rather than a sort,
+  and tied mask values share its gradient evenly: a sort handed the ties of the 0.5 start
+  to whichever pixels it happened to order last (rows 7-13 at 28 px), and on 64 MNIST
+  test digits (fast-cnn, 1 epoch, 300 steps) the even share brought the deletion AUC from
+  0.184 to 0.150 and p after keeping 5% from 92% to 98%. Upsampling and blur are two fixed
+  matrix products, jitter a gather.
 """
 
 from __future__ import annotations
@@ -93,6 +98,11 @@ def _prepare(model: nn.Module, images: torch.Tensor, target: int | Sequence[int]
     return x, t, probs.gather(1, t[:, None])[:, 0]
 
 
+def _adam(param: torch.Tensor, lr: float) -> torch.optim.Adam:
+    """Adam, fused into one kernel where the device has it (4x faster a step on a 192-mask batch)."""
+    return torch.optim.Adam([param], lr=lr, fused=param.device.type in ("cpu", "cuda"))
+
+
 def _target_prob(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return F.softmax(model(x).float(), dim=1).gather(1, t[:, None])[:, 0]
 
@@ -137,7 +147,7 @@ def meaningful_perturbation(model: nn.Module, images: torch.Tensor,
         lh, lw = max(1, math.ceil(h / upsample)), max(1, math.ceil(w / upsample))
         start = 1.0 if game == "deletion" else 0.5
         low = torch.full((n, 1, lh, lw), start, device=x.device, requires_grad=True)
-        opt = torch.optim.Adam([low], lr=lr)
+        opt = _adam(low, lr)
         curve = []
         for _ in range(steps):
             m = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
@@ -172,10 +182,77 @@ def meaningful_perturbation(model: nn.Module, images: torch.Tensor,
                  "tv_beta": tv_beta, "upsample": upsample, "jitter": jitter, "lr": lr})
 
 
+def _axis_matrix(n_out: int, n_in: int, sigma: float, radius: int) -> torch.Tensor:
+    """(n_out, n_in): linear upsampling (``align_corners=False``) then a reflect-padded
+    Gaussian of ``radius`` along one axis, as a matrix (columns are the basis responses)."""
+    eye = torch.eye(n_in, dtype=torch.float64)[:, None, :]
+    up = F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0, :].T
+    if sigma <= 0:
+        return up
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    blur = F.conv1d(F.pad(torch.eye(n_out, dtype=torch.float64)[:, None, :], (radius, radius),
+                          mode="reflect"), (k / k.sum()).view(1, 1, -1))[:, 0, :].T
+    return blur @ up
+
+
+def smoothing_matrices(low: tuple[int, int], size: tuple[int, int], sigma: float,
+                       device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Ay, Ax)`` with ``Ay @ P @ Ax.T`` equal to bilinear upsampling of ``P`` (low res) to
+    ``size`` followed by :func:`gaussian_blur`: two small matrix products instead of an
+    interpolation and two depthwise convolutions, forward and backward."""
+    (lh, lw), (h, w) = low, size
+    radius = min(max(1, int(math.ceil(3 * sigma))), h - 1, w - 1)
+    return (_axis_matrix(h, lh, sigma, radius).to(device, dtype),
+            _axis_matrix(w, lw, sigma, radius).to(device, dtype))
+
+
 def smooth_mask(params: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:
-    """Low-resolution parameters to a smooth mask in [0, 1] of ``size``."""
-    m = F.interpolate(params, size=size, mode="bilinear", align_corners=False)
-    return gaussian_blur(m, sigma).clamp(0, 1)
+    """Low-resolution parameters to a smooth mask in [0, 1] of ``size``: bilinear
+    upsampling, then a Gaussian of ``sigma`` px (both as matrix products)."""
+    low = (params.shape[-2], params.shape[-1])
+    ay, ax = smoothing_matrices(low, size, sigma, params.device, params.dtype)
+    return (ay @ params @ ax.T).clamp(0, 1)
+
+
+def _shift_index(b: int, s: int, h: int, w: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(B, H*W) indices into each image padded by ``s`` (flattened) that move it by up to ``s``
+    px, with the offsets drawn as :func:`random_shift` draws them; a gather with them equals
+    ``random_shift``, and its backward is a scatter-add rather than an accumulating index-put."""
+    dy = torch.randint(0, 2 * s + 1, (b,), generator=g).to(device)
+    dx = torch.randint(0, 2 * s + 1, (b,), generator=g).to(device)
+    rows = dy[:, None] + torch.arange(h, device=device)
+    cols = dx[:, None] + torch.arange(w, device=device)
+    return (rows[:, :, None] * (w + 2 * s) + cols[:, None, :]).flatten(1)
+
+
+def _shift(x: torch.Tensor, index: torch.Tensor, s: int) -> torch.Tensor:
+    b, c, h, w = x.shape
+    padded = F.pad(x, (s, s, s, s)).flatten(2)
+    return padded.gather(2, index[:, None].expand(b, c, -1)).view(b, c, h, w)
+
+
+def _top_weights(flat: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+    """Weights ``W`` (rows of ``flat`` grouped as ``(N, A)``, area ``i`` keeping ``counts[i]``)
+    with ``(W * m).sum(1)`` the sum of each row's K largest values: 1 above the K-th largest,
+    0 below, and at the K-th largest value the share of the remaining K among the ties.
+
+    This is the ranking loss's gradient without a full sort; ties (the 0.5 start, or masks
+    clamped at 0 or 1) share it evenly, where a sort favours whichever pixels it happens to
+    order last."""
+    hw = flat.shape[1]
+    groups = flat.view(-1, len(counts), hw)
+    out = torch.zeros_like(groups)
+    for i, kc in enumerate(counts):
+        if kc <= 0:
+            continue
+        row = groups[:, i]
+        tau = row.topk(kc, 1, sorted=False).values.amin(1, keepdim=True)  # the K-th largest
+        above, tie = row > tau, row == tau
+        share = (kc - above.sum(1, keepdim=True)) / tie.sum(1, keepdim=True)
+        out[:, i] = above + tie * share
+    return out.view_as(flat)
 
 
 def extremal_perturbation(model: nn.Module, images: torch.Tensor,
@@ -209,42 +286,51 @@ def extremal_perturbation(model: nn.Module, images: torch.Tensor,
         xs = x.repeat_interleave(k, 0)
         ts = t.repeat_interleave(k, 0)
         x0 = perturbed_copy(xs, perturbation, value, blur_sigma, noise_std, g)
+        # blend = keep*x + (1-keep)*x0 = base + sign*m*diff: preservation keeps m, deletion 1 - m
+        base, sign = (x0, 1.0) if game == "preservation" else (xs, -1.0)
+        pair = torch.cat([base, xs - x0], 1)  # (N*A, 2C, H, W): shifted together, without grad
         lh, lw = max(1, math.ceil(h / stride)), max(1, math.ceil(w / stride))
+        ay, ax = smoothing_matrices((lh, lw), (h, w), sigma, x.device)
         params = torch.full((n * k, 1, lh, lw), 0.5, device=x.device, requires_grad=True)
-        ref = torch.zeros(k, h * w, device=x.device)
-        for i, a in enumerate(areas):
-            ref[i, h * w - int(round(a * h * w)):] = 1.0
-        ref = ref.repeat(n, 1)
-        opt = torch.optim.Adam([params], lr=lr)
+        # ranking loss mean((sort(m) - ref)^2), ref a step of K ones at the top, without a sort:
+        # (sum m^2 - 2 * (sum of the K largest m) + K) / HW, see _top_weights
+        counts = [int(round(a * h * w)) for a in areas]
+        kk = torch.tensor(counts, dtype=torch.float32, device=x.device).repeat(n)
+        opt = _adam(params, lr)
         growth = area_growth ** (1 / max(steps - 1, 1))
-        curve = []
+        curve = torch.empty(steps, n)
         for step in range(steps):
-            m = smooth_mask(params, (h, w), sigma)
-            keep = m if game == "preservation" else 1 - m
-            blend = random_shift(keep * xs + (1 - keep) * x0, jitter, g)
-            logits = model(blend).float()
+            m = (ay @ params @ ax.T).clamp(0, 1)
+            if jitter > 0:  # the model sees the blend moved by up to ``jitter`` px, zeros coming in
+                index = _shift_index(n * k, jitter, h, w, g, x.device)
+                seen = _shift(m, index, jitter)
+                b0, d0 = _shift(pair, index, jitter).split(c, 1)
+            else:
+                seen, (b0, d0) = m, pair.split(c, 1)
+            logits = model(torch.addcmul(b0, seen, d0, value=sign)).float()
             score = logits.gather(1, ts[:, None])[:, 0]
             if reward == "contrastive":
                 score = score - logits.scatter(1, ts[:, None], float("-inf")).max(1).values
             gain = score if game == "preservation" else -score
-            regul = ((m.flatten(1).sort(1).values - ref) ** 2).mean(1)
+            flat = m.view(n * k, h * w)
+            regul = (flat.square().sum(1) - 2 * (_top_weights(flat.detach(), counts) * flat).sum(1)
+                     + kk) / (h * w)
             loss = -gain + area_weight * growth**step * regul
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
             with torch.no_grad():
                 params.clamp_(0, 1)
-            curve.append(loss.detach().view(n, k).mean(1).cpu())
+                curve[step] = loss.view(n, k).mean(1).cpu()
         with torch.no_grad():
-            m = smooth_mask(params, (h, w), sigma)
-            keep = m if game == "preservation" else 1 - m
-            blend = keep * xs + (1 - keep) * x0
+            m = (ay @ params @ ax.T).clamp(0, 1)
+            blend = torch.addcmul(base, m, xs - x0, value=sign)
             p1 = _target_prob(model, blend, ts)
     masks = m.view(n, k, 1, h, w)
     return Explanation(
         method="extremal", attribution=masks.mean(1).detach().cpu(), target=t.cpu(), prob=p0.cpu(),
         mask=masks.detach().cpu(), perturbed=blend.view(n, k, c, h, w).cpu(),
         prob_after=p1.view(n, k).cpu(), area=masks.flatten(2).mean(2).cpu(), areas=areas,
-        game=game, loss_curve=torch.stack(curve) if curve else None,
+        game=game, loss_curve=curve if steps else None,
         metrics={"game": game, "perturbation": perturbation, "steps": steps, "stride": stride,
                  "sigma": sigma, "areas": list(areas), "lr": lr})
