@@ -136,10 +136,12 @@ class _Scorer:
         self.width = width
         self.incremental = True
         rest = _leaves(self.rest) if isinstance(self.rest, nn.Sequential) else [self.rest]
-        if kind == "logit" and rest and isinstance(rest[-1], nn.Linear):
+        last = rest[-1] if rest and isinstance(rest[-1], nn.Linear) else None
+        body = rest[:-1] if last is not None else rest
+        self.cheap = all(isinstance(m, (nn.ReLU, nn.Identity, nn.Flatten)) for m in body)
+        if kind == "logit" and last is not None:
             # only the target's row of the last layer is needed: one dot product per candidate
-            self.head = (rest[:-1], rest[-1].weight, rest[-1].bias)
-            self.cheap = all(isinstance(m, (nn.ReLU, nn.Identity, nn.Flatten)) for m in rest[:-1])
+            self.head = (body, last.weight, last.bias)
 
     @torch.no_grad()
     def state(self, x: torch.Tensor) -> torch.Tensor | None:
