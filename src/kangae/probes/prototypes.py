@@ -296,7 +296,8 @@ class _Scorer:
         """Applies accepted changes in order; ``last`` marks each pixel's final write
         (``None``: every change is one)."""
         if pre is not None:
-            pre.index_add_(0, chains, self.columns.index_select(0, pixels) * delta[:, None])
+            # (index_put_ accumulates serially; index_add_ stalls when a core is busy)
+            pre.index_put_((chains,), self.columns.index_select(0, pixels) * delta[:, None], accumulate=True)
         if last is None:
             x[chains, pixels] = values
         else:
