@@ -8,7 +8,7 @@ Prints, in one run (goals from issue 4 in brackets):
      and the ratio [>= 5x];
   3. peak memory.
 
-Usage: KANGAE_DATA=../shared/datasets python benchmarks/ideas_speed.py [--run RUN_DIR]
+Usage: KANGAE_DATA=../shared/datasets python benchmarks/ideas_speed.py [--run RUN_DIR] [--threads N]
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ def best_of(fn, repeat: int):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", help="a trained mlp run (default: train one, about 8 s)")
+    ap.add_argument("--threads", type=int, help="torch threads for both sides (default: torch's; "
+                    "1 is steadier on a shared machine, where a busy core stalls both threads)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"# kangae {kangae.__version__}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -122,3 +122,47 @@ def test_block_mode_frames_end_at_the_result():
     assert torch.equal(result.frames[-1], result.images)
     with pytest.raises(ValueError, match="not 'block'"):
         reference_search(_small_mlp(), [2], method="block")
+
+
+@pytest.mark.parametrize("incremental", [True, False])
+def test_window_size_never_changes_the_result(incremental):
+    # each window size makes different predictions and verifies them at different places;
+    # the accepted changes must still be the sequential ones (non-dyadic levels: the prefix
+    # sums are inexact, the tolerance must absorb it)
+    model = _small_mlp(3)
+    kw = {"levels": (0.0, 0.3, 0.7, 1.0), "init": "random", "max_sweeps": 2, "incremental": incremental}
+    ref = reference_search(model, [1, 6], levels=kw["levels"], init="random", max_sweeps=2)
+    for window in (1, 5, 200):
+        fast = search_prototypes(model, [1, 6], max_window=window, **kw)
+        assert torch.equal(fast.images, ref), window
+        assert sum(fast.metrics["changes"]) > 0
+
+
+@pytest.mark.parametrize("incremental", [True, False])
+def test_mc_revisits_a_pixel_within_a_window(incremental):
+    # 300 random proposals over 16 pixels: windows hold the same pixel several times, so
+    # the prefix (images or first-layer sums) must take each pixel's latest predicted value
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    torch.manual_seed(0)
+    for p in model.parameters():
+        nn.init.normal_(p)
+    kw = {"method": "mc", "steps": 300, "restarts": 3, "levels": (0.0, 0.5, 1.0), "input_shape": (1, 4, 4)}
+    fast = search_prototypes(model, [0, 2], max_window=32, incremental=incremental, **kw)
+    assert fast.metrics["incremental"] == incremental
+    ref = reference_search(model, [0, 2], **kw).view(2, 3, 1, 4, 4)
+    best = torch.tensor(fast.metrics["restart_scores"]).argmax(1)
+    assert torch.equal(fast.images, ref[torch.arange(2), best])
+    assert min(fast.metrics["changes"]) >= 3
+
+
+def test_first_layer_columns_read_off_the_weights_match_an_identity_batch():
+    from kangae.probes.prototypes import _affine_prefix, _linear_columns
+
+    net = _small_mlp().double()
+    prefix, _ = _affine_prefix(net)
+    with torch.no_grad():
+        eye = torch.eye(784, dtype=torch.float64).view(-1, 1, 28, 28)
+        expected = prefix(eye) - prefix(torch.zeros(1, 1, 28, 28, dtype=torch.float64))
+    assert torch.allclose(_linear_columns(prefix, (1, 28, 28)), expected, rtol=0, atol=1e-12)
+    conv = create_model("cnn", channels=4, hidden=16).double()
+    assert _linear_columns(_affine_prefix(conv)[0], (1, 28, 28)) is None

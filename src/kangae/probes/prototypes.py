@@ -6,13 +6,19 @@ single-pixel mutations kept when they helped (``mc``). kangae runs the same algo
 every target and restart as one batch, and returns the *same images* as the one-forward-
 per-trial sequential reference (:func:`reference_search`), faster in two exact ways:
 
-* **Speculative windows.** A proposal that is rejected leaves the image unchanged, so the
-  next ``K`` proposals can all be scored against the current image in one batch; every one
-  before the first accepted proposal is exactly what the sequential algorithm would have
-  rejected. The window grows while nothing is accepted and shrinks when something is.
+* **Speculative windows.** The next ``K`` proposals of every chain are scored in one
+  batch, each on top of the image that the *predicted* decisions before it would make
+  (the decision it got in the previous round, or "reject" when it is new). Up to the first
+  proposal whose decision differs from its prediction every prediction was right, so
+  those decisions are exactly the sequential ones and are all applied at once (the
+  differing one with its true decision); the later decisions become the next round's
+  predictions. A round thus accepts many changes, not one, like speculative decoding.
+  The window grows while predictions hold and shrinks when they fail early.
 * **Incremental first layer.** When the model is a ``Sequential`` whose first weighted
   layer is ``Linear`` or ``Conv2d`` (after ``Normalize``/``Flatten``), that prefix is affine,
-  so a one-pixel change adds one precomputed column to its output instead of a full forward.
+  so a one-pixel change adds one precomputed column to its output instead of a full forward;
+  the image before a window position is the running sum over the predicted changes only.
+  For the ``logit`` score, only the target's row of a last ``Linear`` layer is computed.
 
 Scores are computed in float64 on a private copy of the model and a change is kept only if
 it raises the score by more than ``1e-9`` (relative), so both implementations make the same
@@ -80,6 +86,25 @@ def _leaves(seq: nn.Sequential) -> list[nn.Module]:
     return out
 
 
+def _linear_columns(prefix: nn.Sequential, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The columns of a ``[Normalize | Flatten | Identity]* Linear`` prefix read off its
+    weights (``W[:, p] / std``) instead of pushing an identity batch through it."""
+    scale = torch.ones(shape, dtype=torch.float64)
+    *head, last = list(prefix)
+    if not isinstance(last, nn.Linear) or last.in_features != scale.numel():
+        return None
+    flat = False
+    for m in head:
+        if isinstance(m, Normalize) and not flat and len(shape) == 3:
+            scale = scale / m.std.to(scale).view(-1, 1, 1)
+        elif isinstance(m, (nn.Flatten, nn.Identity)):
+            flat = flat or isinstance(m, nn.Flatten)
+        else:
+            return None
+    w = last.weight
+    return (w * scale.flatten().to(w)).t().contiguous()
+
+
 class _Scorer:
     """Scores candidate images: all chains, window positions and levels in one batch."""
 
@@ -87,6 +112,8 @@ class _Scorer:
         self.model, self.shape, self.kind = model, shape, kind
         self.dim = int(torch.tensor(shape).prod())
         self.incremental = False
+        self.head: tuple[list[nn.Module], torch.Tensor, torch.Tensor | None] | None = None
+        self.cheap = False  # a candidate costs about one first-layer column
         split = _affine_prefix(model) if incremental else None
         if split is None:
             return
@@ -98,13 +125,23 @@ class _Scorer:
             width = zero[0].numel()
             if self.dim * width * 8 > _MAX_COLUMN_BYTES:
                 return
-            cols = []
-            eye = torch.eye(self.dim, dtype=dtype, device=device)
-            for chunk in eye.split(max(1, _BATCH_BYTES // (width * 8))):
-                cols.append(self.prefix(chunk.view(-1, *shape)).flatten(1) - zero.flatten(1))
-        self.columns = torch.cat(cols)  # (D, P): prefix(x + d e_p) = prefix(x) + d * columns[p]
+            self.columns = _linear_columns(self.prefix, shape)
+            if self.columns is None:
+                cols = []
+                eye = torch.eye(self.dim, dtype=dtype, device=device)
+                for chunk in eye.split(max(1, _BATCH_BYTES // (width * 8))):
+                    cols.append(self.prefix(chunk.view(-1, *shape)).flatten(1) - zero.flatten(1))
+                self.columns = torch.cat(cols)
+        # self.columns (D, P): prefix(x + d e_p) = prefix(x) + d * columns[p]
         self.width = width
         self.incremental = True
+        rest = _leaves(self.rest) if isinstance(self.rest, nn.Sequential) else [self.rest]
+        last = rest[-1] if rest and isinstance(rest[-1], nn.Linear) else None
+        body = rest[:-1] if last is not None else rest
+        self.cheap = all(isinstance(m, (nn.ReLU, nn.Identity, nn.Flatten)) for m in body)
+        if kind == "logit" and last is not None:
+            # only the target's row of the last layer is needed: one dot product per candidate
+            self.head = (body, last.weight, last.bias)
 
     @torch.no_grad()
     def state(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -156,6 +193,117 @@ class _Scorer:
         x[chains, pixels] = values
 
 
+    @torch.no_grad()
+    def window(self, x: torch.Tensor, pre: torch.Tensor | None, targets: torch.Tensor,
+               pixels: torch.Tensor, values: torch.Tensor, ahead: torch.Tensor,
+               predicted: torch.Tensor, delta: torch.Tensor, todo: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Best score and level ``(n, K)`` of setting pixel ``pixels[n, k]`` to one of
+        ``values[n, k, :]``, on top of the image that the predicted changes before ``k`` make.
+
+        A predicted change at ``k`` sets the pixel from ``ahead[n, k]`` (its value after the
+        earlier changes) to ``predicted[n, k]``, a difference of ``delta[n, k]`` (``0``: no
+        change predicted). Candidates outside ``todo`` (no change, or outside the window)
+        are not evaluated: a position without any scores ``-inf``.
+        """
+        n, k, n_levels = values.shape
+        slots = int(todo.sum(2).max())
+        if slots == 0:
+            return (torch.full((n, k), float("-inf"), dtype=x.dtype, device=x.device),
+                    torch.zeros(n, k, dtype=torch.long, device=x.device))
+        if slots < n_levels:  # pack the levels to evaluate first: usually all but the current one
+            order = torch.argsort((~todo).to(torch.int8), dim=2, stable=True)[..., :slots]
+            level_values = values.gather(2, order)
+            ok = todo.gather(2, order)
+        else:
+            order, level_values, ok = None, values, todo
+        if self.incremental:
+            cols = self.columns.index_select(0, pixels.flatten()).view(n, k, self.width)
+            state = self._prefix_states(pre, cols, delta)
+            coef = level_values - ahead[..., None]
+            scores = [self._head_scores(torch.addcmul(state, cols, coef[..., i, None]), targets)
+                      for i in range(slots)]
+        else:
+            base = self._prefix_images(x, pixels, predicted, delta != 0)
+            scores = [self._image_scores(base, pixels, level_values[..., i], targets)
+                      for i in range(slots)]
+        if slots == 1:
+            best = scores[0].masked_fill_(~ok[..., 0], float("-inf"))
+            slot = torch.zeros(n, k, dtype=torch.long, device=x.device)
+        else:  # the first best level, as argmax over all levels in the reference
+            best, slot = torch.stack(scores, 2).masked_fill_(~ok, float("-inf")).max(2)
+        level = slot if order is None else order.gather(2, slot[..., None]).squeeze(2)
+        return best, level
+
+    @staticmethod
+    def _prefix_states(pre: torch.Tensor, cols: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """``(n, K, P)``: the first layer's output before each window position, from running
+        sums over the predicted changes only (usually few), not over every position."""
+        n, k, width = cols.shape
+        change = delta != 0
+        most = int(change.sum(1).max())
+        if most == 0:
+            return pre[:, None, :].expand(n, k, width)
+        where = torch.argsort((~change).to(torch.int8), dim=1, stable=True)[:, :most]
+        rows = (torch.arange(n, device=pre.device)[:, None] * k + where).flatten()
+        sums = torch.empty(n, most + 1, width, dtype=pre.dtype, device=pre.device)
+        sums[:, 0] = pre
+        torch.mul(cols.view(n * k, width).index_select(0, rows).view(n, most, width),
+                  delta.gather(1, where)[..., None], out=sums[:, 1:])
+        sums = sums.cumsum_(1)
+        before = change.cumsum(1) - change.long()  # predicted changes before each position
+        rows = (torch.arange(n, device=pre.device)[:, None] * (most + 1) + before).flatten()
+        return sums.view(-1, width).index_select(0, rows).view(n, k, width)
+
+    def _head_scores(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        n, k = h.shape[:2]
+        if self.head is None:
+            flat = h.view(-1, *self.pre_shape)
+            return _pick(self.rest(flat), targets.repeat_interleave(k), self.kind).view(n, k)
+        body, weight, bias = self.head
+        h = h.view(-1, *self.pre_shape)
+        for m in body:  # h is a private temporary: ReLU may work in place
+            h = h.relu_() if type(m) is nn.ReLU else m(h)
+        w = weight.index_select(0, targets)[:, None, :]  # (n, 1, F)
+        out = torch.bmm(w, h.reshape(n, k, -1).transpose(1, 2)).squeeze(1)  # gemv per chain
+        return out if bias is None else out.add_(bias.index_select(0, targets)[:, None])
+
+    def _prefix_images(self, x: torch.Tensor, pixels: torch.Tensor, predicted: torch.Tensor,
+                       changes: torch.Tensor) -> torch.Tensor:
+        """``(n, K, D)``: ``x`` with the predicted changes before each position assigned
+        (not summed, so the pixel values are exact)."""
+        n, k = pixels.shape
+        pos = torch.arange(k, device=x.device)
+        last = torch.full((n, k + 1, self.dim), -1, dtype=torch.long, device=x.device)
+        last[:, 1:].scatter_(2, pixels[..., None], torch.where(changes, pos, -1)[..., None])
+        last = last.cummax(1).values[:, :-1]  # latest i < j changing each pixel (-1: none)
+        new = predicted.gather(1, last.clamp(min=0).flatten(1)).view(n, k, self.dim)
+        return torch.where(last >= 0, new, x[:, None, :])
+
+    def _image_scores(self, base: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor,
+                      targets: torch.Tensor) -> torch.Tensor:
+        n, k = pixels.shape
+        flat = base.scatter(2, pixels[..., None], values[..., None]).view(-1, self.dim)
+        t = targets.repeat_interleave(k)
+        step = max(1, _BATCH_BYTES // (self.dim * 8))
+        return torch.cat([_pick(self.model(flat[i : i + step].view(-1, *self.shape)), t[i : i + step],
+                                self.kind) for i in range(0, len(flat), step)]).view(n, k)
+
+    @torch.no_grad()
+    def commit(self, x: torch.Tensor, pre: torch.Tensor | None, chains: torch.Tensor,
+               pixels: torch.Tensor, values: torch.Tensor, delta: torch.Tensor,
+               last: torch.Tensor | None) -> None:
+        """Applies accepted changes in order; ``last`` marks each pixel's final write
+        (``None``: every change is one)."""
+        if pre is not None:
+            # (index_put_ accumulates serially; index_add_ stalls when a core is busy)
+            pre.index_put_((chains,), self.columns.index_select(0, pixels) * delta[:, None], accumulate=True)
+        if last is None:
+            x[chains, pixels] = values
+        else:
+            x[chains[last], pixels[last]] = values[last]
+
+
 class _Events:
     """Accepted changes ``(step, chain, pixel, value)``; frames are replayed from them."""
 
@@ -190,53 +338,111 @@ def _run_pass(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: tor
               active: torch.Tensor, events: _Events, offset: int, max_window: int) -> torch.Tensor:
     """One pass over each active chain's proposal sequence; returns which chains changed.
 
-    Each chain has its own window: about twice as long as its last wait for an acceptance,
-    doubled after a window with none. Chains are addressed with masks rather than index
-    copies, since this loop runs once per accepted change and its overhead is the cost.
+    Each round scores a window of proposals per chain, each on top of the image that the
+    *predicted* decisions before it make (a decision predicted in an earlier round, or
+    "reject" for a proposal not scored yet). Up to the first proposal whose decision
+    differs from its prediction, every prediction was right, so those decisions are
+    exactly the sequential ones and are all applied at once, the first wrong one with its
+    true decision; the decisions after it become the next round's predictions.
+    The chains of the pass are copied out once, and again only when some finish.
     """
-    n_chains, length = pixels.shape
+    n_all, length = pixels.shape
     dev = x.device
     sweep = bool((pixels == torch.arange(length, device=dev)).all()) and \
         bool((values == values[:1, :1]).all())
-    ptr = torch.zeros(n_chains, dtype=torch.long, device=dev)
-    changed = torch.zeros(n_chains, dtype=torch.bool, device=dev)
-    window = torch.full((n_chains,), min(16, max_window), dtype=torch.long, device=dev)
-    span_all = torch.arange(max_window, device=dev)
-    rows = torch.arange(n_chains, device=dev)
-    threshold = s + _tol(s)
+    changed_all = torch.zeros(n_all, dtype=torch.bool, device=dev)
+    ids = active.nonzero().squeeze(1)
+    if len(ids) == 0:
+        return changed_all
+    xs, ss, ts = x[ids], s[ids], targets[ids]
+    ps = None if pre is None else pre[ids]
+    pix_all, val_all = (None, None) if sweep else (pixels[ids], values[ids])
+    levels = values[0, 0]
+    m = len(ids)
+    ptr = torch.zeros(m, dtype=torch.long, device=dev)
+    changed = torch.zeros(m, dtype=torch.bool, device=dev)
+    win = torch.full((m,), min(_MIN_WINDOW, max_window), dtype=torch.long, device=dev)
+    # predicted level of each proposal (-1: reject); column `length` absorbs masked writes
+    pred = torch.full((m, length + 1), -1, dtype=torch.long, device=dev)
+    per_row = (scorer.width if scorer.incremental else scorer.dim) * 8
+    span_all = torch.arange(max(max_window, 1), device=dev)
+    neg = torch.full((1, 1), -1, dtype=torch.long, device=dev)
+
+    def store() -> None:
+        x[ids], s[ids] = xs, ss
+        if pre is not None:
+            pre[ids] = ps
+        changed_all[ids] |= changed
+
     while True:
-        live = active & (ptr < length)
-        if not bool(live.any()):
-            return changed
-        span = span_all[: int(window[live].max())]
-        pos = ptr[:, None] + span
-        valid = (pos < length) & (span < window[:, None]) & live[:, None]
-        pos.clamp_(max=length - 1)
+        live = ptr < length
+        if not bool(live.all()):  # some chains finished the pass: store them, drop them
+            store()
+            keep = live.nonzero().squeeze(1)
+            if len(keep) == 0:
+                return changed_all
+            ids, xs, ss, ts, ptr, win, pred, changed = (t[keep] for t in (ids, xs, ss, ts, ptr, win,
+                                                                          pred, changed))
+            ps = None if ps is None else ps[keep]
+            if not sweep:
+                pix_all, val_all = pix_all[keep], val_all[keep]
+            m = len(ids)
+        cap = max(1, min(max_window, _BATCH_BYTES // (per_row * m)))
+        k = min(cap, int((win.sum() + m - 1) // m))  # the mean window: few wasted rows
+        span = span_all[:k]
+        at = ptr[:, None] + span  # proposal index of each window position
+        valid = (at < length) & (span < win[:, None])
+        slot = torch.where(valid, at, length)
+        guess = pred.gather(1, slot)  # -1 outside the window too
         if sweep:  # greedy: proposal g is pixel g with the same levels everywhere
-            pix, vals = pos, values[:, : len(span)]
+            pix = at.clamp(max=length - 1)
+            vals = levels.expand(m, k, len(levels))
+            pv = levels[guess.clamp(min=0)]
+            ahead = xs.gather(1, pix)  # distinct pixels: nothing before k touches pixel k
         else:
-            pix = pixels.gather(1, pos)
-            vals = values.gather(1, pos[..., None].expand(-1, -1, values.shape[2]))
-        cand = scorer.candidates(x, pre, targets, pix, vals, valid, x.gather(1, pix))
-        best, best_level = cand.max(dim=2)
-        improve = valid & (best > threshold[:, None])
-        hit = improve.any(1)
-        miss = live & ~hit
-        ptr += window * miss
-        window = torch.where(miss, (window * 2).clamp(max=max_window), window)
-        if not bool(hit.any()):
+            at_c = at.clamp(max=length - 1)
+            pix = pix_all.gather(1, at_c)
+            vals = val_all.gather(1, at_c[..., None].expand(-1, -1, val_all.shape[2]))
+            pv = vals.gather(2, guess.clamp(min=0)[..., None]).squeeze(2)
+            same = (pix[:, :, None] == pix[:, None, :]) & (guess >= 0)[:, None, :] & \
+                (span[None, :, None] > span[None, None, :])
+            prev = torch.where(same, span, -1).amax(2)
+            ahead = torch.where(prev >= 0, pv.gather(1, prev.clamp(min=0)), xs.gather(1, pix))
+        delta = torch.where(guess >= 0, pv - ahead, 0)
+        guess = guess.masked_fill_(delta == 0, -1)  # a "change" to the current value is none
+        todo = (vals != ahead[..., None]) & valid[..., None]
+        best, level = scorer.window(xs, ps, ts, pix, vals, ahead, pv, delta, todo)
+        # the threshold at k: the score after the last predicted change before k (which,
+        # up to the first wrong prediction, is the decision taken there: its best score)
+        upto = torch.where(guess >= 0, span, -1).cummax(1).values
+        before = torch.cat([neg.expand(m, 1), upto[:, :-1]], 1)
+        base = torch.where(before >= 0, best.gather(1, before.clamp(min=0)), ss[:, None])
+        decision = level.masked_fill_(best <= base + _tol(base), -1)
+        wrong = valid & (decision != guess)
+        any_wrong = wrong.any(1)
+        done = torch.where(any_wrong, wrong.to(torch.int8).argmax(1) + 1, valid.sum(1))
+        settled = span < done[:, None]
+        accept = settled & (decision >= 0)
+        # later decisions were made on a wrong prefix: they are the next round's predictions
+        pred.scatter_(1, slot.masked_fill_(settled, length), decision)
+        ptr += done
+        win = torch.where(any_wrong, torch.maximum(3 * done, win // 2).clamp_(min=_MIN_WINDOW),
+                          2 * win).clamp_(max=max_window)
+        if not bool(accept.any()):
             continue
-        c = rows[hit]
-        k = improve[hit].to(torch.int8).argmax(1)
-        p = pix[c, k]
-        v = vals[c, k, best_level[c, k]]
-        scorer.apply(x, pre, c, p, v)
-        s[c] = best[c, k]
-        threshold[c] = s[c] + _tol(s[c])
-        events.add(offset + pos[c, k] + 1, c, p, v)
-        ptr[c] = pos[c, k] + 1
-        changed[c] = True
-        window[c] = (2 * (k + 1)).clamp(min=_MIN_WINDOW, max=max_window)
+        c, j = accept.nonzero(as_tuple=True)
+        p, v = pix[c, j], vals[c, j, decision[c, j]]
+        final = None
+        if not sweep:  # a pixel changed twice in one window: its last value stands
+            later = (pix[:, :, None] == pix[:, None, :]) & accept[:, None, :] & \
+                (span[None, None, :] > span[None, :, None])
+            final = ~later.any(2)[c, j]
+        scorer.commit(xs, ps, c, p, v, v - ahead[c, j], final)
+        last = torch.where(accept, span, -1).amax(1, keepdim=True)
+        hit = last[:, 0] >= 0
+        ss = torch.where(hit, best.gather(1, last.clamp(min=0))[:, 0], ss)
+        changed |= hit
+        events.add(offset + at[c, j] + 1, ids[c], p, v)
 
 
 def _initial(init: str | torch.Tensor, n: int, shape: tuple[int, ...], dtype: torch.dtype,
@@ -280,7 +486,7 @@ def search_prototypes(model: nn.Module, targets: int | Sequence[int] | torch.Ten
                       init: str | torch.Tensor = "blank", restarts: int = 1,
                       max_sweeps: int = 10, steps: int = 10_000, score: ScoreKind = "logit",
                       input_shape: tuple[int, ...] | None = None, incremental: bool = True,
-                      max_window: int = 64, frames: int = 40, seed: int = 0,
+                      max_window: int | None = None, frames: int = 40, seed: int = 0,
                       dtype: torch.dtype = torch.float64) -> PrototypeResult:
     """Prototypes of ``targets`` by discrete search over pixel values (forward passes only).
 
@@ -289,7 +495,9 @@ def search_prototypes(model: nn.Module, targets: int | Sequence[int] | torch.Ten
     ``mc`` makes ``steps`` random single-pixel mutations, keeping those that help; ``block``
     is steepest ascent (see the module notes). ``score`` is the target's logit (default),
     probability or log-probability. Restarts differ only with ``init="random"`` or ``mc``;
-    the best restart per target is returned.
+    the best restart per target is returned. ``max_window`` bounds how many proposals per
+    chain one batch scores (default: 64 when a candidate costs about one first-layer
+    column, else 16); it changes the speed, never the result.
     """
     if method not in ("greedy", "mc", "block"):
         raise ValueError(f"unknown search method '{method}'; use greedy, mc or block")
@@ -304,6 +512,8 @@ def search_prototypes(model: nn.Module, targets: int | Sequence[int] | torch.Ten
     lv = torch.as_tensor(list(levels), dtype=dtype)
     x0 = _initial(init, n, shape, dtype, device, gen)
     scorer = _Scorer(net, shape, score, incremental)
+    if max_window is None:  # speculate further where a candidate costs little
+        max_window = 64 if scorer.cheap else 16
     x = x0.clone()
     pre = scorer.state(x)
     s = scorer.score(x, pre, t)
