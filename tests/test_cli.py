@@ -46,11 +46,29 @@ def test_train_eval_layers_end_to_end(blob_data, tmp_path):
     (["train", "--epochs", "0"], "must be at least 1"),
     (["eval", "/no/such/run"], "no such run folder"),
     (["layers"], "give a RUN_DIR or --model"),
+    (["train", "--model", "fast-cnn", "--model-arg", "widht=8"], "Did you mean 'width'"),
+    (["train", "--model", "fast-cnn", "--model-arg", "width=wide"], "width takes a int"),
+    (["train", "--model", "fast-cnn", "--model-arg", "width=8.5"], "width takes a int"),
+    (["train", "--model", "mlp", "--model-arg", "hidden"], "expected KEY=VALUE"),
+    (["train", "--model", "softmax", "--model-arg", "hidden=3"], "no argument 'hidden' (it takes none)"),
 ])
 def test_usage_errors_exit_2_without_traceback(args, needle):
     res = run(*args)
     assert res.exit_code == 2, res.output
     assert needle in res.output and "Traceback" not in res.output
+
+
+def test_train_takes_model_arguments(blob_data, tmp_path):
+    out = tmp_path / "narrow"
+    res = run("train", "--model", "mlp", "--epochs", "1", "--out", str(out), "--no-tensorboard",
+              "--no-snapshots", "--model-arg", "hidden=24")
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "config.json").read_text())["model_args"] == {"hidden": 24}
+    import kangae
+
+    assert kangae.load(out).model.hidden.out_features == 24
+    with pytest.raises(kangae.KangaeError, match="Did you mean 'hidden'"):
+        kangae.train("mlp", out=tmp_path / "typo", model_args={"hiden": 24}, progress=False)
 
 
 def test_run_folder_without_checkpoint(tmp_path):

@@ -116,6 +116,11 @@ def models() -> None:
 @click.option("--adv-steps", type=int, default=None, help="pgd: steps (default 10).")
 @click.option("--adv-alpha", type=float, default=None,
               help="Step size (default: fgsm-rs 1.25 eps, pgd eps/4).")
+@click.option("--adv-check", type=int, default=None,
+              help="Training images for the per-epoch PGD-10 check that stops catastrophic "
+                   "overfitting and keeps the best epoch (default 1000; 0 turns it off).")
+@click.option("--model-arg", "model_arg", multiple=True, metavar="KEY=VALUE",
+              help="Model constructor argument, e.g. --model-arg width=32 (repeatable).")
 @data_dir_option
 def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard: bool,
           no_snapshots: bool, **kwargs: Any) -> None:
@@ -136,13 +141,50 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
         raise click.BadParameter(f"must be positive, got {kwargs['lr']}", param_hint="--lr")
     adv_options = {key: value for key, value in (("warmup_epochs", kwargs.pop("eps_warmup")),
                                                  ("steps", kwargs.pop("adv_steps")),
-                                                 ("alpha", kwargs.pop("adv_alpha"))) if value is not None}
+                                                 ("alpha", kwargs.pop("adv_alpha")),
+                                                 ("check_images", kwargs.pop("adv_check")))
+                   if value is not None}
     if adv_options:
         kwargs["adversarial_options"] = adv_options
+    model_args = _model_args(model_name, kwargs.pop("model_arg"))
+    if model_args:
+        kwargs["model_args"] = model_args
     run = run_train(model_name, dataset, out=out, tensorboard=not no_tensorboard,
                     snapshots=not no_snapshots, **kwargs)
-    last = run.history[-1] if run.history else {}
-    click.echo(f"saved {run.path} (val accuracy {last.get('val_acc', float('nan')):.2%})")
+    kept = run.history[-1].get("kept_epoch", len(run.history)) if run.history else 0
+    last = run.history[int(kept) - 1] if kept else {}
+    click.echo(f"saved {run.path} (val accuracy {last.get('val_acc', float('nan')):.2%}"
+               + (f", weights of epoch {int(kept)})" if run.stopped else ")"))
+
+
+def _model_args(model_name: str, pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``("width=32", "hidden=256")`` -> ``{"width": 32, "hidden": 256}``, checked against the
+    model's constructor so a typo is a usage error, not a traceback."""
+    from .models.zoo import check_model_arguments, model_arguments
+
+    accepted = model_arguments(model_name)
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got '{pair}'", param_hint="--model-arg")
+        try:
+            check_model_arguments(model_name, {key: None})
+        except KangaeError as e:
+            raise click.BadParameter(str(e), param_hint="--model-arg") from None
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        default = accepted[key]
+        if isinstance(default, float) and type(value) is int:
+            value = float(value)
+        if isinstance(default, (bool, int, float)) and type(value) is not type(default):
+            raise click.BadParameter(f"{key} takes a {type(default).__name__}, got '{text}'",
+                                     param_hint="--model-arg")
+        out[key] = value
+    return out
 
 
 @cli.command("eval")

@@ -110,11 +110,14 @@ def test_perturb_stays_in_the_ball_and_raises_the_loss():
 def test_adversarial_training_stores_its_settings_and_resume_refuses_changes(blob_data, tmp_path):
     out = tmp_path / "robust"
     res = run("train", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "--out", out,
-              "--adversarial", "fgsm-rs", "--eps", "0.2", "--no-tensorboard", "--no-snapshots")
+              "--adversarial", "fgsm-rs", "--eps", "0.2", "--adv-check", "50", "--no-tensorboard",
+              "--no-snapshots")
     assert res.exit_code == 0, res.output
     config = json.loads((out / "config.json").read_text())
     assert config["adversarial"] == {"method": "fgsm-rs", "eps": 0.2, "alpha": 0.25, "steps": 1,
-                                     "warmup_epochs": 0.0}
+                                     "warmup_epochs": 0.0, "check_images": 50, "check_drop": 0.2}
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert 0 <= metrics[0]["train_pgd_acc"] <= 1 and "train_pgd_acc=" in res.output
     bad = run("train", "--model", "mlp", "--epochs", "2", "--out", out, "--resume", "--adversarial", "pgd",
               "--eps", "0.2")
     assert bad.exit_code == 2 and "adversarial=" in bad.output and "Traceback" not in bad.output

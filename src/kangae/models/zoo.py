@@ -7,6 +7,8 @@ space, where 0 is black, 1 is white and an epsilon of 0.3 means what papers mean
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -15,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UnknownNameError
+from ..errors import KangaeError, UnknownNameError
 
 
 class Normalize(nn.Module):
@@ -225,6 +227,25 @@ def get_entry(name: str) -> ModelEntry:
         raise UnknownNameError("model", name, MODELS) from None
 
 
+def model_arguments(name: str) -> dict[str, Any]:
+    """The arguments a zoo model takes beyond the data's shape, with their defaults
+    (e.g. ``{"width": 16, "hidden": 128}`` for fast-cnn)."""
+    params = inspect.signature(get_entry(name).build).parameters
+    return {k: p.default for k, p in params.items() if k not in ("num_classes", "in_channels", "image_size")}
+
+
+def check_model_arguments(name: str, args: dict[str, Any]) -> None:
+    """Raise a clear error for an argument the model does not take."""
+    accepted = list(model_arguments(name))
+    for key in args:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.5)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
+            raise KangaeError(f"model '{name}' has no argument '{key}' ({takes}).{hint}")
+
+
 def create_model(name: str, num_classes: int = 10, in_channels: int = 1, **kwargs: Any) -> nn.Module:
     """Build a zoo model by name, e.g. ``create_model("cnn", num_classes=10)``."""
+    check_model_arguments(name, {k: v for k, v in kwargs.items() if k != "image_size"})
     return get_entry(name).build(num_classes=num_classes, in_channels=in_channels, **kwargs)

@@ -5,6 +5,12 @@
 ``pgd`` is Madry et al. (2018): ``steps`` projected signed-gradient steps from a random
 start. The perturbation is computed on the bare model (no DDP sync), in its current mode,
 with ``torch.autograd.grad`` so no parameter gradients are touched.
+
+FGSM training can overfit catastrophically: within one epoch the model learns to beat its
+own single step while PGD accuracy falls to near 0 (Wong et al., section 5.3). After every
+epoch the trainer measures PGD-10 accuracy on a fixed set of training images
+(``train_pgd_acc``); when it falls more than ``check_drop`` below its best, training stops
+and the weights of the best epoch are kept.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import KangaeError
+from ..models.layers import eval_mode
 from .trainer import Trainer
 
 METHODS = ("fgsm-rs", "pgd")
@@ -32,13 +39,16 @@ class AdversarialSettings:
     alpha: float
     steps: int
     warmup_epochs: float = 0.0  # eps grows linearly from 0 over this many epochs
+    check_images: int = 1000  # training images for the per-epoch PGD-10 check (0: no check)
+    check_drop: float = 0.2  # stop when the check falls this far below its best
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def settings(method: str, eps: float, alpha: float | None = None, steps: int | None = None,
-             warmup_epochs: float = 0.0) -> AdversarialSettings:
+             warmup_epochs: float = 0.0, check_images: int = 1000,
+             check_drop: float = 0.2) -> AdversarialSettings:
     """Validated settings with the papers' defaults: FGSM-RS alpha 1.25 eps; PGD 10 steps of eps/4."""
     if method not in METHODS:
         raise KangaeError(f"unknown adversarial method '{method}'; use one of {', '.join(METHODS)}")
@@ -46,6 +56,9 @@ def settings(method: str, eps: float, alpha: float | None = None, steps: int | N
         raise KangaeError(f"--eps must be in (0, 1] for images in [0, 1], got {eps}")
     if warmup_epochs < 0:
         raise KangaeError(f"eps warm-up must be at least 0 epochs, got {warmup_epochs}")
+    if check_images < 0 or not 0 < check_drop <= 1:
+        raise KangaeError(f"--adv-check takes a number of images >= 0 (got {check_images}) and the "
+                          f"drop that stops training must be in (0, 1] (got {check_drop})")
     if method == "fgsm-rs":
         steps = 1 if steps is None else steps
         if steps != 1:
@@ -56,7 +69,8 @@ def settings(method: str, eps: float, alpha: float | None = None, steps: int | N
         alpha = eps / 4 if alpha is None else alpha
     if alpha <= 0 or steps < 1:
         raise KangaeError(f"step size must be positive and steps at least 1 (alpha={alpha}, steps={steps})")
-    return AdversarialSettings(method, float(eps), float(alpha), int(steps), float(warmup_epochs))
+    return AdversarialSettings(method, float(eps), float(alpha), int(steps), float(warmup_epochs),
+                               int(check_images), float(check_drop))
 
 
 def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float,
@@ -77,11 +91,21 @@ def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alph
 
 
 class AdversarialTrainer(Trainer):
-    """A :class:`Trainer` whose loss is on perturbed inputs; accuracy is on them too."""
+    """A :class:`Trainer` whose loss is on perturbed inputs; accuracy is on them too.
 
-    def __init__(self, *args: Any, adversarial: AdversarialSettings, **kwargs: Any):
+    ``check`` (images, labels) turns on the guard against catastrophic overfitting: the
+    PGD-10 accuracy on them after every epoch is logged as ``train_pgd_acc``; the best
+    epoch's weights are kept (in memory and in the training state, so a resumed run keeps
+    them), and when the accuracy falls more than ``check_drop`` below the best the weights are
+    rolled back, ``kept_epoch`` is logged and training stops.
+    """
+
+    def __init__(self, *args: Any, adversarial: AdversarialSettings,
+                 check: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.adversarial = adversarial
+        self.check = check
+        self.best: dict[str, Any] | None = None  # epoch, acc, weights
 
     def current_eps(self) -> float:
         a, s = self.adversarial, self.state
@@ -98,3 +122,44 @@ class AdversarialTrainer(Trainer):
                             loss_fn=self.loss_fn)
         logits = self.model(x_adv)
         return self.loss_fn(logits, y), logits
+
+    def robust_accuracy(self) -> float:
+        """PGD-10 (step eps/4, fixed random start) accuracy on the check images, in eval mode."""
+        assert self.check is not None
+        x, y = self.check
+        eps = self.adversarial.eps
+        generator = torch.Generator(device=x.device).manual_seed(0)
+        correct = 0
+        with eval_mode(self.bare_model) as model:
+            for i in range(0, len(x), 500):
+                xb, yb = x[i:i + 500].float(), y[i:i + 500]
+                adv = perturb(model, xb, yb, eps, eps / 4, 10, generator=generator)
+                with torch.no_grad():
+                    correct += int((model(adv).argmax(1) == yb).sum())
+        return correct / len(x)
+
+    def check_epoch(self, logs: dict[str, float]) -> None:
+        if self.check is None:
+            return
+        acc = self.robust_accuracy()
+        logs["train_pgd_acc"] = acc
+        epoch = self.state.epoch + 1
+        if self.best is None or acc > self.best["acc"]:
+            weights = {k: v.detach().clone() for k, v in self.bare_model.state_dict().items()}
+            self.best = {"epoch": epoch, "acc": acc, "weights": weights}
+        elif acc < self.best["acc"] - self.adversarial.check_drop:
+            self.bare_model.load_state_dict(self.best["weights"])
+            logs["kept_epoch"] = self.best["epoch"]
+            self.state.stopped = (
+                f"PGD accuracy on {len(self.check[0])} training images fell from "
+                f"{self.best['acc']:.1%} (epoch {self.best['epoch']}) to {acc:.1%} (epoch {epoch}): "
+                f"catastrophic overfitting; stopped and kept the weights of epoch {self.best['epoch']}")
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"robust_best": self.best} if self.best is not None else {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        best = state.get("robust_best")
+        if best is not None:
+            self.best = {"epoch": int(best["epoch"]), "acc": float(best["acc"]),
+                         "weights": dict(best["weights"])}

@@ -119,8 +119,10 @@ class Checkpointer(Callback):
     def _save(self, trainer: Trainer) -> Path:
         s = trainer.state
         name = f"epoch-{s.epoch:04d}" + (f"-batch-{s.batch:05d}" if s.batch else "")
-        self.meta.epoch = s.epoch
-        self.meta.metrics = dict(s.history[-1]) if s.history else {}
+        # After an early stop the trainer may have rolled its weights back to an earlier epoch.
+        kept = int(s.history[-1].get("kept_epoch", s.epoch)) if s.history else s.epoch
+        self.meta.epoch = kept
+        self.meta.metrics = dict(s.history[kept - 1]) if kept else {}
         folder = write_checkpoint(self.dir / name, trainer.bare_model, self.meta,
                                   trainer.training_state())
         write_json(self.dir / "latest.json", {"checkpoint": name, "epoch": s.epoch, "batch": s.batch})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from ..data import BatchLoader, ImageSet, load_dataset
 from ..errors import KangaeError, RunError
 from ..models.checkpoint import ModelMeta, read_checkpoint, read_training_state
 from ..models.layers import eval_mode
-from ..models.zoo import DEFAULT_MODEL, Recipe, create_model, get_entry
+from ..models.zoo import DEFAULT_MODEL, Recipe, check_model_arguments, create_model, get_entry
 from ..utils.atomic import remove_stale_temporaries, write_json
 from ..utils.device import pick_device
 from .adversarial import AdversarialSettings, AdversarialTrainer
@@ -79,6 +80,7 @@ class Run:
     meta: ModelMeta
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+    stopped: str = ""  # why training stopped early (empty when it ran every epoch)
 
     @property
     def classes(self) -> list[str]:
@@ -197,6 +199,7 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     batches (``train.adversarial``; ``adversarial_options``: alpha, steps, warmup_epochs).
     """
     entry = get_entry(model)
+    check_model_arguments(model, model_args or {})
     run_dir = Path(out) if out else Path("runs") / f"{model}-{dataset}"
     rank, world, local_rank = _dist_env()
     adv = _adversarial_settings(adversarial, eps, adversarial_options)
@@ -220,7 +223,9 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
         if dataset != "mnist":
             asked["dataset"], saved["dataset"] = dataset, config["dataset"]
         if adv is not None:
-            asked["adversarial"], saved["adversarial"] = adv.to_dict(), config.get("adversarial")
+            before = config.get("adversarial")
+            asked["adversarial"] = adv.to_dict()
+            saved["adversarial"] = AdversarialSettings(**before).to_dict() if before else None
         differ = [f"{k}={v} (run has {saved[k]})" for k, v in asked.items() if saved.get(k) != v]
         if differ:
             raise KangaeError(f"{run_dir} was configured otherwise: {', '.join(differ)}; "
@@ -291,8 +296,14 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     trainer_kwargs: dict[str, Any] = dict(scheduler=sched, callbacks=cbs, amp=amp,
                                           loss_fn=_loss(recipe.label_smoothing))
     if config.get("adversarial"):
-        trainer: Trainer = AdversarialTrainer(wrapped, opt, adversarial=AdversarialSettings(
-            **config["adversarial"]), **trainer_kwargs)
+        adv_settings = AdversarialSettings(**config["adversarial"])
+        check = None
+        if adv_settings.check_images:
+            # Training images, as in Wong et al.: the test split stays unseen by model selection.
+            chosen = train_set.subset(adv_settings.check_images, seed=config["seed"] + 1)
+            check = (chosen.floats().to(dev), chosen.labels.long().to(dev))
+        trainer: Trainer = AdversarialTrainer(wrapped, opt, adversarial=adv_settings, check=check,
+                                              **trainer_kwargs)
     else:
         trainer = Trainer(wrapped, opt, **trainer_kwargs)
     if resume_from is not None:
@@ -305,9 +316,11 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     trainer.fit(loader, val_loader, epochs=recipe.epochs)
     if world > 1:
         torch.distributed.barrier()
+    if trainer.state.stopped and rank == 0 and progress:
+        print(f"stopped early: {trainer.state.stopped}", file=sys.stderr, flush=True)
     net.eval()
     return Run(path=run_dir, model=net, meta=meta, config=config,
-               history=list(trainer.state.history))
+               history=list(trainer.state.history), stopped=trainer.state.stopped)
 
 
 def _adversarial_settings(method: str | None, eps: float | None,

@@ -34,6 +34,7 @@ class TrainState:
     batches_per_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     running: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss sum, correct, n
+    stopped: str = ""  # why training ended before ``epochs`` (a resume does not continue it)
     interrupted: bool = False
 
 
@@ -118,6 +119,16 @@ class Trainer:
         logits = self.model(x)
         return self.loss_fn(logits, y), logits
 
+    def check_epoch(self, logs: dict[str, float]) -> None:
+        """Called after validation, before callbacks see ``logs``: add metrics there, or set
+        ``state.stopped`` to end training after this epoch (subclasses do)."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """What a subclass needs to resume besides the loop's own state (tensors allowed)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None: ...
+
     def _step(self, x: torch.Tensor, y: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, enabled=self.amp):
             loss, logits = self.compute_loss(x, y)
@@ -164,7 +175,7 @@ class Trainer:
               val: Iterable[tuple[torch.Tensor, torch.Tensor]] | None, epochs: int) -> None:
         s = self.state
         with _StopFlag() as stop:
-            while s.epoch < epochs:
+            while s.epoch < epochs and not s.stopped:
                 if hasattr(train, "set_epoch"):
                     train.set_epoch(s.epoch, s.batch)
                 self.model.train()
@@ -201,6 +212,7 @@ class Trainer:
         if val is not None:
             ev = evaluate(self.bare_model, val)
             logs.update(val_loss=ev["loss"], val_acc=ev["accuracy"])
+        self.check_epoch(logs)
         logs["lr"] = self.lr
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             self.scheduler.step()
@@ -226,6 +238,9 @@ class Trainer:
             out["scaler"] = self.scaler.state_dict()
         if torch.cuda.is_available():
             out["rng_cuda"] = torch.cuda.get_rng_state_all()
+        extra = self.extra_state()
+        if extra:
+            out["extra"] = extra
         return out
 
     def load_training_state(self, state: dict[str, Any]) -> None:
@@ -238,6 +253,7 @@ class Trainer:
         if "rng_cuda" in state and torch.cuda.is_available():
             with contextlib.suppress(RuntimeError):
                 torch.cuda.set_rng_state_all(list(state["rng_cuda"]))
+        self.load_extra_state(state.get("extra", {}))
         t = dict(state["trainer"])
         t["history"] = [dict(h) for h in t.get("history", [])]
         if _is_distributed() and torch.distributed.get_rank() != 0:
