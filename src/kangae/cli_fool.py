@@ -25,6 +25,8 @@ def _numbers(text: str, name: str) -> list[float]:
 @click.option("--eps", default="0,0.05,0.1,0.2,0.3", show_default=True,
               help="L-inf radius or radii (fgsm/pgd), comma-separated, in [0, 1].")
 @click.option("--steps", type=click.IntRange(1, 1000), default=40, show_default=True, help="PGD steps.")
+@click.option("--restarts", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="PGD: attack the survivors again from new random starts.")
 @click.option("--alphas", default="0,0.1,0.2,0.3,0.5,0.75,1", show_default=True,
               help="Template strengths (template scaled to max |value| 1).")
 @click.option("--image", "image_files", multiple=True, type=click.Path(),
@@ -45,7 +47,7 @@ def _numbers(text: str, name: str) -> list[float]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder with one subfolder per dataset (before $KANGAE_DATA).")
-def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, alphas: str,
+def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, restarts: int, alphas: str,
          image_files: tuple[str, ...], n_images: int | None, levels: str, threshold: float,
          max_edits: int, source_class: str | None, misread: bool, also: tuple[str, ...], out: str | None,
          seed: int,
@@ -117,7 +119,7 @@ def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, al
     out_dir = Path(out) if out else run.path / f"fool-{attack}"
     res = write_fool(run.model, run.classes, attack, out_dir, images, labels,
                      target=k_targets if k_targets is not None else k, eps=eps_values,
-                     steps=steps, alphas=_numbers(alphas, "--alphas"), levels=level_values,
+                     steps=steps, restarts=restarts, alphas=_numbers(alphas, "--alphas"), levels=level_values,
                      threshold=threshold, max_edits=max_edits, others=others, sources=sources, seed=seed,
                      source=f"{run.meta.model} on {run.meta.dataset} ({run.path})",
                      name=Path(run.path).resolve().name)

@@ -106,6 +106,32 @@ def test_pgd_is_at_least_as_strong_as_fgsm_and_one_step_pgd_is_fgsm():
     assert p.success.sum() > 0
 
 
+class Threshold(nn.Module):
+    """Class 0 when pixel (0, 0) is above 0.5, else class 1."""
+
+    def forward(self, x):
+        z = 10 * (x[:, 0, 0, 0] - 0.5)
+        return torch.stack([z, -z], dim=1)
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_pgd_restarts_attack_the_survivors_again(keep_best):
+    # From 0.6 with eps 0.2, one step of 0.01 crosses 0.5 only from a random start below 0.51:
+    # P = 0.275 per start, so 10 starts fool 1 - 0.725 ** 10 = 96% of the images.
+    x = torch.zeros(400, 1, 2, 2)
+    x[:, 0, 0, 0] = 0.6
+    y = torch.zeros(400, dtype=torch.long)
+    once = pgd(Threshold(), x, y, 0.2, steps=1, alpha=0.01, keep_best=keep_best, seed=1)
+    many = pgd(Threshold(), x, y, 0.2, steps=1, alpha=0.01, keep_best=keep_best, seed=1, restarts=10)
+    assert 0.2 < once.success.float().mean() < 0.35
+    assert many.success.float().mean() > 0.9 and many.metrics["restarts"] == 10
+    hit = once.success
+    torch.testing.assert_close(many.images[hit], once.images[hit])  # the first run is the same
+    assert (many.images - x).abs().max() <= 0.2 + 1e-6
+    with pytest.raises(ValueError, match="restarts"):
+        pgd(Threshold(), x, y, 0.2, restarts=0)
+
+
 def test_attacks_leave_model_and_inputs_alone():
     model = small_mlp().train()
     model[1].weight.requires_grad_(False)

@@ -49,6 +49,11 @@ def test_fool_pgd_writes_numbers_grids_and_a_curve(mlp_run, tmp_path):
     assert all(row["max_linf"] <= row["eps"] + 1e-6 for row in data["per_eps"])
     assert "PGD" not in res.output.splitlines()[0] or "accuracy" in res.output
     assert "FGSM accuracy" in res.output and "fooled" in res.output
+    again = run("fool", mlp_run, "--attack", "pgd", "--eps", "0.1", "--steps", "5", "--n", "40",
+                "--restarts", "3", "--out", tmp_path / "restarts")
+    assert again.exit_code == 0, again.output
+    data3 = json.loads((tmp_path / "restarts" / "fool.json").read_text())
+    assert data3["restarts"] == 3 and data3["per_eps"][0]["accuracy"] <= acc[1]
 
 
 def test_fool_template_side_by_side_and_alpha_zero(mlp_run, tmp_path):

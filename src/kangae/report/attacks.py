@@ -53,7 +53,7 @@ def _check_target(target: int | None, classes: list[str]) -> None:
 
 def write_fool(model: nn.Module, classes: list[str], attack: str, out: str | Path, images: torch.Tensor,
                labels: torch.Tensor | None, *, target: int | torch.Tensor | None = None,
-               eps: Sequence[float] = (0, 0.05, 0.1, 0.2, 0.3), steps: int = 40,
+               eps: Sequence[float] = (0, 0.05, 0.1, 0.2, 0.3), steps: int = 40, restarts: int = 1,
                alphas: Sequence[float] = (0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
                levels: Sequence[float] = (0.0, 1.0), threshold: float = 0.9, max_edits: int = 150,
                others: Sequence[tuple[str, nn.Module]] = (), sources: Sequence[str] | None = None,
@@ -85,7 +85,8 @@ def write_fool(model: nn.Module, classes: list[str], attack: str, out: str | Pat
             res.update(_template(model, classes, out, images, labels, target, alphas,
                                  [(name, model), *others]))
         elif attack in ("fgsm", "pgd"):
-            res.update(_gradient(model, classes, out, attack, images, labels, target, eps, steps, seed))
+            res.update(_gradient(model, classes, out, attack, images, labels, target, eps, steps, seed,
+                                 restarts))
         else:
             res.update(_edit(model, classes, out, images, target, levels, threshold, max_edits))
     except ValueError as e:  # bad numbers from the probes: a user mistake, not a crash
@@ -147,14 +148,14 @@ def _readings(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _gradient(model: nn.Module, classes: list[str], out: Path, attack: str, x: torch.Tensor,
               y: torch.Tensor | None, target: int | None, eps: Sequence[float], steps: int,
-              seed: int) -> dict[str, Any]:
+              seed: int, restarts: int = 1) -> dict[str, Any]:
     labels = _readings(model, x) if y is None else y
     targeted = target is not None
     goal = torch.full_like(labels, target) if targeted else labels
     per_eps = []
     for e in eps:
         r = (fgsm(model, x, goal, e, targeted=targeted) if attack == "fgsm"
-             else pgd(model, x, goal, e, steps=steps, targeted=targeted, seed=seed))
+             else pgd(model, x, goal, e, steps=steps, targeted=targeted, seed=seed, restarts=restarts))
         per_eps.append(r)
     rows = [{"eps": r.eps, "accuracy": float((r.pred_after == labels).float().mean()),
              "success_rate": r.metrics["success_rate"], "max_linf": r.metrics["max_linf"],
@@ -182,7 +183,7 @@ def _gradient(model: nn.Module, classes: list[str], out: Path, attack: str, x: t
         for row, v in zip(table_rows, curve[other]):
             row.append(f"{v:.1%}")
     return {"eps": list(eps), "targeted": targeted, "target": target,
-            "steps": steps if attack == "pgd" else 1,
+            "steps": steps if attack == "pgd" else 1, "restarts": restarts if attack == "pgd" else 1,
             "per_eps": rows, "curve": curve,
             "per_image": {"label": labels.tolist(), "pred_after": last.pred_after.tolist(),
                           "success": last.success.tolist()},

@@ -97,12 +97,19 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps
 
 def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps: float, steps: int = 40,
         alpha: float | None = None, random_start: bool = True, targeted: bool = False, seed: int = 0,
-        keep_best: bool = True, batch_size: int = 1000, _name: str = "pgd") -> AttackResult:
+        keep_best: bool = True, batch_size: int = 1000, restarts: int = 1,
+        _name: str = "pgd") -> AttackResult:
     """Projected gradient descent (Madry et al. 2018): ``steps`` steps of ``alpha`` (default
-    ``2.5 * eps / steps``) from a uniform random start, projected on the eps-ball and [0, 1]."""
+    ``2.5 * eps / steps``) from a uniform random start, projected on the eps-ball and [0, 1].
+
+    ``restarts`` > 1 attacks the images that survived again from new random starts (as
+    Madry et al. and Wong et al. evaluate robust models); an image counts as fooled when any
+    restart fools it."""
     eps = _check_eps(eps)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    if restarts < 1:
+        raise ValueError(f"restarts must be at least 1, got {restarts}")
     alpha = 2.5 * eps / steps if alpha is None else float(alpha)
     x0 = as_images(images)
     device = model_device(model)
@@ -111,33 +118,51 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps:
         p0 = probabilities(model, x0, batch_size)
         y = as_labels(labels, len(x0), p0.shape[1], "targets" if targeted else "labels")
         gen = torch.Generator(device=device).manual_seed(seed)
-        sign = -1.0 if targeted else 1.0
+        attack = dict(eps=eps, alpha=alpha, steps=steps, random_start=random_start, gen=gen,
+                      targeted=targeted, keep_best=keep_best, check=restarts > 1)
         out = []
         for xc, yc in zip(x0.split(batch_size), y.split(batch_size)):
             xc, yc = xc.to(device), yc.to(device)
-            if random_start and eps > 0:
-                noise = torch.rand(xc.shape, generator=gen, device=device) * 2 - 1
-                adv = (xc + eps * noise).clamp(0, 1)
-            else:
-                adv = xc.clone()
-            best = xc.clone()
-            done = torch.zeros(len(xc), dtype=torch.bool, device=device)
-
-            for i in range(steps if eps > 0 else 0):
-                grad, logits = loss_gradient(model, adv, yc)
-                if keep_best and i > 0:  # the logits of the previous iterate come for free
-                    _record(best, done, adv, logits, yc, targeted)
-                adv = adv + sign * alpha * grad.sign()
-                adv = torch.minimum(torch.maximum(adv, xc - eps), xc + eps).clamp(0, 1)
-            if keep_best and steps > 0 and eps > 0:
-                with torch.no_grad():
-                    _record(best, done, adv, model(adv).float(), yc, targeted)
-                adv = torch.where(done.view(-1, 1, 1, 1), best, adv)
+            adv, fooled = _pgd_run(model, xc, yc, **attack)
+            for _ in range(restarts - 1):
+                left = (~fooled).nonzero().squeeze(1)
+                if not len(left):
+                    break
+                again, hit = _pgd_run(model, xc[left], yc[left], **attack)
+                adv[left[hit]] = again[hit]
+                fooled[left[hit]] = True
             out.append(adv.detach().cpu())
         adv_all = torch.cat(out) if out else x0.clone()
     extra = {"steps": steps, "alpha": alpha, "random_start": random_start, "keep_best": keep_best,
-             "seed": seed} if _name == "pgd" else {}
+             "seed": seed, "restarts": restarts} if _name == "pgd" else {}
     return _finish(model, x0, adv_all, y, p0, _name, eps, targeted, time.perf_counter() - t0, extra)
+
+
+def _pgd_run(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, *, eps: float, alpha: float,
+             steps: int, random_start: bool, gen: torch.Generator, targeted: bool, keep_best: bool,
+             check: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One PGD run on one chunk: the adversarial images and which of them succeeded (the
+    latter only when ``keep_best`` or ``check``; otherwise all False)."""
+    sign = -1.0 if targeted else 1.0
+    if random_start and eps > 0:
+        noise = torch.rand(xc.shape, generator=gen, device=xc.device) * 2 - 1
+        adv = (xc + eps * noise).clamp(0, 1)
+    else:
+        adv = xc.clone()
+    best = xc.clone()
+    done = torch.zeros(len(xc), dtype=torch.bool, device=xc.device)
+    for i in range(steps if eps > 0 else 0):
+        grad, logits = loss_gradient(model, adv, yc)
+        if keep_best and i > 0:  # the logits of the previous iterate come for free
+            _record(best, done, adv, logits, yc, targeted)
+        adv = adv + sign * alpha * grad.sign()
+        adv = torch.minimum(torch.maximum(adv, xc - eps), xc + eps).clamp(0, 1)
+    if (keep_best or check) and steps > 0 and eps > 0:
+        with torch.no_grad():
+            _record(best, done, adv, model(adv).float(), yc, targeted)
+        if keep_best:  # without it, ``done`` says whether the last iterate succeeded
+            adv = torch.where(done.view(-1, 1, 1, 1), best, adv)
+    return adv.detach(), done
 
 
 @dataclass
