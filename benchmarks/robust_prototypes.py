@@ -64,6 +64,8 @@ def main() -> None:
     for name, row in res["models"].items():
         v = row["verification"]
         transfer = ", ".join(f"read by {n}: {r:.0%}" for n, r in row["transfer_to"].items())
+        transfer += "; binarized at 0.5, read by " + ", ".join(
+            f"{n}: {r:.0%}" for n, r in row["binarized_read_by"].items())
         print(f"{name}: prototypes all rank 1: {v['all_rank_1']}, min p {v['min_probability']:.3f}, "
               f"shift robustness {v['mean_shift_robustness']:.0%}, noise robustness "
               f"{v['mean_noise_robustness']:.0%}; {transfer}; gradient alignment "

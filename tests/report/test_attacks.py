@@ -131,3 +131,30 @@ def test_adversarial_training_stores_its_settings_and_resume_refuses_changes(blo
     assert kangae.load(out).config["adversarial"]["eps"] == 0.2
     with pytest.raises(KangaeError, match="eps"):
         kangae.train("mlp", out=tmp_path / "w", adversarial="fgsm-rs", eps=2.0, progress=False)
+
+
+def test_a_model_that_never_becomes_robust_is_called_out(blob_data, tmp_path, capsys):
+    # At eps 1 every image can be turned into any other: no model is robust there.
+    run_ = kangae.train("mlp", out=tmp_path / "hopeless", epochs=1, batch_size=64, adversarial="fgsm-rs",
+                        eps=1.0, adversarial_options={"check_images": 64}, tensorboard=False,
+                        snapshots=False)
+    assert run_.history[0]["train_pgd_acc"] < 0.1 and not run_.stopped
+    assert "the model is not robust" in capsys.readouterr().err
+
+
+def test_prototype_comparison_writes_both_models_and_their_numbers(small_run, blob_data, tmp_path):
+    from kangae.report.attacks import write_prototype_comparison
+
+    run_ = kangae.load(small_run)
+    data = run_.dataset("test")
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    res = write_prototype_comparison([("a", run_.model), ("b", other)], run_.classes, tmp_path / "cmp",
+                                     data.floats()[:200], data.labels[:200], steps=20)
+    assert {"compare.png", "prototypes-a.png", "gradients-b.png"} <= set(res["files"])
+    assert all((tmp_path / "cmp" / f).is_file() for f in res["files"])
+    a = res["models"]["a"]
+    assert set(a["transfer_to"]) == {"b"} and set(a["binarized_read_by"]) == {"a", "b"}
+    assert all(0 <= v <= 1 for v in a["binarized_read_by"].values())
+    assert -1 <= a["mean_gradient_alignment"] <= 1 and len(a["gradient_alignment"]) == 10
+    # A linear model's class-mean input gradient is its weight row: alignment is defined.
+    assert len(res["models"]["b"]["prototype_probability"]) == 10

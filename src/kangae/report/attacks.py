@@ -236,9 +236,13 @@ def write_prototype_comparison(models: Sequence[tuple[str, nn.Module]], classes:
     (``kangae.probes.templates``) on ``images``. ``alignment`` is the cosine similarity of
     each class's mean gradient with that class's mean image minus the mean of all images: a
     number for "perceptually aligned gradients" (Santurkar et al. 2019 report robust models
-    have them).
+    have them). ``binarized_read_by`` is the share of the prototypes, thresholded at 0.5 (pen
+    strokes on black, as a digit is drawn), that each model reads as their class: a prototype
+    on a grey background can look like a digit and still be out of another model's
+    distribution.
     """
     from ..probes import activation_maximization, verify_prototypes, weight_templates
+    from ..probes._model import logits_of
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,6 +265,8 @@ def write_prototype_comparison(models: Sequence[tuple[str, nn.Module]], classes:
                       "prototype_probability": [r["probability"] for r in check["prototypes"]],
                       "transfer_to": {n: r for (n, _), r in
                                       zip(others, check["summary"].get("transfer_rate", []))},
+                      "binarized_read_by": {n: float((logits_of(o, (p.images > 0.5).float()).argmax(1).cpu()
+                                                     == p.targets.cpu()).float().mean()) for n, o in models},
                       "gradient_alignment": align.tolist(), "mean_gradient_alignment": float(align.mean())}
         grid += [p.images, tpl / tpl.flatten(1).abs().amax(1).clamp(min=1e-12).view(-1, 1, 1, 1)]
         titles += [f"{name[:10]} {c}" for c in classes] + [f"grad {c}" for c in classes]

@@ -316,8 +316,14 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     trainer.fit(loader, val_loader, epochs=recipe.epochs)
     if world > 1:
         torch.distributed.barrier()
-    if trainer.state.stopped and rank == 0 and progress:
-        print(f"stopped early: {trainer.state.stopped}", file=sys.stderr, flush=True)
+    if rank == 0 and progress:
+        if trainer.state.stopped:
+            print(f"stopped early: {trainer.state.stopped}", file=sys.stderr, flush=True)
+        robust = [h["train_pgd_acc"] for h in trainer.state.history if "train_pgd_acc" in h]
+        if robust and max(robust) < 0.1:
+            print(f"warning: PGD-10 accuracy on training images never passed {max(robust):.1%}: "
+                  "the model is not robust (FGSM training can overfit catastrophically from the "
+                  "start); try --eps-warmup 2 or --adversarial pgd", file=sys.stderr, flush=True)
     net.eval()
     return Run(path=run_dir, model=net, meta=meta, config=config,
                history=list(trainer.state.history), stopped=trainer.state.stopped)
