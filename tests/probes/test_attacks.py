@@ -272,3 +272,17 @@ def test_edit_search_first_layer_shortcut_gives_the_generic_answer():
     assert fast.metrics["first_layer_shortcut"] and not slow.metrics["first_layer_shortcut"]
     assert torch.equal(fast.edit_order, slow.edit_order)
     torch.testing.assert_close(fast.prob_trace, slow.prob_trace, equal_nan=True)
+
+
+def test_chunking_does_not_change_deterministic_attacks():
+    model = small_mlp()
+    x = images(300, seed=9)
+    y = torch.arange(300) % 10
+    whole = fgsm(model, x, y, 0.1, batch_size=300)
+    torch.testing.assert_close(fgsm(model, x, y, 0.1, batch_size=7).images, whole.images)
+    torch.testing.assert_close(fgsm(model, x, y, 0.1).images, whole.images)  # 128 on a CPU
+    no_start = pgd(model, x, y, 0.1, steps=5, random_start=False, batch_size=300)
+    torch.testing.assert_close(pgd(model, x, y, 0.1, steps=5, random_start=False).images, no_start.images)
+    torch.testing.assert_close(saliency(model, x, y, batch_size=11), saliency(model, x, y))
+    with pytest.raises(ValueError, match="batch_size"):
+        fgsm(model, x, y, 0.1, batch_size=0)

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import KangaeError
 from ..models.layers import eval_mode
+from ..utils.device import gradient_chunk
 from .trainer import Trainer
 
 METHODS = ("fgsm-rs", "pgd")
@@ -129,10 +130,10 @@ class AdversarialTrainer(Trainer):
         x, y = self.check
         eps = self.adversarial.eps
         generator = torch.Generator(device=x.device).manual_seed(0)
-        correct = 0
+        correct, chunk = 0, gradient_chunk(None, x.device)
         with eval_mode(self.bare_model) as model:
-            for i in range(0, len(x), 500):
-                xb, yb = x[i:i + 500].float(), y[i:i + 500]
+            for i in range(0, len(x), chunk):
+                xb, yb = x[i:i + chunk].float(), y[i:i + chunk]
                 adv = perturb(model, xb, yb, eps, eps / 4, 10, generator=generator)
                 with torch.no_grad():
                     correct += int((model(adv).argmax(1) == yb).sum())

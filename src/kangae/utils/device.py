@@ -35,3 +35,14 @@ def module_device(module: torch.nn.Module) -> torch.device:
     for t in module.buffers():
         return t.device
     return torch.device("cpu")
+
+
+def gradient_chunk(batch_size: int | None, device: torch.device) -> int:
+    """Images per forward and backward pass: ``batch_size`` if given, else 128 on a CPU (a
+    conv net's activations then stay in cache: PGD on fast-cnn runs about 2x faster than in
+    chunks of 1000, and an MLP is no slower) and 1000 on an accelerator."""
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        return int(batch_size)
+    return 128 if torch.device(device).type == "cpu" else 1000

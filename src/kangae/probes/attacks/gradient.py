@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...utils.device import gradient_chunk
 from .._model import frozen
 from ._common import as_images, as_labels, loss_gradient, model_device, probabilities
 
@@ -85,7 +86,7 @@ def _check_eps(eps: float) -> float:
 
 
 def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps: float,
-         targeted: bool = False, batch_size: int = 1000) -> AttackResult:
+         targeted: bool = False, batch_size: int | None = None) -> AttackResult:
     """Fast gradient sign method (Goodfellow et al. 2015), L-infinity, clipped to [0, 1].
 
     Untargeted: ``labels`` are the true classes and the step raises their cross-entropy.
@@ -97,7 +98,7 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps
 
 def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps: float, steps: int = 40,
         alpha: float | None = None, random_start: bool = True, targeted: bool = False, seed: int = 0,
-        keep_best: bool = True, batch_size: int = 1000, restarts: int = 1,
+        keep_best: bool = True, batch_size: int | None = None, restarts: int = 1,
         _name: str = "pgd") -> AttackResult:
     """Projected gradient descent (Madry et al. 2018): ``steps`` steps of ``alpha`` (default
     ``2.5 * eps / steps``) from a uniform random start, projected on the eps-ball and [0, 1].
@@ -113,22 +114,24 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps:
     alpha = 2.5 * eps / steps if alpha is None else float(alpha)
     x0 = as_images(images)
     device = model_device(model)
+    batch_size = gradient_chunk(batch_size, device)
     t0 = time.perf_counter()
     with frozen(model):
         p0 = probabilities(model, x0, batch_size)
         y = as_labels(labels, len(x0), p0.shape[1], "targets" if targeted else "labels")
-        gen = torch.Generator(device=device).manual_seed(seed)
-        attack = dict(eps=eps, alpha=alpha, steps=steps, random_start=random_start, gen=gen,
+        # One random stream per restart, so restart r's starts do not depend on the chunking.
+        gens = [torch.Generator(device=device).manual_seed(seed + 1_000_003 * r) for r in range(restarts)]
+        attack = dict(eps=eps, alpha=alpha, steps=steps, random_start=random_start,
                       targeted=targeted, keep_best=keep_best, check=restarts > 1)
         out = []
         for xc, yc in zip(x0.split(batch_size), y.split(batch_size)):
             xc, yc = xc.to(device), yc.to(device)
-            adv, fooled = _pgd_run(model, xc, yc, **attack)
-            for _ in range(restarts - 1):
+            adv, fooled = _pgd_run(model, xc, yc, gen=gens[0], **attack)
+            for gen in gens[1:]:
                 left = (~fooled).nonzero().squeeze(1)
                 if not len(left):
                     break
-                again, hit = _pgd_run(model, xc[left], yc[left], **attack)
+                again, hit = _pgd_run(model, xc[left], yc[left], gen=gen, **attack)
                 adv[left[hit]] = again[hit]
                 fooled[left[hit]] = True
             out.append(adv.detach().cpu())
@@ -181,7 +184,7 @@ class RobustnessCurve:
 def robustness_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      eps_list: Sequence[float] = (0, 0.05, 0.1, 0.2, 0.3),
                      methods: Sequence[str] = ("fgsm", "pgd"), steps: int = 40, seed: int = 0,
-                     batch_size: int = 1000) -> RobustnessCurve:
+                     batch_size: int | None = None) -> RobustnessCurve:
     """Accuracy under FGSM and PGD-``steps`` at every eps (eps 0: clean accuracy)."""
     bad = [m for m in methods if m not in ("fgsm", "pgd")]
     if bad:
@@ -203,10 +206,11 @@ def robustness_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
 
 def saliency(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int,
-             batch_size: int = 1000) -> torch.Tensor:
+             batch_size: int | None = None) -> torch.Tensor:
     """Plain input gradient of the target logit (Simonyan et al. 2013), (N, C, H, W) on CPU."""
     x = as_images(images)
     device = model_device(model)
+    batch_size = gradient_chunk(batch_size, device)
     out = []
     with frozen(model):
         k = probabilities(model, x[:1]).shape[1] if len(x) else 1
