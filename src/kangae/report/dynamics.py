@@ -30,7 +30,7 @@ def write_dynamics(run: Run, out: str | Path, layer: str | None = None, *,
 
     bar = tqdm(total=len(epochs) + 1, file=sys.stderr, disable=not progress, unit="frame",
                dynamic_ncols=True)
-    bar.set_description("compiling UMAP kernels (numba; slow on the first run only)")
+    bar.set_description("compiling UMAP kernels (numba: once per process, 20-30 s on 2 cores)")
     compile_s = warm_up(seed)
     bar.update(1)
 
