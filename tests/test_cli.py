@@ -47,8 +47,8 @@ def test_train_eval_layers_end_to_end(blob_data, tmp_path):
     (["eval", "/no/such/run"], "no such run folder"),
     (["layers"], "give a RUN_DIR or --model"),
     (["train", "--model", "fast-cnn", "--model-arg", "widht=8"], "Did you mean 'width'"),
-    (["train", "--model", "fast-cnn", "--model-arg", "width=wide"], "width takes a int"),
-    (["train", "--model", "fast-cnn", "--model-arg", "width=8.5"], "width takes a int"),
+    (["train", "--model", "fast-cnn", "--model-arg", "width=wide"], "width takes an integer"),
+    (["train", "--model", "fast-cnn", "--model-arg", "width=8.5"], "width takes an integer"),
     (["train", "--model", "mlp", "--model-arg", "hidden"], "expected KEY=VALUE"),
     (["train", "--model", "softmax", "--model-arg", "hidden=3"], "no argument 'hidden' (it takes none)"),
 ])
@@ -69,6 +69,12 @@ def test_train_takes_model_arguments(blob_data, tmp_path):
     assert kangae.load(out).model.hidden.out_features == 24
     with pytest.raises(kangae.KangaeError, match="Did you mean 'hidden'"):
         kangae.train("mlp", out=tmp_path / "typo", model_args={"hiden": 24}, progress=False)
+    res = run("train", "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "neg"), "--model-arg",
+              "hidden=-3")
+    assert res.exit_code == 2 and "cannot build model 'mlp'" in res.output and "Traceback" not in res.output
+    # On --resume the run's own model decides which arguments exist; a change is refused.
+    res = run("train", "--epochs", "2", "--out", str(out), "--resume", "--model-arg", "hidden=32")
+    assert res.exit_code == 2 and "model_args={'hidden': 32} (run has {'hidden': 24})" in res.output
 
 
 def test_run_folder_without_checkpoint(tmp_path):

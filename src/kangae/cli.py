@@ -146,7 +146,7 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
                    if value is not None}
     if adv_options:
         kwargs["adversarial_options"] = adv_options
-    model_args = _model_args(model_name, kwargs.pop("model_arg"))
+    model_args = _model_args(_model_of(model_name, out, dataset, kwargs["resume"]), kwargs.pop("model_arg"))
     if model_args:
         kwargs["model_args"] = model_args
     run = run_train(model_name, dataset, out=out, tensorboard=not no_tensorboard,
@@ -155,6 +155,19 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
     last = run.history[int(kept) - 1] if kept else {}
     click.echo(f"saved {run.path} (val accuracy {last.get('val_acc', float('nan')):.2%}"
                + (f", weights of epoch {int(kept)})" if run.stopped else ")"))
+
+
+def _model_of(model_name: str, out: str | None, dataset: str, resume: bool) -> str:
+    """The model a --resume continues is the one in the run's config, whatever --model says."""
+    if resume:
+        from .models.zoo import DEFAULT_MODEL
+
+        config = Path(out) if out else Path("runs") / f"{DEFAULT_MODEL}-{dataset}"
+        try:
+            return str(json.loads((config / "config.json").read_text())["model"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # train() reports a missing or broken run with its own message
+    return model_name
 
 
 def _model_args(model_name: str, pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -181,7 +194,8 @@ def _model_args(model_name: str, pairs: tuple[str, ...]) -> dict[str, Any]:
         if isinstance(default, float) and type(value) is int:
             value = float(value)
         if isinstance(default, (bool, int, float)) and type(value) is not type(default):
-            raise click.BadParameter(f"{key} takes a {type(default).__name__}, got '{text}'",
+            kind = {"bool": "true or false", "int": "an integer", "float": "a number"}[type(default).__name__]
+            raise click.BadParameter(f"{key} takes {kind}, got '{text}'",
                                      param_hint="--model-arg")
         out[key] = value
     return out

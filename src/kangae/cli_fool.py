@@ -62,6 +62,8 @@ def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, re
     from .report.ideas import parse_targets
     from .train.run import load
 
+    if restarts > 1 and attack != "pgd":
+        raise click.BadParameter("restarts are for --attack pgd", param_hint="--restarts")
     eps_values = _numbers(eps, "--eps")
     if any(not 0 <= e <= 1 for e in eps_values):
         raise click.BadParameter(f"eps must lie in [0, 1] (pixels are in [0, 1]), got {eps}",

@@ -128,6 +128,9 @@ def test_pgd_restarts_attack_the_survivors_again(keep_best):
     hit = once.success
     torch.testing.assert_close(many.images[hit], once.images[hit])  # the first run is the same
     assert (many.images - x).abs().max() <= 0.2 + 1e-6
+    chunked = pgd(Threshold(), x, y, 0.2, steps=1, alpha=0.01, keep_best=keep_best, seed=1, restarts=10,
+                  batch_size=7)
+    torch.testing.assert_close(chunked.images, many.images)  # the chunk size changes nothing
     with pytest.raises(ValueError, match="restarts"):
         pgd(Threshold(), x, y, 0.2, restarts=0)
 

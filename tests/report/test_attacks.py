@@ -54,6 +54,8 @@ def test_fool_pgd_writes_numbers_grids_and_a_curve(mlp_run, tmp_path):
     assert again.exit_code == 0, again.output
     data3 = json.loads((tmp_path / "restarts" / "fool.json").read_text())
     assert data3["restarts"] == 3 and data3["per_eps"][0]["accuracy"] <= acc[1]
+    wrong = run("fool", mlp_run, "--attack", "fgsm", "--restarts", "3", "--out", tmp_path / "no")
+    assert wrong.exit_code == 2 and "restarts are for --attack pgd" in wrong.output
 
 
 def test_fool_template_side_by_side_and_alpha_zero(mlp_run, tmp_path):
@@ -158,3 +160,23 @@ def test_prototype_comparison_writes_both_models_and_their_numbers(small_run, bl
     assert -1 <= a["mean_gradient_alignment"] <= 1 and len(a["gradient_alignment"]) == 10
     # A linear model's class-mean input gradient is its weight row: alignment is defined.
     assert len(res["models"]["b"]["prototype_probability"]) == 10
+
+
+def test_a_run_from_before_the_check_resumes_without_one(blob_data, tmp_path):
+    from kangae.train import Callback
+
+    class StopAfterFirstEpoch(Callback):
+        def on_epoch_end(self, trainer, logs):
+            raise RuntimeError("stop here")
+
+    out = tmp_path / "old"
+    options = dict(out=out, epochs=2, batch_size=64, adversarial="fgsm-rs", eps=0.2, tensorboard=False,
+                   snapshots=False, progress=False)
+    with pytest.raises(RuntimeError, match="stop here"):
+        kangae.train("mlp", callbacks=[StopAfterFirstEpoch()], **options)
+    config = json.loads((out / "config.json").read_text())
+    del config["adversarial"]["check_images"], config["adversarial"]["check_drop"]
+    (out / "config.json").write_text(json.dumps(config))
+    resumed = kangae.train("mlp", resume=True, **options)  # --adv-check defaults do not differ
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert "train_pgd_acc" in resumed.history[0] and "train_pgd_acc" not in resumed.history[1]

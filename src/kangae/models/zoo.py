@@ -227,18 +227,21 @@ def get_entry(name: str) -> ModelEntry:
         raise UnknownNameError("model", name, MODELS) from None
 
 
+_SHAPE_ARGUMENTS = ("num_classes", "in_channels", "image_size")  # set from the data
+
+
 def model_arguments(name: str) -> dict[str, Any]:
     """The arguments a zoo model takes beyond the data's shape, with their defaults
     (e.g. ``{"width": 16, "hidden": 128}`` for fast-cnn)."""
     params = inspect.signature(get_entry(name).build).parameters
-    return {k: p.default for k, p in params.items() if k not in ("num_classes", "in_channels", "image_size")}
+    return {k: p.default for k, p in params.items() if k not in _SHAPE_ARGUMENTS}
 
 
 def check_model_arguments(name: str, args: dict[str, Any]) -> None:
     """Raise a clear error for an argument the model does not take."""
     accepted = list(model_arguments(name))
     for key in args:
-        if key not in accepted:
+        if key not in accepted and key not in _SHAPE_ARGUMENTS:
             close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.5)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
@@ -247,5 +250,5 @@ def check_model_arguments(name: str, args: dict[str, Any]) -> None:
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 1, **kwargs: Any) -> nn.Module:
     """Build a zoo model by name, e.g. ``create_model("cnn", num_classes=10)``."""
-    check_model_arguments(name, {k: v for k, v in kwargs.items() if k != "image_size"})
+    check_model_arguments(name, kwargs)
     return get_entry(name).build(num_classes=num_classes, in_channels=in_channels, **kwargs)

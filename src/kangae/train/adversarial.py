@@ -125,21 +125,33 @@ class AdversarialTrainer(Trainer):
         return self.loss_fn(logits, y), logits
 
     def robust_accuracy(self) -> float:
-        """PGD-10 (step eps/4, fixed random start) accuracy on the check images, in eval mode."""
+        """PGD-10 (step eps/4, fixed random start) accuracy on the check images, in eval mode.
+
+        Under DDP each process attacks its share and the counts are summed, so every process
+        reads the same number and takes the same decision to stop."""
         assert self.check is not None
         x, y = self.check
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed:
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+            x, y = x[rank::world], y[rank::world]
         eps = self.adversarial.eps
         generator = torch.Generator(device=x.device).manual_seed(0)
-        correct, chunk = 0, gradient_chunk(None, x.device)
+        counts = torch.zeros(2, dtype=torch.float64, device=x.device)  # correct, seen
+        chunk = gradient_chunk(None, x.device)
         with eval_mode(self.bare_model) as model:
             for i in range(0, len(x), chunk):
                 xb, yb = x[i:i + chunk].float(), y[i:i + chunk]
                 adv = perturb(model, xb, yb, eps, eps / 4, 10, generator=generator)
                 with torch.no_grad():
-                    correct += int((model(adv).argmax(1) == yb).sum())
-        return correct / len(x)
+                    counts[0] += (model(adv).argmax(1) == yb).sum()
+                counts[1] += len(yb)
+        if distributed:
+            torch.distributed.all_reduce(counts)
+        return float(counts[0] / counts[1].clamp(min=1))
 
     def check_epoch(self, logs: dict[str, float]) -> None:
+        """Log ``train_pgd_acc``; keep the best epoch's weights; roll back and stop on a collapse."""
         if self.check is None:
             return
         acc = self.robust_accuracy()
@@ -157,9 +169,11 @@ class AdversarialTrainer(Trainer):
                 f"catastrophic overfitting; stopped and kept the weights of epoch {self.best['epoch']}")
 
     def extra_state(self) -> dict[str, Any]:
+        """The best epoch so far (its number, check accuracy and weights), for a resume."""
         return {"robust_best": self.best} if self.best is not None else {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`'s best epoch."""
         best = state.get("robust_best")
         if best is not None:
             self.best = {"epoch": int(best["epoch"]), "acc": float(best["acc"]),

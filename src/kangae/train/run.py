@@ -130,8 +130,10 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
     ckpt = find_checkpoint(path)
     model, meta = read_checkpoint(ckpt, map_location=pick_device(device))
     run_dir, config = run_folder_and_config(ckpt, path)
-    return Run(path=run_dir, model=model, meta=meta, config=config,
-               history=read_metrics(run_dir / "metrics.jsonl"))
+    history = read_metrics(run_dir / "metrics.jsonl")
+    kept = history[-1].get("kept_epoch") if history else None
+    stopped = f"stopped early after epoch {len(history)}; weights of epoch {int(kept)}" if kept else ""
+    return Run(path=run_dir, model=model, meta=meta, config=config, history=history, stopped=stopped)
 
 
 def _optimizer(name: str, params: Any, recipe: Recipe) -> torch.optim.Optimizer:
@@ -196,10 +198,12 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     at epoch 0 and after every epoch, for ``kangae dynamics``.
     Under ``torchrun`` each process trains on its share of every batch (DDP; gloo on CPU).
     ``adversarial="fgsm-rs"`` or ``"pgd"`` with ``eps`` trains on L-infinity perturbed
-    batches (``train.adversarial``; ``adversarial_options``: alpha, steps, warmup_epochs).
+    batches (``train.adversarial``; ``adversarial_options``: alpha, steps, warmup_epochs,
+    check_images, check_drop).
     """
     entry = get_entry(model)
-    check_model_arguments(model, model_args or {})
+    if not resume:
+        check_model_arguments(model, model_args or {})
     run_dir = Path(out) if out else Path("runs") / f"{model}-{dataset}"
     rank, world, local_rank = _dist_env()
     adv = _adversarial_settings(adversarial, eps, adversarial_options)
@@ -216,16 +220,22 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
         except (OSError, ValueError) as e:
             raise RunError(f"{run_dir / 'config.json'}: cannot resume without the run's "
                            f"config ({e})") from None
+        if config.get("adversarial"):  # runs from before the check had none: keep it that way
+            config["adversarial"].setdefault("check_images", 0)
         asked = {**overrides, "limit": limit} if limit is not None else dict(overrides)
         saved = {**config["recipe"], "limit": config.get("limit")}
         if model != DEFAULT_MODEL:
             asked["model"], saved["model"] = model, config["model"]
         if dataset != "mnist":
             asked["dataset"], saved["dataset"] = dataset, config["dataset"]
-        if adv is not None:
+        if model_args:
+            asked["model_args"], saved["model_args"] = dict(model_args), config.get("model_args", {})
+        if adv is not None:  # the check is the run's own: compare what shapes the training
             before = config.get("adversarial")
-            asked["adversarial"] = adv.to_dict()
-            saved["adversarial"] = AdversarialSettings(**before).to_dict() if before else None
+            guard = ("check_images", "check_drop")
+            asked["adversarial"] = {k: v for k, v in adv.to_dict().items() if k not in guard}
+            saved["adversarial"] = {k: v for k, v in AdversarialSettings(**before).to_dict().items()
+                                    if k not in guard} if before else None
         differ = [f"{k}={v} (run has {saved[k]})" for k, v in asked.items() if saved.get(k) != v]
         if differ:
             raise KangaeError(f"{run_dir} was configured otherwise: {', '.join(differ)}; "
@@ -251,8 +261,12 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     dev = _setup_distributed(pick_device(device), world, local_rank)
     torch.manual_seed(config["seed"])
     model_args = {"image_size": train_set.images.shape[-1], **config["model_args"]}
-    net = create_model(config["model"], num_classes=train_set.num_classes,
-                       in_channels=train_set.images.shape[1], **model_args)
+    try:
+        net = create_model(config["model"], num_classes=train_set.num_classes,
+                           in_channels=train_set.images.shape[1], **model_args)
+    except (TypeError, ValueError, RuntimeError) as e:  # e.g. a negative width
+        raise KangaeError(f"cannot build model '{config['model']}' with "
+                          f"{config['model_args']}: {e}") from None
     norm = config.get("normalization")
     mean, std = (norm["mean"][0], norm["std"][0]) if resume and norm else train_set.stats()
     if hasattr(net, "normalize"):
@@ -333,8 +347,8 @@ def _adversarial_settings(method: str | None, eps: float | None,
                           options: dict[str, Any] | None) -> AdversarialSettings | None:
     if method is None:
         if eps is not None or options:
-            raise KangaeError("--eps, --eps-warmup, --adv-steps and --adv-alpha set up adversarial "
-                              "training: pass --adversarial too")
+            raise KangaeError("--eps, --eps-warmup, --adv-steps, --adv-alpha and --adv-check set up "
+                              "adversarial training: pass --adversarial too")
         return None
     if eps is None:
         raise KangaeError(f"--adversarial {method} needs --eps (e.g. 0.3 on MNIST)")

@@ -127,7 +127,8 @@ class Trainer:
         """What a subclass needs to resume besides the loop's own state (tensors allowed)."""
         return {}
 
-    def load_extra_state(self, state: dict[str, Any]) -> None: ...
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, enabled=self.amp):

@@ -119,19 +119,23 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps:
     with frozen(model):
         p0 = probabilities(model, x0, batch_size)
         y = as_labels(labels, len(x0), p0.shape[1], "targets" if targeted else "labels")
-        # One random stream per restart, so restart r's starts do not depend on the chunking.
+        random = random_start and eps > 0
+        restarts = restarts if random else 1  # without a random start every restart is the same
+        # One stream per restart, drawn for whole chunks: an image's start in restart r does not
+        # depend on the chunk size or on which images earlier restarts fooled.
         gens = [torch.Generator(device=device).manual_seed(seed + 1_000_003 * r) for r in range(restarts)]
-        attack = dict(eps=eps, alpha=alpha, steps=steps, random_start=random_start,
-                      targeted=targeted, keep_best=keep_best, check=restarts > 1)
+        attack = dict(eps=eps, alpha=alpha, steps=steps, targeted=targeted, keep_best=keep_best,
+                      check=restarts > 1)
         out = []
         for xc, yc in zip(x0.split(batch_size), y.split(batch_size)):
             xc, yc = xc.to(device), yc.to(device)
-            adv, fooled = _pgd_run(model, xc, yc, gen=gens[0], **attack)
+            adv, fooled = _pgd_run(model, xc, yc, _noise(xc, gens[0]) if random else None, **attack)
             for gen in gens[1:]:
+                start = _noise(xc, gen)  # drawn for the whole chunk, even if most are fooled
                 left = (~fooled).nonzero().squeeze(1)
                 if not len(left):
-                    break
-                again, hit = _pgd_run(model, xc[left], yc[left], gen=gen, **attack)
+                    continue
+                again, hit = _pgd_run(model, xc[left], yc[left], start[left], **attack)
                 adv[left[hit]] = again[hit]
                 fooled[left[hit]] = True
             out.append(adv.detach().cpu())
@@ -141,17 +145,18 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps:
     return _finish(model, x0, adv_all, y, p0, _name, eps, targeted, time.perf_counter() - t0, extra)
 
 
-def _pgd_run(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, *, eps: float, alpha: float,
-             steps: int, random_start: bool, gen: torch.Generator, targeted: bool, keep_best: bool,
+def _noise(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(x.shape, generator=gen, device=x.device) * 2 - 1
+
+
+def _pgd_run(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, start: torch.Tensor | None, *,
+             eps: float, alpha: float, steps: int, targeted: bool, keep_best: bool,
              check: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One PGD run on one chunk: the adversarial images and which of them succeeded (the
-    latter only when ``keep_best`` or ``check``; otherwise all False)."""
+    """One PGD run on one chunk from ``xc + eps * start`` (``start`` in [-1, 1], or None for
+    no random start): the adversarial images and which of them succeeded (the latter only
+    when ``keep_best`` or ``check``; otherwise all False)."""
     sign = -1.0 if targeted else 1.0
-    if random_start and eps > 0:
-        noise = torch.rand(xc.shape, generator=gen, device=xc.device) * 2 - 1
-        adv = (xc + eps * noise).clamp(0, 1)
-    else:
-        adv = xc.clone()
+    adv = xc.clone() if start is None else (xc + eps * start).clamp(0, 1)
     best = xc.clone()
     done = torch.zeros(len(xc), dtype=torch.bool, device=xc.device)
     for i in range(steps if eps > 0 else 0):
