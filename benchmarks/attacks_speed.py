@@ -25,7 +25,7 @@ import kangae
 from kangae.data import load_dataset
 from kangae.models import create_model
 from kangae.probes.attacks import fewest_pixel_edits, pgd
-from kangae.utils.device import gradient_chunk
+from kangae.utils.device import chunk_size
 
 
 def art_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, alpha: float,
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10000, help="Test images for PGD-40.")
     ap.add_argument("--edit-images", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=None,
-                    help="Images per pass for both (default: kangae's, 128 on a CPU).")
+                    help="Images per pass for both (default: kangae's, 128 MNIST images on a CPU).")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -64,7 +64,7 @@ def main() -> None:
     alpha = 2.5 * eps / steps
     print(f"model: {name}; {torch.get_num_threads()} threads; timings are noisy on a shared machine")
 
-    batch = gradient_chunk(args.batch_size, next(model.parameters()).device)
+    batch = chunk_size(args.batch_size, next(model.parameters()).device, tuple(x.shape[1:]))
     r = pgd(model, x, y, eps, steps=steps, alpha=alpha, batch_size=batch)
     ours = r.metrics["images_per_second"]
     ref, ref_acc = art_pgd(model, x, y, eps, steps, alpha, batch)

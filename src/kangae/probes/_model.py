@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..models.layers import eval_mode
+from ..utils.device import chunk_size
 
 
 def input_shape_of(model: nn.Module, default: tuple[int, ...] = (1, 28, 28)) -> tuple[int, ...]:
@@ -48,9 +49,10 @@ def eval_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 
 @torch.no_grad()
-def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Logits for all ``images`` (uint8 0-255 or float in [0, 1]), batched, in eval mode."""
     device = next(model.parameters()).device
+    batch_size = chunk_size(batch_size, device, tuple(images.shape[1:]))
     out = []
     with frozen(model):
         for chunk in images.split(batch_size):

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils.device import chunk_size
 from ._model import frozen
 from .masks import gaussian_blur
 
@@ -44,7 +45,7 @@ def _auc(curve: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def deletion_insertion(model: nn.Module, images: torch.Tensor, attribution: torch.Tensor,
                        target: torch.Tensor, steps: int = 28, baseline: str = "zero",
-                       batch_size: int = 2048, seed: int = 0) -> dict[str, torch.Tensor]:
+                       batch_size: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
     """Deletion and insertion curves and AUCs for one explanation per image.
 
     Pixels (all channels at a location together) go in order of decreasing attribution;
@@ -61,10 +62,10 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, attribution: torc
     counts = torch.round(torch.linspace(0, h * w, steps + 1, device=device)).long()
     t = target.to(device).long()
     curves = {}
+    per = max(1, chunk_size(batch_size, device, (c, h, w)) // (steps + 1))  # images per pass
     with frozen(model):
         for kind in ("deletion", "insertion"):
             out = torch.empty(n, steps + 1)
-            per = max(1, batch_size // (steps + 1))
             for i in range(0, n, per):
                 r = rank[i : i + per]
                 m = (r[:, None, :] < counts[None, :, None]).to(x.dtype)

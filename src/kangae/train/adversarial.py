@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import KangaeError
 from ..models.layers import eval_mode
-from ..utils.device import gradient_chunk
+from ..utils.device import chunk_size
 from .trainer import Trainer
 
 METHODS = ("fgsm-rs", "pgd")
@@ -138,7 +138,7 @@ class AdversarialTrainer(Trainer):
         eps = self.adversarial.eps
         generator = torch.Generator(device=x.device).manual_seed(0)
         counts = torch.zeros(2, dtype=torch.float64, device=x.device)  # correct, seen
-        chunk = gradient_chunk(None, x.device)
+        chunk = chunk_size(None, x.device, tuple(x.shape[1:]))
         with eval_mode(self.bare_model) as model:
             for i in range(0, len(x), chunk):
                 xb, yb = x[i:i + chunk].float(), y[i:i + chunk]

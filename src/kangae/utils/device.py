@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import KangaeError
@@ -37,12 +39,18 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def gradient_chunk(batch_size: int | None, device: torch.device) -> int:
-    """Images per forward and backward pass: ``batch_size`` if given, else 128 on a CPU (a
-    conv net's activations then stay in cache: PGD on fast-cnn runs about 2x faster than in
-    chunks of 1000, and an MLP is no slower) and 1000 on an accelerator."""
+def chunk_size(batch_size: int | None, device: torch.device | str,
+               image_shape: tuple[int, ...] = (1, 28, 28)) -> int:
+    """Images per forward (and backward) pass: ``batch_size`` if given, else 1000 on an
+    accelerator and, on a CPU, a power of two near 131,072 input values (128 MNIST digits,
+    32 images of 56 x 56), at least 8. A conv net's activations then stay in cache: measured
+    on 2 cores, fast-cnn's forward runs 2.3x faster in chunks of 128 than of 1000, the
+    56 x 56 global-cnn's 2.8x faster in chunks of 32, and PGD on fast-cnn 1.8x faster."""
     if batch_size is not None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         return int(batch_size)
-    return 128 if torch.device(device).type == "cpu" else 1000
+    if torch.device(device).type != "cpu":
+        return 1000
+    values = max(1, math.prod(image_shape))
+    return max(8, 2 ** max(0, (131072 // values).bit_length() - 1))

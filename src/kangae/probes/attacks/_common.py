@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...utils.device import chunk_size
+
 
 def model_device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
@@ -42,9 +44,10 @@ def as_labels(labels: torch.Tensor | int | list[int], n: int, num_classes: int |
 
 
 @torch.no_grad()
-def probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def probabilities(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Softmax output for ``x`` (on any device), computed on the model's device, returned on CPU."""
     device = model_device(model)
+    batch_size = chunk_size(batch_size, device, tuple(x.shape[1:]))
     return torch.cat([F.softmax(model(c.to(device)).float(), 1).cpu() for c in x.split(batch_size)])
 
 

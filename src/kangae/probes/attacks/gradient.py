@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...utils.device import gradient_chunk
+from ...utils.device import chunk_size
 from .._model import frozen
 from ._common import as_images, as_labels, loss_gradient, model_device, probabilities
 
@@ -114,7 +114,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps:
     alpha = 2.5 * eps / steps if alpha is None else float(alpha)
     x0 = as_images(images)
     device = model_device(model)
-    batch_size = gradient_chunk(batch_size, device)
+    batch_size = chunk_size(batch_size, device, tuple(x0.shape[1:]))
     t0 = time.perf_counter()
     with frozen(model):
         p0 = probabilities(model, x0, batch_size)
@@ -215,7 +215,7 @@ def saliency(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int
     """Plain input gradient of the target logit (Simonyan et al. 2013), (N, C, H, W) on CPU."""
     x = as_images(images)
     device = model_device(model)
-    batch_size = gradient_chunk(batch_size, device)
+    batch_size = chunk_size(batch_size, device, tuple(x.shape[1:]))
     out = []
     with frozen(model):
         k = probabilities(model, x[:1]).shape[1] if len(x) else 1

@@ -42,7 +42,7 @@ def template_attack(model: nn.Module, images: torch.Tensor, templates_or_target:
                     target: int | None = None, labels: torch.Tensor | None = None, keep: int = 25,
                     template_images: torch.Tensor | None = None,
                     template_labels: torch.Tensor | None = None,
-                    batch_size: int = 1000) -> TemplateResult:
+                    batch_size: int | None = None) -> TemplateResult:
     """Add ``alpha * template`` to every image for every alpha (one batched forward per chunk).
 
     ``templates_or_target``: a class index (the model's own template is used; a non-linear
@@ -82,7 +82,8 @@ def template_attack(model: nn.Module, images: torch.Tensor, templates_or_target:
         preds, ptarget = [], []
         flat_a = a.repeat_interleave(n)
         flat_i = torch.arange(n).repeat(len(a))
-        for ac, ic in zip(flat_a.split(batch_size), flat_i.split(batch_size)):
+        build = batch_size or 1000
+        for ac, ic in zip(flat_a.split(build), flat_i.split(build)):
             xa = (x[ic] + ac.view(-1, 1, 1, 1) * tpl).clamp(0, 1)
             p = probabilities(model, xa, batch_size)
             preds.append(p.argmax(1))
