@@ -54,7 +54,12 @@ def test_extremal_masks_have_the_asked_areas_and_find_the_evidence():
     assert (e.prob_after[:, 0] > 0.9).all()  # 2% of the pixels keep the decision
 
 
-def test_batched_extremal_masks_equal_one_at_a_time():
+@pytest.mark.parametrize("chunk", [None, 4])  # 4: groups of 2 images (2 areas each), then 1
+def test_batched_extremal_masks_equal_one_at_a_time(chunk, monkeypatch):
+    if chunk is not None:
+        import kangae.probes.masks as masks
+
+        monkeypatch.setattr(masks, "chunk_size", lambda *args: chunk)
     model, x = region_model(), region_images(3)
     x[1, 0, 8:12, 8:12] = 0.6
     x[2, 0, 5:9, 10:14] = 1.0

@@ -35,6 +35,7 @@ from torch import nn
 
 from ..errors import KangaeError, UnknownNameError
 from ..models.layers import get_layer
+from ..utils.device import chunk_size
 from ._model import frozen, resolve_targets
 from .explanation import Explanation
 from .masks import extremal_perturbation, meaningful_perturbation
@@ -78,6 +79,9 @@ def _captum(method: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, lay
     import captum.attr as ca
 
     baseline = torch.zeros_like(x)
+    # Images per forward pass on a CPU stay near the cache-friendly chunk (see chunk_size).
+    chunk = chunk_size(None, x.device, tuple(x.shape[1:]))
+    per_image = max(1, chunk // max(1, len(x)))
     if method == "saliency":
         return ca.Saliency(model).attribute(x, target=t, abs=options.get("abs", True))
     if method == "inputxgrad":
@@ -85,12 +89,12 @@ def _captum(method: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, lay
     if method == "ig":
         return ca.IntegratedGradients(model).attribute(
             x, baselines=baseline, target=t, n_steps=options.get("n_steps", 32),
-            internal_batch_size=options.get("internal_batch_size", 256))
+            internal_batch_size=options.get("internal_batch_size", max(chunk, len(x))))
     if method == "smoothgrad":
         torch.manual_seed(seed)
         return ca.NoiseTunnel(ca.Saliency(model)).attribute(
             x, target=t, nt_type="smoothgrad", nt_samples=options.get("nt_samples", 16),
-            nt_samples_batch_size=options.get("nt_samples_batch_size", 16),
+            nt_samples_batch_size=options.get("nt_samples_batch_size", per_image),
             stdevs=options.get("stdevs", 0.15))
     if method == "gradcam":
         name = layer or default_cam_layer(model, tuple(x.shape[1:]))
@@ -103,7 +107,7 @@ def _captum(method: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, lay
         stride = options.get("stride", max(1, round(side / 14)))
         return ca.Occlusion(model).attribute(
             x, target=t, sliding_window_shapes=(c, size, size), strides=(c, stride, stride),
-            baselines=0.0, perturbations_per_eval=options.get("perturbations_per_eval", 64))
+            baselines=0.0, perturbations_per_eval=options.get("perturbations_per_eval", per_image))
     if method == "deeplift":
         with warnings.catch_warnings():  # Captum announces the hooks it adds, and removes them
             warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
@@ -116,7 +120,7 @@ def _captum(method: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, lay
 
 def explain(model: nn.Module, images: torch.Tensor,
             target: int | Sequence[int] | torch.Tensor | str | None = "auto",
-            method: str = "saliency", *, layer: str | None = None, batch_size: int = 128,
+            method: str = "saliency", *, layer: str | None = None, batch_size: int | None = None,
             seed: int = 0, **options: Any) -> Explanation:
     """Explain ``model``'s decision for ``target`` (default: the predicted class) on a batch.
 
@@ -138,6 +142,7 @@ def explain(model: nn.Module, images: torch.Tensor,
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
     if x.ndim == 3:
         x = x.unsqueeze(0)
+    batch_size = chunk_size(batch_size, device, tuple(x.shape[1:]))
     if layer is not None:
         get_layer(model, layer)  # a clear error for an unknown name, before any work
     elif method == "gradcam":
