@@ -36,13 +36,20 @@ def test_preservation_game_keeps_the_evidence():
     assert "keeping only" in e.summary(0)
 
 
-def test_batched_masks_equal_one_at_a_time():
+@pytest.mark.parametrize("chunk", [None, 2])  # 2: groups of 2 images, then 1
+def test_batched_masks_equal_one_at_a_time(chunk, monkeypatch):
+    if chunk is not None:
+        import kangae.probes.masks as masks
+
+        monkeypatch.setattr(masks, "chunk_size", lambda *args: chunk)
     model, x = region_model(), region_images(3)
     x[1, 0, 8:12, 8:12] = 0.6  # images differ so the batch is not trivially the same
     together = meaningful_perturbation(model, x, steps=40, jitter=0)
+    assert together.loss_curve.shape == (40, 3)
     for i in range(3):
         alone = meaningful_perturbation(model, x[i : i + 1], steps=40, jitter=0)
         assert torch.allclose(alone.mask[0], together.mask[i], atol=1e-5)
+        assert torch.allclose(alone.loss_curve[:, 0], together.loss_curve[:, i], atol=1e-4)
 
 
 def test_extremal_masks_have_the_asked_areas_and_find_the_evidence():

@@ -120,6 +120,46 @@ def log_odds(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return own - others
 
 
+def _meaningful_group(model: nn.Module, x: torch.Tensor, t: torch.Tensor, g: torch.Generator, *,
+                      game: str, perturbation: str, value: float, blur_sigma: float,
+                      noise_std: float, upsample: int, l1: float, tv: float, tv_beta: float,
+                      steps: int, lr: float, jitter: int, objective: str,
+                      line: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Optimize the masks of one group of images together: masks (N, 1, H, W), the blends,
+    the target's probability on them, and the loss per step."""
+    n, _, h, w = x.shape
+    x0 = perturbed_copy(x, perturbation, value, blur_sigma, noise_std, g)
+    lh, lw = max(1, math.ceil(h / upsample)), max(1, math.ceil(w / upsample))
+    start = 1.0 if game == "deletion" else 0.5
+    low = torch.full((n, 1, lh, lw), start, device=x.device, requires_grad=True)
+    opt = _adam(low, lr)
+    curve = []
+    for _ in range(steps):
+        m = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+        blend = random_shift(m * x + (1 - m) * x0, jitter, g)
+        logits = model(blend).float()
+        if objective == "prob":
+            p = F.softmax(logits, dim=1).gather(1, t[:, None])[:, 0]
+            term = p if game == "deletion" else 1 - p
+        elif game == "deletion":
+            term = log_odds(logits, t).clamp(min=line)
+        else:
+            term = -log_odds(logits, t).clamp(max=-line)
+        kept = low.flatten(1).mean(1)
+        loss = l1 * (1 - kept if game == "deletion" else kept) + tv * total_variation(low, tv_beta) + term
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        with torch.no_grad():
+            low.clamp_(0, 1)
+        curve.append(loss.detach().cpu())
+    with torch.no_grad():
+        m = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+        blend = m * x + (1 - m) * x0
+        p1 = _target_prob(model, blend, t)
+    return m, blend, p1, curve
+
+
 def meaningful_perturbation(model: nn.Module, images: torch.Tensor,
                             target: int | Sequence[int] | torch.Tensor | None = None, *,
                             game: str = "deletion", perturbation: str = "constant",
@@ -145,38 +185,19 @@ def meaningful_perturbation(model: nn.Module, images: torch.Tensor,
     if game not in GAMES:
         raise ValueError(f"unknown game '{game}'; use one of {', '.join(GAMES)}")
     g = torch.Generator().manual_seed(seed)
+    settings = dict(game=game, perturbation=perturbation, value=value, blur_sigma=blur_sigma,
+                    noise_std=noise_std, upsample=upsample, l1=l1, tv=tv, tv_beta=tv_beta,
+                    steps=steps, lr=lr, jitter=jitter, objective=objective, line=line)
     with frozen(model):
         x, t, p0 = _prepare(model, images, target)
-        n, _, h, w = x.shape
-        x0 = perturbed_copy(x, perturbation, value, blur_sigma, noise_std, g)
-        lh, lw = max(1, math.ceil(h / upsample)), max(1, math.ceil(w / upsample))
-        start = 1.0 if game == "deletion" else 0.5
-        low = torch.full((n, 1, lh, lw), start, device=x.device, requires_grad=True)
-        opt = _adam(low, lr)
-        curve = []
-        for _ in range(steps):
-            m = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
-            blend = random_shift(m * x + (1 - m) * x0, jitter, g)
-            logits = model(blend).float()
-            if objective == "prob":
-                p = F.softmax(logits, dim=1).gather(1, t[:, None])[:, 0]
-                term = p if game == "deletion" else 1 - p
-            elif game == "deletion":
-                term = log_odds(logits, t).clamp(min=line)
-            else:
-                term = -log_odds(logits, t).clamp(max=-line)
-            kept = low.flatten(1).mean(1)
-            loss = l1 * (1 - kept if game == "deletion" else kept) + tv * total_variation(low, tv_beta) + term
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
-            with torch.no_grad():
-                low.clamp_(0, 1)
-            curve.append(loss.detach().cpu())
-        with torch.no_grad():
-            m = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
-            blend = m * x + (1 - m) * x0
-            p1 = _target_prob(model, blend, t)
+        n, c, h, w = x.shape
+        per = chunk_size(None, x.device, (c, h, w))  # independent masks: cache-sized groups
+        parts = [_meaningful_group(model, xg, tg, g, **settings)
+                 for xg, tg in zip(x.split(per), t.split(per))]
+    m = torch.cat([q[0] for q in parts]) if parts else x.new_zeros(0, 1, h, w)
+    blend = torch.cat([q[1] for q in parts]) if parts else x.new_zeros(0, c, h, w)
+    p1 = torch.cat([q[2] for q in parts]) if parts else x.new_zeros(0)
+    curve = [torch.cat(step) for step in zip(*[q[3] for q in parts])]
     attribution = (1 - m) if game == "deletion" else m
     area = attribution.flatten(1).mean(1)
     return Explanation(
