@@ -38,12 +38,15 @@ def test_preservation_game_keeps_the_evidence():
 
 @pytest.mark.parametrize("chunk", [None, 2])  # 2: groups of 2 images, then 1
 def test_batched_masks_equal_one_at_a_time(chunk, monkeypatch):
+    model, x = region_model(), region_images(3)
+    x[1, 0, 8:12, 8:12] = 0.6  # images differ so the batch is not trivially the same
+    whole = meaningful_perturbation(model, x, steps=20, perturbation="noise")  # jitter 1
     if chunk is not None:
         import kangae.probes.masks as masks
 
         monkeypatch.setattr(masks, "chunk_size", lambda *args: chunk)
-    model, x = region_model(), region_images(3)
-    x[1, 0, 8:12, 8:12] = 0.6  # images differ so the batch is not trivially the same
+    grouped = meaningful_perturbation(model, x, steps=20, perturbation="noise")
+    assert torch.allclose(grouped.mask, whole.mask, atol=1e-6)  # groups draw as one batch
     together = meaningful_perturbation(model, x, steps=40, jitter=0)
     assert together.loss_curve.shape == (40, 3)
     for i in range(3):
@@ -63,10 +66,15 @@ def test_extremal_masks_have_the_asked_areas_and_find_the_evidence():
 
 @pytest.mark.parametrize("chunk", [None, 4])  # 4: groups of 2 images (2 areas each), then 1
 def test_batched_extremal_masks_equal_one_at_a_time(chunk, monkeypatch):
+    model, x = region_model(), region_images(3)
+    x[1, 0, 8:12, 8:12] = 0.6
+    whole = extremal_perturbation(model, x, areas=(0.02, 0.1), steps=20, perturbation="noise")
     if chunk is not None:
         import kangae.probes.masks as masks
 
         monkeypatch.setattr(masks, "chunk_size", lambda *args: chunk)
+    grouped = extremal_perturbation(model, x, areas=(0.02, 0.1), steps=20, perturbation="noise")
+    assert torch.allclose(grouped.mask, whole.mask, atol=1e-6)  # jitter and noise as one batch
     model, x = region_model(), region_images(3)
     x[1, 0, 8:12, 8:12] = 0.6
     x[2, 0, 5:9, 10:14] = 1.0

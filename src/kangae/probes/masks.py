@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.loader import random_shift
 from ..utils.device import chunk_size
 from ._model import frozen, resolve_targets
 from .explanation import Explanation
@@ -120,23 +119,24 @@ def log_odds(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return own - others
 
 
-def _meaningful_group(model: nn.Module, x: torch.Tensor, t: torch.Tensor, g: torch.Generator, *,
-                      game: str, perturbation: str, value: float, blur_sigma: float,
-                      noise_std: float, upsample: int, l1: float, tv: float, tv_beta: float,
-                      steps: int, lr: float, jitter: int, objective: str,
+def _meaningful_group(model: nn.Module, x: torch.Tensor, t: torch.Tensor, x0: torch.Tensor,
+                      offsets: torch.Tensor, *, game: str, upsample: int, l1: float, tv: float,
+                      tv_beta: float, steps: int, lr: float, jitter: int, objective: str,
                       line: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Optimize the masks of one group of images together: masks (N, 1, H, W), the blends,
-    the target's probability on them, and the loss per step."""
+    """Optimize the masks of one group of images together, against the perturbed copies
+    ``x0`` with jitter ``offsets`` (steps, 2, N): masks (N, 1, H, W), the blends, the
+    target's probability on them, and the loss per step."""
     n, _, h, w = x.shape
-    x0 = perturbed_copy(x, perturbation, value, blur_sigma, noise_std, g)
     lh, lw = max(1, math.ceil(h / upsample)), max(1, math.ceil(w / upsample))
     start = 1.0 if game == "deletion" else 0.5
     low = torch.full((n, 1, lh, lw), start, device=x.device, requires_grad=True)
     opt = _adam(low, lr)
     curve = []
-    for _ in range(steps):
+    for step in range(steps):
         m = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
-        blend = random_shift(m * x + (1 - m) * x0, jitter, g)
+        blend = m * x + (1 - m) * x0
+        if jitter > 0:  # the gather equals random_shift with the same draws
+            blend = _shift(blend, _index_of(offsets[step], jitter, h, w, x.device), jitter)
         logits = model(blend).float()
         if objective == "prob":
             p = F.softmax(logits, dim=1).gather(1, t[:, None])[:, 0]
@@ -169,8 +169,8 @@ def meaningful_perturbation(model: nn.Module, images: torch.Tensor,
                             jitter: int = 1, objective: str = "log-odds", stop: float = 0.01,
                             seed: int = 0) -> Explanation:
     """Fong & Vedaldi (2017) masks for a batch of images, optimized together in groups of
-    :func:`~kangae.utils.device.chunk_size` images (128 MNIST digits on a CPU). With
-    ``jitter`` or noise, a seed fixes the masks for a given batch and group size.
+    :func:`~kangae.utils.device.chunk_size` images (128 MNIST digits on a CPU); random
+    draws are made for the whole batch, so the groups never change a mask.
 
     ``target`` defaults to each image's predicted class. Returns an :class:`Explanation`
     whose ``attribution`` is the deleted (deletion game) or kept (preservation game) part.
@@ -187,15 +187,18 @@ def meaningful_perturbation(model: nn.Module, images: torch.Tensor,
     if game not in GAMES:
         raise ValueError(f"unknown game '{game}'; use one of {', '.join(GAMES)}")
     g = torch.Generator().manual_seed(seed)
-    settings = dict(game=game, perturbation=perturbation, value=value, blur_sigma=blur_sigma,
-                    noise_std=noise_std, upsample=upsample, l1=l1, tv=tv, tv_beta=tv_beta,
-                    steps=steps, lr=lr, jitter=jitter, objective=objective, line=line)
+    settings = dict(game=game, upsample=upsample, l1=l1, tv=tv, tv_beta=tv_beta, steps=steps,
+                    lr=lr, jitter=jitter, objective=objective, line=line)
     with frozen(model):
         x, t, p0 = _prepare(model, images, target)
         n, c, h, w = x.shape
         per = chunk_size(None, x.device, (c, h, w))  # independent masks: cache-sized groups
-        parts = [_meaningful_group(model, xg, tg, g, **settings)
-                 for xg, tg in zip(x.split(per), t.split(per))]
+        # Random draws are made for the whole batch in one batch's order; groups take slices.
+        x0 = perturbed_copy(x, perturbation, value, blur_sigma, noise_std, g)
+        offsets = _draw_offsets(steps, n, jitter, g)
+        parts = [_meaningful_group(model, x[i:i + per], t[i:i + per], x0[i:i + per],
+                                   offsets[:, :, i:i + per], **settings)
+                 for i in range(0, n, per)]
     m = torch.cat([q[0] for q in parts]) if parts else x.new_zeros(0, 1, h, w)
     blend = torch.cat([q[1] for q in parts]) if parts else x.new_zeros(0, c, h, w)
     p1 = torch.cat([q[2] for q in parts]) if parts else x.new_zeros(0)
@@ -248,8 +251,23 @@ def _shift_index(b: int, s: int, h: int, w: int, g: torch.Generator, device: tor
     """(B, H*W) indices into each image padded by ``s`` (flattened) that move it by up to ``s``
     px, with the offsets drawn as :func:`random_shift` draws them; a gather with them equals
     ``random_shift``, and its backward is a scatter-add rather than an accumulating index-put."""
-    dy = torch.randint(0, 2 * s + 1, (b,), generator=g).to(device)
-    dx = torch.randint(0, 2 * s + 1, (b,), generator=g).to(device)
+    return _index_of(_draw_offsets(1, b, s, g)[0], s, h, w, device)
+
+
+def _draw_offsets(steps: int, b: int, s: int, g: torch.Generator) -> torch.Tensor:
+    """(steps, 2, B) shifts in [0, 2s], drawn step by step as :func:`random_shift` draws them,
+    so a group of images can take its columns and get what the whole batch would have."""
+    out = torch.zeros(steps, 2, b, dtype=torch.long)
+    if s > 0:
+        for i in range(steps):
+            out[i, 0] = torch.randint(0, 2 * s + 1, (b,), generator=g)
+            out[i, 1] = torch.randint(0, 2 * s + 1, (b,), generator=g)
+    return out
+
+
+def _index_of(offsets: torch.Tensor, s: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """Gather indices (B, H*W) for (2, B) offsets ``(dy, dx)``, see :func:`_shift_index`."""
+    dy, dx = offsets.to(device)
     rows = dy[:, None] + torch.arange(h, device=device)
     cols = dx[:, None] + torch.arange(w, device=device)
     return (rows[:, :, None] * (w + 2 * s) + cols[:, None, :]).flatten(1)
@@ -283,18 +301,19 @@ def _top_weights(flat: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
     return out.view_as(flat)
 
 
-def _extremal_group(model: nn.Module, x: torch.Tensor, t: torch.Tensor, g: torch.Generator, *,
-                    areas: tuple[float, ...], game: str, perturbation: str, value: float,
-                    blur_sigma: float, noise_std: float, stride: int, sigma: float, steps: int,
-                    lr: float, area_weight: float, area_growth: float, jitter: int,
-                    reward: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Optimize the N x A masks of one group of images together: masks (N*A, 1, H, W), the
-    blends they make, the target's probability on them, and the loss curve (steps, N)."""
+def _extremal_group(model: nn.Module, x: torch.Tensor, t: torch.Tensor, x0: torch.Tensor,
+                    offsets: torch.Tensor, *, areas: tuple[float, ...], game: str, stride: int,
+                    sigma: float, steps: int, lr: float, area_weight: float, area_growth: float,
+                    jitter: int, reward: str
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Optimize the N x A masks of one group of images together, against the perturbed
+    copies ``x0`` (N*A, C, H, W) with jitter ``offsets`` (steps, 2, N*A): masks
+    (N*A, 1, H, W), the blends they make, the target's probability on them, and the loss
+    curve (steps, N)."""
     n, c, h, w = x.shape
     k = len(areas)
     xs = x.repeat_interleave(k, 0)
     ts = t.repeat_interleave(k, 0)
-    x0 = perturbed_copy(xs, perturbation, value, blur_sigma, noise_std, g)
     # blend = keep*x + (1-keep)*x0 = base + sign*m*diff: preservation keeps m, deletion 1 - m
     base, sign = (x0, 1.0) if game == "preservation" else (xs, -1.0)
     pair = torch.cat([base, xs - x0], 1)  # (N*A, 2C, H, W): shifted together, without grad
@@ -311,7 +330,7 @@ def _extremal_group(model: nn.Module, x: torch.Tensor, t: torch.Tensor, g: torch
     for step in range(steps):
         m = (ay @ params @ ax.T).clamp(0, 1)
         if jitter > 0:  # the model sees the blend moved by up to ``jitter`` px, zeros coming in
-            index = _shift_index(n * k, jitter, h, w, g, x.device)
+            index = _index_of(offsets[step], jitter, h, w, x.device)
             seen = _shift(m, index, jitter)
             b0, d0 = _shift(pair, index, jitter).split(c, 1)
         else:
@@ -350,10 +369,10 @@ def extremal_perturbation(model: nn.Module, images: torch.Tensor,
     of area ``a`` that keeps (preservation) or removes (deletion) the most evidence.
 
     The N x A masks optimize together, in groups of images whose blends fill one
-    :func:`~kangae.utils.device.chunk_size` (42 MNIST digits x 3 areas on a CPU); with
-    ``jitter`` a seed fixes the masks for a given batch and group size. ``attribution`` is
-    the mean of the A masks (for deletion, of the deleted parts), so pixels chosen at small
-    areas rank highest.
+    :func:`~kangae.utils.device.chunk_size` (42 MNIST digits x 3 areas on a CPU); random
+    draws are made for the whole batch, so the groups never change a mask. ``attribution``
+    is the mean of the A masks (for deletion, of the deleted parts), so pixels chosen at
+    small areas rank highest.
     ``reward`` is TorchRay's ``contrastive_reward`` (the target logit minus the best other
     logit; the default) or its ``simple_reward`` (``"logit"``).
     """
@@ -365,10 +384,8 @@ def extremal_perturbation(model: nn.Module, images: torch.Tensor,
     if not areas or any(not 0 < a < 1 for a in areas):
         raise ValueError(f"areas must lie strictly between 0 and 1, got {areas}")
     g = torch.Generator().manual_seed(seed)
-    settings = dict(areas=areas, game=game, perturbation=perturbation, value=value,
-                    blur_sigma=blur_sigma, noise_std=noise_std, stride=stride, sigma=sigma,
-                    steps=steps, lr=lr, area_weight=area_weight, area_growth=area_growth,
-                    jitter=jitter, reward=reward)
+    settings = dict(areas=areas, game=game, stride=stride, sigma=sigma, steps=steps, lr=lr,
+                    area_weight=area_weight, area_growth=area_growth, jitter=jitter, reward=reward)
     with frozen(model):
         x, t, p0 = _prepare(model, images, target)
         n, c, h, w = x.shape
@@ -376,8 +393,13 @@ def extremal_perturbation(model: nn.Module, images: torch.Tensor,
         # Masks are independent, so images go in groups whose N x A blends fit the CPU's
         # cache-friendly chunk (see chunk_size): 1.5-2x faster on a conv net than all at once.
         per = max(1, chunk_size(None, x.device, (c, h, w)) // k)
-        parts = [_extremal_group(model, xg, tg, g, **settings)
-                 for xg, tg in zip(x.split(per), t.split(per))]
+        # Every random draw is made for the whole batch, in the order one batch would make
+        # them, and each group takes its slice: the groups do not change the masks.
+        x0 = perturbed_copy(x.repeat_interleave(k, 0), perturbation, value, blur_sigma, noise_std, g)
+        offsets = _draw_offsets(steps, n * k, jitter, g)
+        parts = [_extremal_group(model, x[i:i + per], t[i:i + per], x0[i * k:(i + per) * k],
+                                 offsets[:, :, i * k:(i + per) * k], **settings)
+                 for i in range(0, n, per)]
     m = torch.cat([q[0] for q in parts]) if parts else x.new_zeros(0, 1, h, w)
     blend = torch.cat([q[1] for q in parts]) if parts else x.new_zeros(0, c, h, w)
     p1 = torch.cat([q[2] for q in parts]) if parts else x.new_zeros(0)
