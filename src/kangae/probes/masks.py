@@ -257,7 +257,7 @@ def _shift_index(b: int, s: int, h: int, w: int, g: torch.Generator, device: tor
 def _draw_offsets(steps: int, b: int, s: int, g: torch.Generator) -> torch.Tensor:
     """(steps, 2, B) shifts in [0, 2s], drawn step by step as :func:`random_shift` draws them,
     so a group of images can take its columns and get what the whole batch would have."""
-    out = torch.zeros(steps, 2, b, dtype=torch.long)
+    out = torch.zeros(steps, 2, b, dtype=torch.int16)  # small: one pair per image and step
     if s > 0:
         for i in range(steps):
             out[i, 0] = torch.randint(0, 2 * s + 1, (b,), generator=g)
