@@ -127,6 +127,7 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
     """Train a zoo model; the run folder is also a TensorBoard logdir."""
     from .data.registry import get_spec
     from .models.zoo import DEFAULT_MODEL, get_entry
+    from .train.callbacks import kept_epoch
     from .train.run import train as run_train
 
     model_name = model_name or DEFAULT_MODEL
@@ -151,10 +152,10 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
         kwargs["model_args"] = model_args
     run = run_train(model_name, dataset, out=out, tensorboard=not no_tensorboard,
                     snapshots=not no_snapshots, **kwargs)
-    kept = run.history[-1].get("kept_epoch", len(run.history)) if run.history else 0
-    last = run.history[int(kept) - 1] if kept else {}
+    kept = kept_epoch(run.history)
+    last = run.history[kept - 1] if kept else {}
     click.echo(f"saved {run.path} (val accuracy {last.get('val_acc', float('nan')):.2%}"
-               + (f", weights of epoch {int(kept)})" if run.stopped else ")"))
+               + (f", weights of epoch {kept})" if run.stopped else ")"))
 
 
 def _model_of(model_name: str, out: str | None, dataset: str, resume: bool) -> str:

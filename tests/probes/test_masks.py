@@ -4,8 +4,9 @@ import torch.nn.functional as F
 
 from kangae.data import random_shift
 from kangae.probes.masks import (
+    _draw_offsets,
+    _index_of,
     _shift,
-    _shift_index,
     _top_weights,
     extremal_perturbation,
     gaussian_blur,
@@ -94,7 +95,7 @@ def test_smooth_mask_is_upsampling_then_blur():
 
 def test_shift_by_gather_is_random_shift():
     x = torch.rand(6, 2, 9, 7)
-    index = _shift_index(6, 2, 9, 7, torch.Generator().manual_seed(5), x.device)
+    index = _index_of(_draw_offsets(1, 6, 2, torch.Generator().manual_seed(5))[0], 2, 9, 7, x.device)
     assert torch.equal(_shift(x, index, 2), random_shift(x, 2, torch.Generator().manual_seed(5)))
 
 

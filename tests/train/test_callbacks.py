@@ -31,3 +31,11 @@ def test_read_metrics_skips_a_line_cut_short(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps({"epoch": 1}) + "\n" + '{"epoch": 2, "tra')
     assert read_metrics(path) == [{"epoch": 1}]
+
+
+def test_kept_epoch_is_the_last_unless_an_early_stop_rolled_back():
+    from kangae.train.callbacks import kept_epoch
+
+    assert kept_epoch([]) == 0
+    assert kept_epoch([{"epoch": 1}, {"epoch": 2}]) == 2
+    assert kept_epoch([{"epoch": 1}, {"epoch": 2}, {"epoch": 3, "kept_epoch": 1}]) == 1

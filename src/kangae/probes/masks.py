@@ -247,13 +247,6 @@ def smooth_mask(params: torch.Tensor, size: tuple[int, int], sigma: float) -> to
     return (ay @ params @ ax.T).clamp(0, 1)
 
 
-def _shift_index(b: int, s: int, h: int, w: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
-    """(B, H*W) indices into each image padded by ``s`` (flattened) that move it by up to ``s``
-    px, with the offsets drawn as :func:`random_shift` draws them; a gather with them equals
-    ``random_shift``, and its backward is a scatter-add rather than an accumulating index-put."""
-    return _index_of(_draw_offsets(1, b, s, g)[0], s, h, w, device)
-
-
 def _draw_offsets(steps: int, b: int, s: int, g: torch.Generator) -> torch.Tensor:
     """(steps, 2, B) shifts in [0, 2s], drawn step by step as :func:`random_shift` draws them,
     so a group of images can take its columns and get what the whole batch would have."""
@@ -266,7 +259,9 @@ def _draw_offsets(steps: int, b: int, s: int, g: torch.Generator) -> torch.Tenso
 
 
 def _index_of(offsets: torch.Tensor, s: int, h: int, w: int, device: torch.device) -> torch.Tensor:
-    """Gather indices (B, H*W) for (2, B) offsets ``(dy, dx)``, see :func:`_shift_index`."""
+    """(B, H*W) indices into each image padded by ``s`` (flattened) that move it by the (2, B)
+    offsets ``(dy, dx)``; with offsets from :func:`_draw_offsets` a gather with them equals
+    ``random_shift``, and its backward is a scatter-add rather than an accumulating index-put."""
     dy, dx = offsets.to(device)
     rows = dy[:, None] + torch.arange(h, device=device)
     cols = dx[:, None] + torch.arange(w, device=device)

@@ -24,8 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import KangaeError
-from ..models.layers import eval_mode
-from ..utils.device import chunk_size
 from .trainer import Trainer
 
 METHODS = ("fgsm-rs", "pgd")
@@ -125,10 +123,13 @@ class AdversarialTrainer(Trainer):
         return self.loss_fn(logits, y), logits
 
     def robust_accuracy(self) -> float:
-        """PGD-10 (step eps/4, fixed random start) accuracy on the check images, in eval mode.
+        """PGD-10 (step eps/4, fixed random start, last iterate) accuracy on the check images,
+        with :func:`kangae.probes.attacks.pgd` (eval mode, parameters untouched).
 
         Under DDP each process attacks its share and the counts are summed, so every process
         reads the same number and takes the same decision to stop."""
+        from ..probes.attacks import pgd
+
         assert self.check is not None
         x, y = self.check
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -136,16 +137,9 @@ class AdversarialTrainer(Trainer):
             rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
             x, y = x[rank::world], y[rank::world]
         eps = self.adversarial.eps
-        generator = torch.Generator(device=x.device).manual_seed(0)
-        counts = torch.zeros(2, dtype=torch.float64, device=x.device)  # correct, seen
-        chunk = chunk_size(None, x.device, tuple(x.shape[1:]))
-        with eval_mode(self.bare_model) as model:
-            for i in range(0, len(x), chunk):
-                xb, yb = x[i:i + chunk].float(), y[i:i + chunk]
-                adv = perturb(model, xb, yb, eps, eps / 4, 10, generator=generator)
-                with torch.no_grad():
-                    counts[0] += (model(adv).argmax(1) == yb).sum()
-                counts[1] += len(yb)
+        r = pgd(self.bare_model, x, y, eps, steps=10, alpha=eps / 4, keep_best=False, seed=0)
+        counts = torch.tensor([float((r.pred_after == r.labels).sum()), float(len(y))],
+                              dtype=torch.float64, device=x.device)
         if distributed:
             torch.distributed.all_reduce(counts)
         return float(counts[0] / counts[1].clamp(min=1))

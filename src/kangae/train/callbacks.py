@@ -119,8 +119,7 @@ class Checkpointer(Callback):
     def _save(self, trainer: Trainer) -> Path:
         s = trainer.state
         name = f"epoch-{s.epoch:04d}" + (f"-batch-{s.batch:05d}" if s.batch else "")
-        # After an early stop the trainer may have rolled its weights back to an earlier epoch.
-        kept = int(s.history[-1].get("kept_epoch", s.epoch)) if s.history else s.epoch
+        kept = kept_epoch(s.history)  # an early stop may have rolled the weights back
         self.meta.epoch = kept
         self.meta.metrics = dict(s.history[kept - 1]) if kept else {}
         folder = write_checkpoint(self.dir / name, trainer.bare_model, self.meta,
@@ -194,6 +193,12 @@ class TensorBoardLogger(Callback):
 
     def on_error(self, trainer: Trainer, error: BaseException) -> None:
         self.on_fit_end(trainer)
+
+
+def kept_epoch(history: list[dict[str, Any]]) -> int:
+    """The epoch whose weights a run holds: its last, or the earlier one an early stop kept
+    (``kept_epoch`` in the last line, see ``AdversarialTrainer``); 0 before any epoch."""
+    return int(history[-1].get("kept_epoch", len(history))) if history else 0
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ from .callbacks import (
     MetricsLog,
     ProgressBar,
     TensorBoardLogger,
+    kept_epoch,
     read_metrics,
 )
 from .snapshots import Snapshots
@@ -131,8 +132,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
     model, meta = read_checkpoint(ckpt, map_location=pick_device(device))
     run_dir, config = run_folder_and_config(ckpt, path)
     history = read_metrics(run_dir / "metrics.jsonl")
-    kept = history[-1].get("kept_epoch") if history else None
-    stopped = f"stopped early after epoch {len(history)}; weights of epoch {int(kept)}" if kept else ""
+    kept = kept_epoch(history)
+    stopped = (f"stopped early after epoch {len(history)}; weights of epoch {kept}"
+               if kept < len(history) else "")
     return Run(path=run_dir, model=model, meta=meta, config=config, history=history, stopped=stopped)
 
 

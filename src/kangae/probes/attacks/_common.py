@@ -15,8 +15,9 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def as_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
-    """Float images in [0, 1], shaped (N, C, H, W): uint8 is divided by 255, (C, H, W) gets N=1."""
-    x = torch.as_tensor(images)
+    """Float images in [0, 1], shaped (N, C, H, W), on the CPU (results are returned there;
+    chunks go to the model's device): uint8 is divided by 255, (C, H, W) gets N=1."""
+    x = torch.as_tensor(images).cpu()
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4:
@@ -32,8 +33,8 @@ def as_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
 
 def as_labels(labels: torch.Tensor | int | list[int], n: int, num_classes: int | None = None,
               name: str = "labels") -> torch.Tensor:
-    """A (N,) long tensor; one int is repeated for every image."""
-    y = torch.as_tensor(labels, dtype=torch.long).flatten()
+    """A (N,) long tensor on the CPU; one int is repeated for every image."""
+    y = torch.as_tensor(labels, dtype=torch.long).flatten().cpu()
     if y.numel() == 1:
         y = y.expand(n).clone()
     if y.numel() != n:
