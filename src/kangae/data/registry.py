@@ -28,11 +28,19 @@ class Archive:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """One dataset of IDX files. ``md5`` holds the official MD5 of each file as distributed
+    (gzipped); ``content_md5`` that of its decompressed IDX bytes, so a re-compressed copy of the
+    same data is still recognized. ``image_dtype`` and ``label_dtype`` are the element types the
+    files must declare."""
+
     name: str
     title: str
     classes: tuple[str, ...]
     files: dict[str, str]
     md5: dict[str, str] = field(default_factory=dict)
+    content_md5: dict[str, str] = field(default_factory=dict)
+    image_dtype: str = "uint8"
+    label_dtype: str = "uint8"
     mirrors: tuple[str, ...] = ()
     archive: Archive | None = None
     folders: tuple[str, ...] = ()
@@ -88,6 +96,12 @@ DATASETS: dict[str, DatasetSpec] = {
                 "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
                 "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
             },
+            content_md5={  # LeCun's uncompressed files; /work/shared/datasets/mnist matches them
+                "train-images-idx3-ubyte.gz": "6bbc9ace898e44ae57da46a324031adb",
+                "train-labels-idx1-ubyte.gz": "a25bea736e30d166cdddb491f175f624",
+                "t10k-images-idx3-ubyte.gz": "2646ac647ad5339dbf082846283269ea",
+                "t10k-labels-idx1-ubyte.gz": "27ae3e4e09519cfbb04c329615203637",
+            },
             mirrors=(
                 "https://ossci-datasets.s3.amazonaws.com/mnist/",
                 "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -104,6 +118,12 @@ DATASETS: dict[str, DatasetSpec] = {
                 "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
                 "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
                 "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+            },
+            content_md5={
+                "train-images-idx3-ubyte.gz": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+                "train-labels-idx1-ubyte.gz": "9018921c3c673c538a1fc5bad174d6f9",
+                "t10k-images-idx3-ubyte.gz": "8181f5470baa50b63fa0f6fddb340f0a",
+                "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
             },
             mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
             folders=("fashion_mnist", "FashionMNIST"),
