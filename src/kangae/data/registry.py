@@ -114,6 +114,8 @@ def _emnist(split: str, title: str, classes: tuple[str, ...], label_offset: int 
 _DIGITS = tuple(string.digits)
 _UPPER = tuple(string.ascii_uppercase)
 
+SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring", "diamond")
+
 DATASETS: dict[str, Spec] = {
     spec.name: spec
     for spec in [
@@ -188,6 +190,14 @@ DATASETS: dict[str, Spec] = {
             builder="kangae.data.cluttered:load_split",
             shape=(1, 56, 56),
             made_from=("mnist",),
+        ),
+        GeneratedSpec(
+            name="shapes",
+            title="Coloured shapes on textured 64x64 backgrounds; the class is the one shape "
+                  "drawn with a white outline, its box known",
+            classes=SHAPE_CLASSES,
+            builder="kangae.data.shapes:load_split",
+            shape=(3, 64, 64),
         ),
     ]
 }
