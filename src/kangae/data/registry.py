@@ -85,7 +85,43 @@ class GeneratedSpec:
         return getattr(importlib.import_module(module), function)(split, data_dir=data_dir, strict=strict)
 
 
-Spec = DatasetSpec | GeneratedSpec
+@dataclass(frozen=True)
+class CifarSpec:
+    """CIFAR-10 or CIFAR-100 in the binary version (Krizhevsky 2009): each record is
+    ``label_bytes`` label bytes then 3,072 bytes of a 32 x 32 RGB image, channel by channel.
+    ``label_index`` picks the label byte (CIFAR-100: 0 coarse, 1 fine); ``check_labels`` bounds
+    every label byte (index -> number of values). The pickled "python version"
+    (``pickled_folder``) is refused, never unpickled."""
+
+    name: str
+    title: str
+    classes: tuple[str, ...]
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_bytes: int
+    label_index: int
+    check_labels: tuple[tuple[int, int], ...]
+    records: dict[str, int]
+    pickled_folder: str
+    archive_name: str
+    shape: tuple[int, int, int] = (3, 32, 32)
+    url: str = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def search_folders(self) -> tuple[str, ...]:
+        return (f"{self.name}/{self.folder}", self.folder, self.name)
+
+    @property
+    def files(self) -> dict[str, str]:
+        return {f: f for f in (*self.train_files, *self.test_files)}
+
+
+Spec = DatasetSpec | GeneratedSpec | CifarSpec
 
 
 def _emnist(split: str, title: str, classes: tuple[str, ...], label_offset: int = 0) -> DatasetSpec:
@@ -114,6 +150,18 @@ def _emnist(split: str, title: str, classes: tuple[str, ...], label_offset: int 
 _DIGITS = tuple(string.digits)
 _UPPER = tuple(string.ascii_uppercase)
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")
+CIFAR100_CLASSES = tuple("""
+apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly
+camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup
+dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower
+leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid
+otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray
+road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar
+sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip turtle
+wardrobe whale willow_tree wolf woman worm
+""".split())
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring", "diamond")
 
 DATASETS: dict[str, Spec] = {
@@ -183,6 +231,34 @@ DATASETS: dict[str, Spec] = {
         _emnist("digits", "EMNIST digits", _DIGITS),
         _emnist("byclass", "EMNIST by class (62 classes)",
                 _DIGITS + _UPPER + tuple(string.ascii_lowercase)),
+        CifarSpec(
+            name="cifar10",
+            title="CIFAR-10 (32x32 colour photos, binary version)",
+            classes=CIFAR10_CLASSES,
+            folder="cifar-10-batches-bin",
+            train_files=tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
+            test_files=("test_batch.bin",),
+            label_bytes=1,
+            label_index=0,
+            check_labels=((0, 10),),
+            records={"train": 50_000, "test": 10_000},
+            pickled_folder="cifar-10-batches-py",
+            archive_name="cifar-10-binary.tar.gz",
+        ),
+        CifarSpec(
+            name="cifar100",
+            title="CIFAR-100 (32x32 colour photos, 100 fine classes, binary version)",
+            classes=CIFAR100_CLASSES,
+            folder="cifar-100-binary",
+            train_files=("train.bin",),
+            test_files=("test.bin",),
+            label_bytes=2,
+            label_index=1,
+            check_labels=((0, 20), (1, 100)),
+            records={"train": 50_000, "test": 10_000},
+            pickled_folder="cifar-100-python",
+            archive_name="cifar-100-binary.tar.gz",
+        ),
         GeneratedSpec(
             name="cluttered-mnist",
             title="MNIST digits on 56x56 canvases with clutter (the pointing game)",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..utils.atomic import atomic_path
-from .registry import DatasetSpec
+from .registry import CifarSpec, DatasetSpec
 
 DOWNLOAD_TIMEOUT_S = 30.0
 
@@ -49,7 +49,7 @@ class Located:
     partial: Path | None = None
     missing: tuple[str, ...] = ()
 
-    def missing_error(self, spec: DatasetSpec) -> DataError:
+    def missing_error(self, spec: DatasetSpec | CifarSpec) -> DataError:
         found = len(spec.files) - len(self.missing)
         return DataError(
             f"{self.partial / self.missing[0]}: no such file; {self.partial} holds {found} of the "
@@ -57,7 +57,7 @@ class Located:
         )
 
 
-def _candidates(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> list[tuple[Path, bool]]:
+def _candidates(spec: DatasetSpec | CifarSpec, data_dir: str | os.PathLike | None) -> list[tuple[Path, bool]]:
     """Folders to look in, in order, each with whether the user named it."""
     out: list[tuple[Path, bool]] = []
     if data_dir:
@@ -71,7 +71,7 @@ def _candidates(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> list[t
     return out
 
 
-def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> Located:
+def locate(spec: DatasetSpec | CifarSpec, data_dir: str | os.PathLike | None) -> Located:
     """The first folder holding every file of ``spec``; a user-named folder on the way that
     holds only some of them stops the search (see :class:`Located`)."""
     names = list(spec.files.values())
