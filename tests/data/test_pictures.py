@@ -216,3 +216,18 @@ def test_explain_batch_with_a_bomb_explains_every_other_picture(mlp_run, tmp_pat
     assert [e["source"] for e in res["images"]] == [str(f) for f in files if f != bomb]
     for entry in res["images"]:
         assert all((out / name).is_file() for name in entry["files"])
+
+
+def test_fool_batch_with_a_bomb_writes_the_good_pictures_then_exits_2(mlp_run, tmp_path):
+    from kangae.cli import cli
+
+    good, bomb = tmp_path / "good.png", tmp_path / "bomb.png"
+    _digit().save(good)
+    bomb.write_bytes(bomb_png())
+    out = tmp_path / "fool"
+    r = CliRunner().invoke(cli, ["fool", str(mlp_run), "--attack", "fgsm", "--eps", "0.1",
+                                 "--image", str(bomb), "--image", str(good), "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert f"error: {bomb}: too large to decode" in r.output and "Traceback" not in r.output
+    res = json.loads((out / "fool.json").read_text())
+    assert "good.png" in json.dumps(res) and "bomb.png" not in json.dumps(res)
