@@ -101,7 +101,7 @@ def compute_ideas(model: nn.Module, method: str, spec: TargetSpec, *, images: to
                                        regularizers=reg, **opts)
     result = weight_templates(model, images, labels)
     keep = torch.tensor(spec.indices)
-    result.images, result.targets, result.scores = result.images[keep], keep, result.scores[keep]
+    result.images, result.target, result.scores = result.images[keep], keep, result.scores[keep]
     return result
 
 
@@ -118,14 +118,14 @@ def write_ideas(model: nn.Module, classes: list[str], method: str, targets: str,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if spec.objective == "class":
-        names = [classes[int(i)] for i in result.targets]
-        check = verify_prototypes(model, as_model_input(result.images, result.signed), result.targets,
+        names = [classes[int(i)] for i in result.target]
+        check = verify_prototypes(model, as_model_input(result.images, result.signed), result.target,
                                   class_names=classes, check_with=check_with or [])
         titles = [f"{n}: p={r['probability']:.2f}" for n, r in zip(names, check["prototypes"])]
     else:
-        names = [f"{spec.layer}:{int(i)}" for i in result.targets]
+        names = [f"{spec.layer}:{int(i)}" for i in result.target]
         check = None
-        titles = [f"ch {int(i)}: {float(s):.2f}" for i, s in zip(result.targets, result.scores)]
+        titles = [f"ch {int(i)}: {float(s):.2f}" for i, s in zip(result.target, result.scores)]
     label = {"template": f"{result.metrics.get('kind', 'template')}",
              "gradient": f"gradient ({result.metrics.get('objective')})"}.get(method, method)
     save_grid(result.images, out / "grid.png", titles=titles, signed=result.signed,
@@ -137,7 +137,7 @@ def write_ideas(model: nn.Module, classes: list[str], method: str, targets: str,
         save_gif(result.frames, out / "search.gif", signed=result.signed)
     with atomic_path(out / "prototypes.safetensors") as tmp:
         save_file({"images": result.images.detach().float().contiguous().cpu(),
-                   "targets": result.targets.detach().long().contiguous().cpu()}, str(tmp))
+                   "targets": result.target.detach().long().contiguous().cpu()}, str(tmp))
     metrics = {"method": method, "label": label, "source": source, "targets": names,
                "scores": result.scores.tolist(), "seconds": seconds,
                "run": {k: v for k, v in result.metrics.items() if k not in ("objective_curve",)}}
