@@ -56,8 +56,7 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
 
     model_name = model_name or DEFAULT_MODEL
     get_entry(model_name)
-    if dataset != "cluttered-mnist":
-        get_spec(dataset)
+    get_spec(dataset)
     for key in ("epochs", "batch_size", "limit"):
         at_least(kwargs[key], f"--{key.replace('_', '-')}")
     at_least(kwargs["lr"], "--lr", 0, strict=True)
