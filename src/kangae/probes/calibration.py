@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._model import logits_of
+from .display import Shows
 from .inputs import as_images, as_target, renamed
 
 
 @dataclass
-class CalibrationResult:
+class CalibrationResult(Shows):
     """Per-bin statistics and per-example confidence; ``metrics`` has ECE, MCE, NLL, Brier."""
 
     bin_edges: torch.Tensor
@@ -30,6 +31,12 @@ class CalibrationResult:
     confidence: torch.Tensor
     correct: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)
+
+    def picture(self) -> Any:
+        """The reliability diagram and the confidence histograms (as ``kangae calibrate``)."""
+        from ..render.plots import as_picture, plot_reliability
+
+        return as_picture(lambda path: plot_reliability([("", self)], path))
 
 
 @renamed(labels="target")

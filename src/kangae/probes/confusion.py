@@ -10,15 +10,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._model import logits_of
+from .display import Shows
 from .inputs import as_images, as_target, renamed
 
 
 @dataclass
-class ConfusionResult:
+class ConfusionResult(Shows):
     """``matrix[i, j]`` counts examples of true class i predicted as j."""
 
     matrix: torch.Tensor
     pairs: list[dict[str, Any]] = field(default_factory=list)
+
+    def picture(self) -> Any:
+        """The row-normalized matrix, classes by index (as ``kangae confusion`` draws it)."""
+        from ..render.plots import as_picture, plot_confusion
+
+        classes = [str(i) for i in range(len(self.matrix))]
+        return as_picture(lambda path: plot_confusion(self.matrix, classes, path))
 
     @property
     def normalized(self) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import KangaeError
 from ..probes.attacks import fewest_pixel_edits, fgsm, pgd, robustness_curve, template_attack
 from ..render import save_grid
-from ..render.plots import _plt, _save
+from ..render.plots import pyplot, save_figure
 from ..utils.atomic import write_json
 
 ATTACKS = ("template", "fgsm", "pgd", "edit")
@@ -27,14 +27,14 @@ SHOW = 16  # images in the PNG grids
 
 def _plot_lines(x: Sequence[float], series: dict[str, Sequence[float]], path: Path, xlabel: str,
                 ylabel: str, title: str) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for name, ys in series.items():
         ax.plot(list(x), [100 * v for v in ys], "-o", ms=3, label=name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(-2, 102))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _grids(out: Path, original: torch.Tensor, adversarial: torch.Tensor, titles_before: list[str],

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import KangaeError, UnknownNameError
@@ -29,8 +28,7 @@ from ..probes._model import input_shape_of
 from ..probes.actmax import count_targets
 from ..probes.result import PrototypeResult
 from ..probes.verify import as_model_input
-from ..render import save_gif, save_grid, save_image
-from ..utils.atomic import atomic_path, write_json
+from ..utils.atomic import write_json
 
 METHODS = ("greedy", "mc", "block", "gradient", "template")
 
@@ -128,16 +126,7 @@ def write_ideas(model: nn.Module, classes: list[str], method: str, targets: str,
         titles = [f"ch {int(i)}: {float(s):.2f}" for i, s in zip(result.target, result.scores)]
     label = {"template": f"{result.metrics.get('kind', 'template')}",
              "gradient": f"gradient ({result.metrics.get('objective')})"}.get(method, method)
-    save_grid(result.images, out / "grid.png", titles=titles, signed=result.signed,
-              suptitle=f"{source} — {label}".strip(" —"))
-    for i, name in enumerate(names):
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-        save_image(result.images[i], out / f"target-{i:02d}-{safe}.png", signed=result.signed)
-    if result.frames is not None and len(result.frames) > 1:
-        save_gif(result.frames, out / "search.gif", signed=result.signed)
-    with atomic_path(out / "prototypes.safetensors") as tmp:
-        save_file({"images": result.images.detach().float().contiguous().cpu(),
-                   "targets": result.target.detach().long().contiguous().cpu()}, str(tmp))
+    result.save(out, names=names, titles=titles, title=f"{source} — {label}".strip(" —"))
     metrics = {"method": method, "label": label, "source": source, "targets": names,
                "scores": result.scores.tolist(), "seconds": seconds,
                "run": {k: v for k, v in result.metrics.items() if k not in ("objective_curve",)}}

@@ -22,13 +22,14 @@ from torch import nn
 
 from ...models.zoo import Normalize
 from .._model import frozen
+from ..display import Shows
 from ..inputs import renamed
 from ._common import as_images, as_labels, model_device, probabilities
 from .gradient import saliency
 
 
 @dataclass
-class EditResult:
+class EditResult(Shows):
     """Edited ``images`` beside the ``original`` ones (CPU, (N, C, H, W) in [0, 1]).
 
     ``changed`` marks the edited pixels, ``edit_order`` lists them (flat index, -1 padded)
@@ -50,6 +51,12 @@ class EditResult:
     saliency_before: torch.Tensor | None = None
     saliency_after: torch.Tensor | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    def picture(self) -> Any:
+        """The first 8 originals above their changed versions (and the change, signed)."""
+        from ..display import before_after
+
+        return before_after(self.original[:8], self.images[:8])
 
     @property
     def targets(self) -> torch.Tensor:

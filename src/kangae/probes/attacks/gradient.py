@@ -19,12 +19,13 @@ from torch import nn
 
 from ...utils.device import chunk_size
 from .._model import frozen
+from ..display import Shows
 from ..inputs import renamed
 from ._common import as_images, as_labels, loss_gradient, model_device, probabilities
 
 
 @dataclass
-class AttackResult:
+class AttackResult(Shows):
     """Adversarial ``images`` beside the ``original`` ones (CPU, (N, C, H, W) in [0, 1]).
 
     ``target`` holds the true classes (untargeted) or the classes to reach (targeted);
@@ -43,6 +44,12 @@ class AttackResult:
     eps: float
     targeted: bool
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    def picture(self) -> Any:
+        """The first 8 originals above their changed versions (and the change, signed)."""
+        from ..display import before_after
+
+        return before_after(self.original[:8], self.images[:8])
 
     @property
     def labels(self) -> torch.Tensor:
@@ -183,7 +190,7 @@ def _pgd_run(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, start: torch.
 
 
 @dataclass
-class RobustnessCurve:
+class RobustnessCurve(Shows):
     """Accuracy against eps for each method (Madry et al. 2018 report PGD-40 at eps = 0.3)."""
 
     eps: list[float]
@@ -193,6 +200,20 @@ class RobustnessCurve:
 
     def to_dict(self) -> dict[str, Any]:
         return {"eps": self.eps, "accuracy": self.accuracy, "n": self.n, **self.metrics}
+
+    def picture(self) -> Any:
+        """Accuracy against eps, one line per attack."""
+        from ...render.plots import as_picture, pyplot, save_figure
+
+        def draw(path: Any) -> Any:
+            fig, ax = pyplot().subplots(figsize=(4.5, 3.2))
+            for name, acc in self.accuracy.items():
+                ax.plot(self.eps, acc, "o-", label=name)
+            ax.set(xlabel="eps (pixel units)", ylabel="accuracy", ylim=(0, 1), title=f"{self.n} images")
+            ax.legend()
+            return save_figure(fig, path)
+
+        return as_picture(draw)
 
 
 @renamed(labels="target")

@@ -17,13 +17,14 @@ import torch
 from torch import nn
 
 from .._model import frozen
+from ..display import Shows
 from ..inputs import ProbeInputError
 from ..templates import weight_templates
 from ._common import as_images, as_labels, probabilities
 
 
 @dataclass
-class TemplateResult:
+class TemplateResult(Shows):
     """Share of images read as ``target`` at each ``alpha``; ``images`` for the first ``keep``."""
 
     alphas: list[float]
@@ -36,6 +37,13 @@ class TemplateResult:
     original: torch.Tensor  # (keep, C, H, W)
     predictions: torch.Tensor  # (A, N)
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    def picture(self) -> Any:
+        """One row per alpha of the first 8 images with the template added."""
+        from ...render.images import display_scale, tile_images
+
+        shown = self.images[:, :8]
+        return tile_images(shown.flatten(0, 1), shown.shape[1], display_scale(shown.shape[-1]), False)
 
 
 def template_attack(model: nn.Module, images: torch.Tensor, target: int | torch.Tensor,
