@@ -45,6 +45,19 @@ def threads_option() -> click.Option:
                         help="Torch threads (default: the CPUs other programs leave free, chosen at start).")
 
 
+# Library errors name parameters; the command line says its flags instead.
+LIBRARY_TO_FLAGS = {"pass resume=True": "pass --resume", "another out folder": "another --out",
+                    "epochs and batch_size must": "--epochs and --batch-size must",
+                    "and lr positive": "and --lr positive"}
+
+
+def as_flags(message: str) -> str:
+    """A library error's message in the command line's words."""
+    for words, flags in LIBRARY_TO_FLAGS.items():
+        message = message.replace(words, flags)
+    return message
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     """A plain text table, columns padded to their widest cell."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

@@ -75,28 +75,12 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
                                "adversarial training: pass --adversarial too")
     if kwargs["adversarial"] is not None and kwargs["eps"] is None:
         raise click.UsageError(f"--adversarial {kwargs['adversarial']} needs --eps (e.g. 0.3 on MNIST)")
-    try:
-        run = run_train(model_name, dataset, out=out, tensorboard=not no_tensorboard,
-                        snapshots=not no_snapshots, **kwargs)
-    except KangaeError as e:  # the library names its parameters; say the flags instead
-        if _as_flags(str(e)) == str(e):
-            raise
-        raise KangaeError(_as_flags(str(e))) from None
+    run = run_train(model_name, dataset, out=out, tensorboard=not no_tensorboard,
+                    snapshots=not no_snapshots, **kwargs)
     kept = kept_epoch(run.history)
     last = run.history[kept - 1] if kept else {}
     click.echo(f"saved {run.path} (val accuracy {last.get('val_acc', float('nan')):.2%}"
                + (f", weights of epoch {kept})" if run.stopped else ")"))
-
-
-LIBRARY_TO_FLAGS = {"pass resume=True": "pass --resume", "another out folder": "another --out",
-                    "batch_size": "--batch-size", "epochs and": "--epochs and",
-                    "lr positive": "--lr positive"}
-
-
-def _as_flags(message: str) -> str:
-    for words, flags in LIBRARY_TO_FLAGS.items():
-        message = message.replace(words, flags)
-    return message
 
 
 def _model_of(model_name: str, out: str | None, dataset: str, resume: bool) -> str:

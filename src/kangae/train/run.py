@@ -27,10 +27,10 @@ from torch import nn
 from .. import __version__
 from ..data import BatchLoader, ImageSet, load_dataset
 from ..errors import KangaeError, RunError
-from ..models.checkpoint import ModelMeta, read_checkpoint, read_training_state
+from ..models.checkpoint import ModelMeta, read_checkpoint
 from ..models.layers import eval_mode
 from ..models.zoo import DEFAULT_MODEL, Recipe, check_model_arguments, create_model, get_entry
-from ..utils.atomic import remove_stale_temporaries, write_json
+from ..utils.atomic import write_json
 from ..utils.device import module_device, pick_device
 from .adversarial import AdversarialSettings, AdversarialTrainer
 from .adversarial import settings as adversarial_settings
@@ -43,6 +43,7 @@ from .callbacks import (
     kept_epoch,
     read_metrics,
 )
+from .folders import restore, start_or_resume
 from .snapshots import Snapshots
 from .trainer import Trainer, evaluate
 
@@ -290,7 +291,8 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
                      snapshots=snapshots, snapshot_layer=snapshot_layer) + list(callbacks)
     trainer, loader, val_loader = _trainer(parts, net, cbs, amp)
     if parts.resume_from is not None:
-        _restore(trainer, net, parts.resume_from, parts.device)
+        weights = lambda ckpt: read_checkpoint(ckpt, map_location=parts.device)[0].state_dict()  # noqa: E731
+        restore(trainer, parts.resume_from, lambda ckpt: net.load_state_dict(weights(ckpt)))
     trainer.fit(loader, val_loader, epochs=Recipe(**parts.config["recipe"]).epochs)
     if parts.world > 1:
         torch.distributed.barrier()
@@ -306,23 +308,13 @@ def _prepare(asked: RunConfig, run_dir: Path, resume: bool, device: str,
     """The run's config (new, or saved and checked against what was asked), its data, and
     the device of this process."""
     rank, world, local_rank = _dist_env()
-    if rank == 0:
-        remove_stale_temporaries(run_dir / "checkpoints")
-    resume_from = None
-    if resume:
-        resume_from = find_checkpoint(run_dir)
-        try:
-            config = json.loads((run_dir / "config.json").read_text())
-        except (OSError, ValueError) as e:
-            raise RunError(f"{run_dir / 'config.json'}: cannot resume without the run's "
-                           f"config ({e})") from None
+    saved, resume_from = start_or_resume(run_dir, resume, clean=rank == 0)
+    if saved is not None:
+        config = saved
         if config.get("adversarial"):  # runs from before the check had none: keep it that way
             config["adversarial"].setdefault("check_images", 0)
         asked.check_resume(config, run_dir)
     else:
-        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("epoch-*")):
-            raise KangaeError(f"{run_dir} already holds a run; pass resume=True to continue it "
-                              "or choose another out folder")
         config = asked.new()
     train_set = load_dataset(config["dataset"], "train", data_dir=data_dir)
     train_set = train_set.subset(config["limit"], seed=config["seed"])
@@ -404,16 +396,6 @@ def _trainer(parts: _Parts, net: nn.Module, cbs: list[Callback], amp: bool | Non
         chosen = parts.train_set.subset(adv.check_images, seed=config["seed"] + 1)
         check = (chosen.floats().to(dev), chosen.labels.long().to(dev))
     return AdversarialTrainer(wrapped, opt, adversarial=adv, check=check, **kwargs), loader, val_loader
-
-
-def _restore(trainer: Trainer, net: nn.Module, checkpoint: Path, device: torch.device) -> None:
-    """Weights and training state (optimizer, schedule, RNG, position) from ``checkpoint``."""
-    weights, _ = read_checkpoint(checkpoint, map_location=device)
-    net.load_state_dict(weights.state_dict())
-    state = read_training_state(checkpoint)
-    if state is None:
-        raise RunError(f"{checkpoint}: holds weights but no training state to resume from")
-    trainer.load_training_state(state)
 
 
 def _warn_after(trainer: Trainer) -> None:
