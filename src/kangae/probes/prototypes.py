@@ -39,7 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.zoo import Normalize
+from ._affine import affine_prefix as _affine_prefix
+from ._affine import leaves as _leaves
+from ._affine import linear_columns as _linear_columns
 from ._model import eval_copy, input_shape_of
 from .inputs import Target, as_classes, model_device, renamed
 from .result import PrototypeResult
@@ -64,46 +66,6 @@ def _pick(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tenso
     elif kind != "logit":
         raise ValueError(f"unknown score '{kind}'; use one of {', '.join(SCORES)}")
     return logits.gather(1, targets[:, None]).squeeze(1)
-
-
-def _affine_prefix(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
-    """Split ``model`` into (affine prefix ending in its first Linear/Conv2d, the rest)."""
-    if not isinstance(model, nn.Sequential):
-        return None
-    children = _leaves(model)
-    for i, m in enumerate(children):
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            return nn.Sequential(*children[: i + 1]), nn.Sequential(*children[i + 1 :])
-        if not isinstance(m, (Normalize, nn.Flatten, nn.Identity)):
-            return None
-    return None
-
-
-def _leaves(seq: nn.Sequential) -> list[nn.Module]:
-    """A nested Sequential as one flat list of modules (same computation)."""
-    out: list[nn.Module] = []
-    for m in seq.children():
-        out += _leaves(m) if isinstance(m, nn.Sequential) else [m]
-    return out
-
-
-def _linear_columns(prefix: nn.Sequential, shape: tuple[int, ...]) -> torch.Tensor | None:
-    """The columns of a ``[Normalize | Flatten | Identity]* Linear`` prefix read off its
-    weights (``W[:, p] / std``) instead of pushing an identity batch through it."""
-    scale = torch.ones(shape, dtype=torch.float64)
-    *head, last = list(prefix)
-    if not isinstance(last, nn.Linear) or last.in_features != scale.numel():
-        return None
-    flat = False
-    for m in head:
-        if isinstance(m, Normalize) and not flat and len(shape) == 3:
-            scale = scale / m.std.to(scale).view(-1, 1, 1)
-        elif isinstance(m, (nn.Flatten, nn.Identity)):
-            flat = flat or isinstance(m, nn.Flatten)
-        else:
-            return None
-    w = last.weight
-    return (w * scale.flatten().to(w)).t().contiguous()
 
 
 class _Scorer:
@@ -158,19 +120,14 @@ class _Scorer:
 
     @torch.no_grad()
     def candidates(self, x: torch.Tensor, pre: torch.Tensor | None, targets: torch.Tensor,
-                   pixels: torch.Tensor, values: torch.Tensor,
-                   mask: torch.Tensor | None = None, current: torch.Tensor | None = None
-                   ) -> torch.Tensor:
+                   pixels: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Scores ``(n, K, L)`` of setting pixel ``pixels[n, k]`` to ``values[n, k, l]``.
 
         A candidate that leaves the pixel as it is cannot raise the score, so it is not
-        evaluated and gets ``-inf`` (the sequential reference evaluates it and rejects it);
-        so do positions outside ``mask`` ``(n, K)``.
+        evaluated and gets ``-inf`` (the sequential reference evaluates it and rejects it).
         """
-        dv = values - (x.gather(1, pixels) if current is None else current)[..., None]
+        dv = values - x.gather(1, pixels)[..., None]
         todo = dv != 0
-        if mask is not None:
-            todo &= mask[..., None]
         chain, kk, ll = todo.nonzero(as_tuple=True)
         out = torch.full(values.shape, float("-inf"), dtype=x.dtype, device=x.device)
         width = self.width if self.incremental else self.dim

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...models.zoo import Normalize
+from .._affine import affine_split
 from .._model import frozen
 from ..display import Shows
 from ..inputs import renamed
@@ -68,27 +68,6 @@ class EditResult(Shows):
         return self.images - self.original
 
 
-def _affine_split(model: nn.Module) -> tuple[nn.Module, torch.Tensor, nn.Module] | None:
-    """(head, W, tail) if ``model`` is a Sequential starting with [Normalize,] Flatten, Linear:
-    then ``model(x) = tail(head(x))`` and changing pixel i by d adds ``d * W[:, i]`` to
-    ``head(x)``, so a candidate costs one column instead of a first-layer product."""
-    if not isinstance(model, nn.Sequential):
-        return None
-    mods = list(model.children())
-    i, scale = 0, None
-    if i < len(mods) and isinstance(mods[i], Normalize):
-        scale = mods[i].std.detach().flatten()
-        i += 1
-    if i + 1 >= len(mods) or not isinstance(mods[i], nn.Flatten) or not isinstance(mods[i + 1], nn.Linear):
-        return None
-    w = mods[i + 1].weight.detach().float()
-    if scale is not None:
-        if scale.numel() != 1:
-            return None
-        w = w / scale.float()
-    return nn.Sequential(*mods[: i + 2]), w.t().contiguous(), nn.Sequential(*mods[i + 2:])
-
-
 @renamed(targets="target")
 def fewest_pixel_edits(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int,
                        levels: Sequence[float] = (0.0, 1.0), threshold: float = 0.9,
@@ -125,7 +104,7 @@ def fewest_pixel_edits(model: nn.Module, images: torch.Tensor, target: torch.Ten
         prob = p0[torch.arange(n), t].clone()
         trace[:, 0] = prob
         evaluated = 0
-        split = _affine_split(model) if fast else None
+        split = affine_split(model, tuple(x0.shape[1:])) if fast else None
         for step in range(max_edits):
             active = (prob < threshold).nonzero().flatten()
             if not len(active):
