@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from .engine import Busy, Engine, NotAvailable, _round, fix_available
+from .engine import Busy, Engine, NotAvailable, _round
 from .inputs import BadInput, Seen, read_image
 from .limits import MAX_BODY, BodyLimit, HostCheck
 
@@ -162,8 +162,7 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
     meta = engine.run.meta
     info = {"classes": engine.classes, "model": meta.model, "dataset": meta.dataset,
             "shape": list(engine.shape), "run": title or engine.run.path.name,
-            "accuracy": meta.metrics.get("test_accuracy", meta.metrics.get("accuracy")),
-            "fix": fix_available()}
+            "accuracy": meta.metrics.get("test_accuracy", meta.metrics.get("accuracy"))}
     page = env.get_template("index.html").render(info=info, info_json=json.dumps(info))
     hw = engine.shape[-2:]
 
@@ -258,8 +257,7 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
         png = await engine.call(engine.idea_png, target)
         return Response(png, media_type="image/png")
 
-    @app.post("/api/fix", response_model=FixOut,
-              responses={**ERRORS, 501: {"model": ErrorOut, "description": "Not in this build"}},
+    @app.post("/api/fix", response_model=FixOut, responses=ERRORS,
               summary="Fix my drawing: the fewest pixel edits that make it read as the target")
     async def fix(body: FixIn) -> dict[str, Any]:
         t0 = time.perf_counter()

@@ -40,9 +40,9 @@ class Busy(RuntimeError):
 
 
 class NotAvailable(RuntimeError):
-    """A feature this build cannot provide (HTTP 501), or not yet (503)."""
+    """Something not ready yet, such as the prototypes while they are computed (HTTP 503)."""
 
-    def __init__(self, message: str, status: int = 501):
+    def __init__(self, message: str, status: int = 503):
         super().__init__(message)
         self.status = status
 
@@ -112,14 +112,6 @@ def _explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: st
             metrics[name] = round(float(value[0]), 4)
     return {"method": res.method, "attribution": res.attribution.detach(), "metrics": metrics,
             "summary": res.summary(0, classes)}
-
-
-def fix_available() -> bool:
-    try:
-        from ..probes.attacks import fewest_pixel_edits  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class Engine:
@@ -220,10 +212,8 @@ class Engine:
 
     def fix(self, image: torch.Tensor, target: int, max_edits: int, threshold: float) -> dict[str, Any]:
         """The fewest pixel edits that make the model read ``image`` as ``target``."""
-        try:
-            from ..probes.attacks import fewest_pixel_edits  # type: ignore[import-not-found]
-        except ImportError:
-            raise NotAvailable("edit search not available in this build") from None
+        from ..probes.attacks import fewest_pixel_edits
+
         t = self.check_target(target)
         res = fewest_pixel_edits(self.model, self.batch(image), torch.tensor([t]), levels=(0.0, 1.0),
                                  threshold=threshold, max_edits=max_edits)
