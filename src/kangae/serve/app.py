@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib import resources
 from typing import Any, Literal
 
@@ -25,7 +26,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from .engine import Busy, Engine, NotAvailable, _round
+from .batcher import Busy
+from .engine import Engine, NotAvailable, _round
 from .inputs import BadInput, Seen, read_image
 from .limits import MAX_BODY, BodyLimit, HostCheck
 
@@ -219,7 +221,7 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
               summary="Class probabilities, and the 28x28 image the model sees")
     async def predict(body: ImageIn) -> dict[str, Any]:
         t0 = time.perf_counter()
-        seen, probs = await engine.call(_decode_then(engine.predict), body.image)
+        seen, probs = await engine.classify(partial(read_image, body.image, hw))
         k = int(probs.argmax())
         return {"classes": engine.classes, "probabilities": _round(probs), "predicted": k,
                 "confidence": round(float(probs[k]), 4), "seen": _round(seen.image[0], 3),
@@ -273,8 +275,9 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
 
 def app_for(folder: str | os.PathLike, *, workers: int = 2, ideas_method: str = "auto",
             explain_method: str = "mask", max_body: int = MAX_BODY,
-            allowed_hosts: list[str] | None = None) -> FastAPI:
-    """Load a run or tour folder (see :mod:`kangae.serve.source`) and build its app."""
+            allowed_hosts: list[str] | None = None, **engine_options: Any) -> FastAPI:
+    """Load a run or tour folder (see :mod:`kangae.serve.source`) and build its app;
+    ``engine_options`` (``max_batch``, ``max_pending``, ``max_wait``, ...) go to :class:`Engine`."""
     from ..train.run import load
     from .source import load_prototypes, resolve
 
@@ -284,7 +287,8 @@ def app_for(folder: str | os.PathLike, *, workers: int = 2, ideas_method: str = 
     if protos_path is not None:
         ideas = load_prototypes(protos_path, len(run.classes), tuple(run.meta.input_shape))
     engine = Engine(run, workers=workers, ideas=ideas, ideas_method=ideas_method,
-                    ideas_from=protos_path.name if protos_path else "", explain_method=explain_method)
+                    ideas_from=protos_path.name if protos_path else "", explain_method=explain_method,
+                    **engine_options)
     return create_app(engine, max_body=max_body, title=run.path.name, allowed_hosts=allowed_hosts)
 
 

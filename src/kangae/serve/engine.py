@@ -1,9 +1,12 @@
 """The model side of ``kangae serve``: one loaded model, bounded thread pools, and the probes.
 
-Every model call runs in a ``ThreadPoolExecutor`` with a few workers (awaited from the event
-loop with ``run_in_executor``; explanations and edit searches in a second, smaller pool so
-predictions never wait behind them), and at most ``max_pending`` calls may wait, so a flood of
-requests gets HTTP 503 instead of an unbounded queue. The model is put in eval mode with
+Every model call runs in a ``ThreadPoolExecutor`` with a few workers (explanations and edit
+searches in a second, smaller pool so predictions never wait behind them). Predictions are
+micro-batched (:class:`~kangae.serve.batcher.MicroBatcher`): requests that arrive within
+``batch_window`` seconds share one forward pass. At most ``max_pending`` predictions (and
+``max_pending_slow`` explanations or edit searches) may be in progress; past that a request
+gets HTTP 503 with ``Retry-After`` at once, and one that waited ``max_wait`` seconds without a
+turn gets the same answer instead of hanging. The model is put in eval mode with
 ``requires_grad`` off once, at start: the probes' save-and-restore of those flags is then the
 same from every thread. Class prototypes are computed once, at start, in their own thread
 (or loaded from a tour folder), so the page and ``/api/predict`` answer meanwhile.
@@ -11,12 +14,12 @@ same from every thread. Class prototypes are computed once, at start, in their o
 
 from __future__ import annotations
 
-import asyncio
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -28,15 +31,12 @@ from torch import nn
 from ..errors import UnknownNameError
 from ..probes._model import input_shape_of
 from ..train.run import Run
-from .inputs import BadInput
+from .batcher import Busy, MicroBatcher, run_by
+from .inputs import BadInput, Seen
 
 T = TypeVar("T")
 IDEA_METHODS = ("auto", "greedy", "gradient")
 GREEDY_BUDGET_S = 15.0  # "auto" uses greedy search when its estimated cost fits this
-
-
-class Busy(RuntimeError):
-    """Too many requests are waiting for the model (HTTP 503)."""
 
 
 class NotAvailable(RuntimeError):
@@ -117,7 +117,8 @@ def _explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: st
 class Engine:
     """A loaded run behind a bounded thread pool."""
 
-    def __init__(self, run: Run, *, workers: int = 2, max_pending: int = 64,
+    def __init__(self, run: Run, *, workers: int = 2, max_pending: int = 256, max_pending_slow: int = 16,
+                 max_wait: float = 2.0, max_batch: int = 64, batch_window: float = 0.002,
                  ideas: torch.Tensor | None = None, ideas_method: str = "auto", ideas_from: str = "",
                  explain_method: str = "mask", compute_ideas_now: bool = True):
         if ideas_method not in IDEA_METHODS:
@@ -138,9 +139,11 @@ class Engine:
         # predictions never queue behind them
         self.slow_pool = ThreadPoolExecutor(max_workers=max(1, workers // 2),
                                             thread_name_prefix="kangae-slow")
-        self.workers, self.max_pending = workers, max_pending
-        self._pending = 0
-        self._lock = threading.Lock()
+        self.workers, self.max_pending, self.max_pending_slow = workers, max_pending, max_pending_slow
+        self.max_wait = max_wait
+        self.batcher = MicroBatcher(self.predict_batch, self.pool, max_batch=max_batch, window=batch_window,
+                                    concurrency=workers)
+        self._pending = {False: 0, True: 0}  # in progress, by pool (slow or not); only the event loop counts
         self._ideas: Future[Ideas] = Future()
         self._ideas_thread: threading.Thread | None = None
         if ideas is not None:
@@ -154,21 +157,32 @@ class Engine:
         self.predict(torch.zeros(self.shape[0], *self.shape[1:])[:1])
         from ..probes import attribution  # noqa: F401  (imports captum)
 
-    # -- plumbing -------------------------------------------------------------------------
+    # -- plumbing (on the event loop) ------------------------------------------------------
+    @contextmanager
+    def _admit(self, slow: bool) -> Iterator[float]:
+        """One request in progress; yields its deadline. :class:`Busy` at once when full."""
+        limit = self.max_pending_slow if slow else self.max_pending
+        if self._pending[slow] >= limit:
+            raise Busy(f"{self._pending[slow]} requests are waiting for the model; try again shortly")
+        self._pending[slow] += 1
+        try:
+            yield time.monotonic() + self.max_wait
+        finally:
+            self._pending[slow] -= 1
+
     async def call(self, fn: Callable[..., T], *args: Any, slow: bool = False, **kwargs: Any) -> T:
         """Run ``fn`` in the model pool (``slow``: the pool for explanations and edit searches);
-        :class:`Busy` when too many calls already wait."""
-        with self._lock:
-            if self._pending >= self.max_pending:
-                raise Busy(f"{self._pending} requests are waiting for the model; try again shortly")
-            self._pending += 1
-        try:
-            loop = asyncio.get_running_loop()
-            pool = self.slow_pool if slow else self.pool
-            return await loop.run_in_executor(pool, partial(fn, *args, **kwargs))
-        finally:
-            with self._lock:
-                self._pending -= 1
+        :class:`Busy` when too many calls are in progress, or when it could not start within
+        ``max_wait`` seconds."""
+        with self._admit(slow) as deadline:
+            return await run_by(self.slow_pool if slow else self.pool, partial(fn, *args, **kwargs), deadline)
+
+    async def classify(self, decode: Callable[[], Seen]) -> tuple[Seen, torch.Tensor]:
+        """``decode()`` in the pool, then the class probabilities (K,) of its image, computed in
+        one forward pass with those of the other requests waiting at the same time."""
+        with self._admit(False) as deadline:
+            seen = await run_by(self.pool, decode, deadline)
+            return seen, await self.batcher(seen.image, deadline)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -186,8 +200,13 @@ class Engine:
     # -- model calls (run in the pool) ----------------------------------------------------
     def predict(self, image: torch.Tensor) -> torch.Tensor:
         """Class probabilities (K,) for one (1, H, W) image."""
+        return self.predict_batch(image[None])[0]
+
+    def predict_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, K) for (N, 1, H, W) images."""
+        x = images.expand(-1, self.shape[0], *images.shape[2:]).float()
         with torch.inference_mode():
-            return F.softmax(self.model(self.batch(image)), dim=1)[0].float()
+            return F.softmax(self.model(x), dim=1).float()
 
     def check_method(self, method: str | None) -> str:
         from ..probes.attribution import ALIASES, METHODS
