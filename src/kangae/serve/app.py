@@ -36,6 +36,7 @@ log = logging.getLogger("kangae.serve")
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
             "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+UNPARSED = "There was an error parsing the body"  # FastAPI's words when json.loads raises
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 
 IMAGE_DOC = ("A drawing as a base64 PNG (or JPEG), bare or as a `data:image/png;base64,...` URL, which "
@@ -193,7 +194,10 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
+        message = str(exc.detail)
+        if exc.status_code == 400 and message == UNPARSED:  # e.g. JSON nested past Python's recursion limit
+            message = "invalid request: the body could not be parsed as JSON (nested too deeply?)"
+        return JSONResponse({"error": message}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -170,6 +170,10 @@ class Engine:
         finally:
             self._pending[slow] -= 1
 
+    def pending(self, slow: bool = False) -> int:
+        """Requests in progress (queued or running) for the fast pool, or the ``slow`` one."""
+        return self._pending[slow]
+
     async def call(self, fn: Callable[..., T], *args: Any, slow: bool = False, **kwargs: Any) -> T:
         """Run ``fn`` in the model pool (``slow``: the pool for explanations and edit searches);
         :class:`Busy` when too many calls are in progress, or when it could not start within

@@ -77,8 +77,10 @@ def decode_png(text: str) -> Image.Image:
             img.load()
     except BadInput:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as e:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise BadInput(f"image declares too many pixels (a decompression bomb?); the limit is {MAX_SIDE} "
+                       "per side") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise BadInput(f"image bytes are not a readable PNG or JPEG ({e.__class__.__name__})") from None
     return img
 
