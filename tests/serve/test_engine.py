@@ -174,3 +174,28 @@ def _explain_while_the_slow_pool_is_stuck(client: TestClient, engine: Engine):
 def test_bad_batch_settings_are_refused(serve_run: Path, option: dict) -> None:
     with pytest.raises(ValueError):
         Engine(load(serve_run), compute_ideas_now=False, **option)
+
+
+def test_the_wait_counts_from_the_arrival(serve_run: Path) -> None:
+    """A request that arrived max_wait ago (its body was slow, the event loop was busy) is
+    refused before anything runs, even with the model idle."""
+    from kangae.serve.batcher import TooLate
+
+    engine, model = _engine(serve_run, max_wait=1.0)
+    decoded: list[bool] = []
+
+    def decode():
+        decoded.append(True)
+        raise AssertionError("must not run")
+
+    async def late() -> None:
+        with pytest.raises(TooLate):
+            await engine.classify(decode, arrived=time.monotonic() - 1.0)
+        with pytest.raises(TooLate):
+            await engine.call(engine.predict, torch.zeros(1, 28, 28), arrived=time.monotonic() - 5.0)
+
+    try:
+        asyncio.run(late())
+    finally:
+        engine.close()
+    assert decoded == [] and model.calls == [] and engine.pending() == 0

@@ -29,7 +29,7 @@ from .. import __version__
 from .batcher import Busy
 from .engine import Engine, NotAvailable, _round
 from .inputs import BadInput, Seen, read_image
-from .limits import MAX_BODY, BodyLimit, HostCheck
+from .limits import ARRIVED, MAX_BODY, Arrival, BodyLimit, HostCheck
 
 log = logging.getLogger("kangae.serve")
 
@@ -158,6 +158,7 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
     app.add_middleware(BodyLimit, max_bytes=max_body)
     if allowed_hosts:
         app.add_middleware(HostCheck, allowed=allowed_hosts)
+    app.add_middleware(Arrival)  # the last added is the outermost
     app.state.engine = engine
     env = jinja2.Environment(loader=jinja2.PackageLoader("kangae.serve", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]))
@@ -223,9 +224,10 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
 
     @app.post("/api/predict", response_model=PredictOut, responses=ERRORS,
               summary="Class probabilities, and the 28x28 image the model sees")
-    async def predict(body: ImageIn) -> dict[str, Any]:
+    async def predict(body: ImageIn, request: Request) -> dict[str, Any]:
         t0 = time.perf_counter()
-        seen, probs = await engine.classify(partial(read_image, body.image, hw))
+        seen, probs = await engine.classify(partial(read_image, body.image, hw),
+                                            arrived=request.scope.get(ARRIVED))
         k = int(probs.argmax())
         return {"classes": engine.classes, "probabilities": _round(probs), "predicted": k,
                 "confidence": round(float(probs[k]), 4), "seen": _round(seen.image[0], 3),
@@ -234,11 +236,12 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
 
     @app.post("/api/explain", response_model=ExplainOut, responses=ERRORS,
               summary="Which pixels the decision rests on (the explanation mask)")
-    async def explain(body: ExplainIn) -> dict[str, Any]:
+    async def explain(body: ExplainIn, request: Request) -> dict[str, Any]:
         t0 = time.perf_counter()
         target = None if body.target == "auto" else engine.check_target(int(body.target))
         method = engine.check_method(body.method)
-        seen, out = await engine.call(_decode_then(engine.explain), body.image, target, method, slow=True)
+        seen, out = await engine.call(_decode_then(engine.explain), body.image, target, method, slow=True,
+                                      arrived=request.scope.get(ARRIVED))
         return {**out, "attribution": _round(out["attribution"], 5), "seen": _round(seen.image[0], 3),
                 "frame": [round(v, 2) for v in seen.frame] if seen.frame else None,
                 "probability": round(out["probability"], 4),
@@ -259,17 +262,17 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
 
     @app.get("/api/ideas/{target}.png", responses={200: {"content": {"image/png": {}}}, **ERRORS},
              response_class=Response, summary="One class prototype as a PNG (4x enlarged)")
-    async def idea_png(target: int) -> Response:
-        png = await engine.call(engine.idea_png, target)
+    async def idea_png(target: int, request: Request) -> Response:
+        png = await engine.call(engine.idea_png, target, arrived=request.scope.get(ARRIVED))
         return Response(png, media_type="image/png")
 
     @app.post("/api/fix", response_model=FixOut, responses=ERRORS,
               summary="Fix my drawing: the fewest pixel edits that make it read as the target")
-    async def fix(body: FixIn) -> dict[str, Any]:
+    async def fix(body: FixIn, request: Request) -> dict[str, Any]:
         t0 = time.perf_counter()
         target = engine.check_target(body.target)
         seen, out = await engine.call(_decode_then(engine.fix), body.image, target, body.max_edits,
-                                      body.threshold, slow=True)
+                                      body.threshold, slow=True, arrived=request.scope.get(ARRIVED))
         return {**out, "image": _round(out["image"], 3), "changed": out["changed"].int().tolist(),
                 "probabilities": _round(out["probabilities"]), "seen": _round(seen.image[0], 3),
                 "ms": round((time.perf_counter() - t0) * 1000, 2)}

@@ -45,18 +45,26 @@ async def run_by(executor: Executor, fn: Callable[[], T], deadline: float) -> T:
     (``time.monotonic()``). Once started it runs to the end; a cancelled caller (the client
     went away) takes its job out of the queue when it has not started yet."""
     t0 = time.monotonic()
+    if t0 >= deadline:
+        raise too_late(0.0)
     job = executor.submit(fn)
-    fut = asyncio.wrap_future(job)
+    fut = asyncio.wrap_future(job)  # cancelled with the job
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = job.cancel()  # True while still queued: it never runs
+
+    timer = asyncio.get_running_loop().call_at(deadline, expire)  # the loop's clock is time.monotonic
     try:
-        done, _ = await asyncio.wait({fut}, timeout=max(0.0, deadline - time.monotonic()))
+        return await fut
     except asyncio.CancelledError:
+        if expired:
+            raise too_late(time.monotonic() - t0) from None
         job.cancel()
         raise
-    if not done:
-        if job.cancel():  # still queued: it never runs
-            raise too_late(time.monotonic() - t0)
-        return await fut  # running already: its answer comes soon
-    return fut.result()
+    finally:
+        timer.cancel()
 
 
 @dataclass(eq=False)
@@ -65,6 +73,7 @@ class _Item:
     future: asyncio.Future
     arrived: float = field(default_factory=time.monotonic)
     taken: bool = False  # in a batch: its answer comes from that forward
+    queued: bool = True
 
 
 class MicroBatcher:
@@ -96,17 +105,23 @@ class MicroBatcher:
     async def __call__(self, x: torch.Tensor, deadline: float) -> torch.Tensor:
         loop = asyncio.get_running_loop()
         item = _Item(x, loop.create_future())
+        if item.arrived >= deadline:
+            raise too_late(0.0)
+
+        def expire() -> None:
+            if not item.taken and not item.future.done():
+                item.future.set_exception(too_late(time.monotonic() - item.arrived))
+
+        timer = loop.call_at(deadline, expire)
         self._queue.append(item)
         if len(self._queue) >= self.max_batch and self._full is not None and not self._full.done():
             self._full.set_result(None)
         self._kick()
         try:
-            done, _ = await asyncio.wait({item.future}, timeout=max(0.0, deadline - time.monotonic()))
-            if not done and not item.taken:
-                raise too_late(time.monotonic() - item.arrived)
             return await item.future
         finally:
-            if not item.taken:  # late, or the client went away: out of the queue
+            timer.cancel()
+            if item.queued:  # late, or the client went away: out of the queue
                 self._queue.remove(item)
 
     def _kick(self) -> None:
@@ -125,9 +140,13 @@ class MicroBatcher:
                 self._full = asyncio.get_running_loop().create_future()
                 await asyncio.wait({self._full}, timeout=wait)
                 self._full = None
-            batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
-            for item in batch:
-                item.taken = True
+            batch: list[_Item] = []
+            while self._queue and len(batch) < self.max_batch:
+                item = self._queue.popleft()
+                item.queued = False
+                if not item.future.done():  # not answered already (late, or its caller gone)
+                    item.taken = True
+                    batch.append(item)
         finally:
             self._collecting = False
         if not batch:

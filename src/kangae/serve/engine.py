@@ -37,6 +37,7 @@ from .inputs import BadInput, Seen
 T = TypeVar("T")
 IDEA_METHODS = ("auto", "greedy", "gradient")
 GREEDY_BUDGET_S = 15.0  # "auto" uses greedy search when its estimated cost fits this
+MAX_WAIT_S = 1.5  # a request not at the model this long after it arrived gets 503: answers within 2 s
 
 
 class NotAvailable(RuntimeError):
@@ -118,7 +119,7 @@ class Engine:
     """A loaded run behind a bounded thread pool."""
 
     def __init__(self, run: Run, *, workers: int = 2, max_pending: int = 256, max_pending_slow: int = 16,
-                 max_wait: float = 2.0, max_batch: int = 64, batch_window: float = 0.002,
+                 max_wait: float = MAX_WAIT_S, max_batch: int = 64, batch_window: float = 0.002,
                  ideas: torch.Tensor | None = None, ideas_method: str = "auto", ideas_from: str = "",
                  explain_method: str = "mask", compute_ideas_now: bool = True):
         if ideas_method not in IDEA_METHODS:
@@ -159,14 +160,15 @@ class Engine:
 
     # -- plumbing (on the event loop) ------------------------------------------------------
     @contextmanager
-    def _admit(self, slow: bool) -> Iterator[float]:
-        """One request in progress; yields its deadline. :class:`Busy` at once when full."""
+    def _admit(self, slow: bool, arrived: float | None) -> Iterator[float]:
+        """One request in progress; yields its deadline, ``max_wait`` after it ``arrived``
+        (``time.monotonic()``; default now). :class:`Busy` at once when full."""
         limit = self.max_pending_slow if slow else self.max_pending
         if self._pending[slow] >= limit:
             raise Busy(f"{self._pending[slow]} requests are waiting for the model; try again shortly")
         self._pending[slow] += 1
         try:
-            yield time.monotonic() + self.max_wait
+            yield (time.monotonic() if arrived is None else arrived) + self.max_wait
         finally:
             self._pending[slow] -= 1
 
@@ -174,17 +176,19 @@ class Engine:
         """Requests in progress (queued or running) for the fast pool, or the ``slow`` one."""
         return self._pending[slow]
 
-    async def call(self, fn: Callable[..., T], *args: Any, slow: bool = False, **kwargs: Any) -> T:
+    async def call(self, fn: Callable[..., T], *args: Any, slow: bool = False, arrived: float | None = None,
+                   **kwargs: Any) -> T:
         """Run ``fn`` in the model pool (``slow``: the pool for explanations and edit searches);
         :class:`Busy` when too many calls are in progress, or when it could not start within
-        ``max_wait`` seconds."""
-        with self._admit(slow) as deadline:
+        ``max_wait`` seconds of the request's arrival."""
+        with self._admit(slow, arrived) as deadline:
             return await run_by(self.slow_pool if slow else self.pool, partial(fn, *args, **kwargs), deadline)
 
-    async def classify(self, decode: Callable[[], Seen]) -> tuple[Seen, torch.Tensor]:
+    async def classify(self, decode: Callable[[], Seen], arrived: float | None = None
+                       ) -> tuple[Seen, torch.Tensor]:
         """``decode()`` in the pool, then the class probabilities (K,) of its image, computed in
         one forward pass with those of the other requests waiting at the same time."""
-        with self._admit(False) as deadline:
+        with self._admit(False, arrived) as deadline:
             seen = await run_by(self.pool, decode, deadline)
             return seen, await self.batcher(seen.image, deadline)
 
