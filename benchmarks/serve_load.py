@@ -298,7 +298,7 @@ def measure(server: Server, bodies: list[bytes], args: argparse.Namespace) -> tu
 
 def line(name: str, out: Outcome, cpu: float, client: float) -> str:
     p50, p95 = np.percentile(out.latencies, [50, 95])
-    return (f"  {name:<24} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  max {max(out.latencies):6.1f} ms  "
+    return (f"  {name:<26} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  max {max(out.latencies):6.1f} ms  "
             f"{out.n / out.wall:5.0f} req/s, {out.statuses[200] / out.wall:5.0f} 200s/s  {out.describe()}  "
             f"CPU/request: server {cpu:4.1f} ms, client {client:4.1f} ms")
 
@@ -322,12 +322,12 @@ def main() -> None:
         inputs = {"canvas PNG": [{"image": _png_b64(_digit_like(k % 10, rng))} for k in range(20)],
                   "28x28 array": [{"image": a} for a in arrays]}
         bodies = {name: [json.dumps(b).encode() for b in values] for name, values in inputs.items()}
-        setups = [("batched", [])] + ([] if args.no_reference else [("unbatched", ["--max-batch", "1"])])
+        setups = [("default", [])] + ([] if args.no_reference else [("--max-batch 1", ["--max-batch", "1"])])
         results: dict[tuple[str, str], Outcome] = {}
         for setup, extra in setups:
             server = Server(run, args.workers, extra)
             with server as info:
-                if setup == "batched":
+                if setup == "default":
                     print(f"kangae serve load test: {info['model']} ({run}), {args.requests} POST "
                           f"/api/predict at concurrency {args.concurrency} ({args.client} client); server: "
                           f"{args.workers} model threads, {os.cpu_count()} CPUs (shared with other work: "
@@ -335,13 +335,13 @@ def main() -> None:
                 for name, values in bodies.items():
                     out, cpu, client = measure(server, values, args)
                     results[setup, name] = out
-                    tail = f"  [{out.goal(args.concurrency)}]" if setup == "batched" else ""
+                    tail = f"  [{out.goal(args.concurrency)}]" if setup == "default" else ""
                     print(line(f"{name}, {setup}", out, cpu, client) + tail, flush=True)
         if not args.no_reference:
             for name in bodies:
-                new, ref = results["batched", name], results["unbatched", name]
+                new, ref = results["default", name], results["--max-batch 1", name]
                 ratio = (new.statuses[200] / new.wall) / max(ref.statuses[200] / ref.wall, 1e-9)
-                print(f"  {name:<24} micro-batching: {ratio:.2f}x the 200s a second of the unbatched server")
+                print(f"  {name:<26} micro-batching: {ratio:.2f}x the 200s a second of --max-batch 1")
     finally:
         tmp.cleanup()
 
