@@ -1,7 +1,8 @@
 """The model side of ``kangae serve``: one loaded model, bounded thread pools, and the probes.
 
 Every model call runs in a ``ThreadPoolExecutor`` with a few workers (explanations and edit
-searches in a second, smaller pool so predictions never wait behind them). Predictions are
+searches in a second, smaller pool so predictions never wait behind them; the batched forward
+passes in a third, so they never wait behind the decoding of newer requests). Predictions are
 micro-batched (:class:`~kangae.serve.batcher.MicroBatcher`): requests that arrive within
 ``batch_window`` seconds share one forward pass. At most ``max_pending`` predictions (and
 ``max_pending_slow`` explanations or edit searches) may be in progress; past that a request
@@ -136,14 +137,18 @@ class Engine:
             raise UnknownNameError("explanation method", explain_method, METHODS)
         self.explain_method = explain_method
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kangae-model")
+        # the batched forward passes finish requests: their own threads, so that they never
+        # queue behind the decoding of newer requests (under a flood that queue is long, and a
+        # forward behind it would answer only requests already past their deadline)
+        self.forward_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kangae-forward")
         # explanations and edit searches take up to seconds: their own pool, so that live
         # predictions never queue behind them
         self.slow_pool = ThreadPoolExecutor(max_workers=max(1, workers // 2),
                                             thread_name_prefix="kangae-slow")
         self.workers, self.max_pending, self.max_pending_slow = workers, max_pending, max_pending_slow
         self.max_wait = max_wait
-        self.batcher = MicroBatcher(self.predict_batch, self.pool, max_batch=max_batch, window=batch_window,
-                                    concurrency=workers)
+        self.batcher = MicroBatcher(self.predict_batch, self.forward_pool, max_batch=max_batch,
+                                    window=batch_window, concurrency=workers)
         self._pending = {False: 0, True: 0}  # in progress, by pool (slow or not); only the event loop counts
         self._ideas: Future[Ideas] = Future()
         self._ideas_thread: threading.Thread | None = None
@@ -193,8 +198,8 @@ class Engine:
             return seen, await self.batcher(seen.image, deadline)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.slow_pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self.pool, self.forward_pool, self.slow_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def batch(self, image: torch.Tensor) -> torch.Tensor:
         """(1, H, W) -> (1, C, H, W) for the model."""
