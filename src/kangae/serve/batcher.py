@@ -134,13 +134,13 @@ class MicroBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _collect_and_run(self) -> None:
+        batch: list[_Item] = []
         try:
             wait = self._queue[0].arrived + self.window - time.monotonic() if self._queue else 0.0
             if wait > 0 and len(self._queue) < self.max_batch:
                 self._full = asyncio.get_running_loop().create_future()
                 await asyncio.wait({self._full}, timeout=wait)
                 self._full = None
-            batch: list[_Item] = []
             while self._queue and len(batch) < self.max_batch:
                 item = self._queue.popleft()
                 item.queued = False
@@ -163,7 +163,6 @@ class MicroBatcher:
     async def _run(self, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
         self.forwards += 1
-        self.items += len(batch)
         try:
             out = await loop.run_in_executor(self.executor, self.forward, torch.stack([i.x for i in batch]))
         except Exception as e:  # noqa: BLE001 - handed to the requests
@@ -172,6 +171,7 @@ class MicroBatcher:
             elif not batch[0].future.done():
                 batch[0].future.set_exception(e)
             return
+        self.items += len(batch)
         for item, row in zip(batch, out):
             if not item.future.done():
                 item.future.set_result(row)
