@@ -44,7 +44,7 @@ def main() -> None:
         t0 = time.perf_counter()
         res = compute_ideas(run.model, method, spec, options=opts)
         secs = time.perf_counter() - t0
-        check = verify_prototypes(run.model, as_model_input(res.images, res.signed), res.targets,
+        check = verify_prototypes(run.model, as_model_input(res.images, res.signed), res.target,
                                   check_with=[o.model for o in others])
         s = check["summary"]
         transfer = " ".join(f"{r:4.0%}" for r in s.get("transfer_rate", []))

@@ -21,7 +21,8 @@ import time
 import torch
 
 import kangae
-from kangae.probes import activation_maximization, reference_search, search_prototypes
+from kangae.probes import activation_maximization, search_prototypes
+from kangae.probes.prototypes import reference_search
 
 
 def best_of(fn, repeat: int):

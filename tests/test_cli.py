@@ -100,3 +100,10 @@ def test_every_command_takes_threads_and_leaves_torch_as_it_found_it():
     assert res.exit_code == 0 and torch.get_num_threads() == before
     res = run("models", "--threads", "0")
     assert res.exit_code == 2 and "--threads" in res.output
+
+
+def test_library_errors_are_told_in_flags(mlp_run):
+    res = run("train", "--model", "mlp", "--out", str(mlp_run), "--epochs", "1")
+    assert res.exit_code == 2 and "pass --resume to continue it or choose another --out" in res.output
+    res = run("train", "--eps", "0.3", "--out", str(mlp_run) + "-x")
+    assert res.exit_code == 2 and "pass --adversarial too" in res.output

@@ -23,3 +23,30 @@ def test_generation_is_deterministic_and_loadable_by_name(blob_data):
     b = make_cluttered(load_dataset("mnist", "test"), 2000, seed=2)
     assert torch.equal(a.data.images, b.data.images) and torch.equal(a.boxes, b.boxes)
     assert torch.equal(load_dataset("cluttered-mnist", "test").images, a.data.images)
+
+
+def test_cluttered_mnist_is_registered_like_any_dataset(blob_data):
+    from kangae.data import DATASETS, GeneratedSpec, where_is
+
+    spec = DATASETS["cluttered-mnist"]
+    assert isinstance(spec, GeneratedSpec) and spec.made_from == ("mnist",) and spec.num_classes == 10
+    data = load_dataset("cluttered-mnist", "test")
+    assert data.name == "cluttered-mnist" and tuple(data.images.shape[1:]) == spec.shape
+    assert where_is("cluttered-mnist") == "generated from mnist"
+
+
+def test_cluttered_mnist_says_when_its_source_is_missing(tmp_path):
+    from kangae.data import where_is
+
+    assert where_is("cluttered-mnist", tmp_path) == "generated from mnist (needs mnist)"
+
+
+def test_no_import_circle_between_dataset_and_cluttered():
+    import ast
+    from pathlib import Path
+
+    import kangae.data.dataset as dataset
+
+    tree = ast.parse(Path(dataset.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "cluttered" not in imported and "shapes" not in imported

@@ -62,3 +62,15 @@ def test_trailing_garbage_and_short_header(tmp_path):
 def test_missing_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="cannot read"):
         read_idx(tmp_path / "nope.gz")
+
+
+def test_a_declared_type_other_than_the_expected_one_is_refused(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    write_idx(path, np.zeros((2, 28, 28), np.int8))  # header type 0x09
+    with pytest.raises(DataError) as e:
+        read_idx(path, dtype=np.uint8)
+    msg = str(e.value)
+    assert msg.startswith(str(path)) and "int8 (IDX type 0x09)" in msg and "uint8 (IDX type 0x08)" in msg
+    assert read_idx(path, dtype="int8").dtype == np.int8  # declared and expected agree
+    write_idx(tmp_path / "wide.idx", np.zeros(3, np.int32))
+    assert read_idx(tmp_path / "wide.idx", dtype=">i4").dtype == np.int32  # byte order is the format's

@@ -83,7 +83,7 @@ def test_mode_grad_flags_and_hooks_restored_even_on_error():
     activation_maximization(model, [1], objective="channel", layer="block1.conv2", steps=3)
     assert model.training and [p.requires_grad for p in model.parameters()] == flags
     assert _hooks(model) == 0
-    with pytest.raises(ValueError, match="targets must lie in 0..31"):
+    with pytest.raises(ValueError, match="target must lie in 0..31"):
         activation_maximization(model, [40], objective="channel", layer="block1.conv2", steps=3)
     assert model.training and _hooks(model) == 0
     assert all(p.grad is None for p in model.parameters())

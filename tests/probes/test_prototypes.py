@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from kangae.models import Normalize, create_model
-from kangae.probes import reference_search, search_prototypes
+from kangae.probes import search_prototypes
+from kangae.probes.prototypes import reference_search
 from tests.probes.models import random_linear
 
 
@@ -102,7 +103,7 @@ def test_frames_replay_the_search_and_the_callers_model_is_untouched():
 
 def test_bad_arguments():
     model = _linear_model()
-    with pytest.raises(ValueError, match="targets must lie in 0..9"):
+    with pytest.raises(ValueError, match="target must lie in 0..9"):
         search_prototypes(model, [10])
     with pytest.raises(ValueError, match="unknown search method"):
         search_prototypes(model, [1], method="anneal")

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import DataError, KangaeError
 from ..utils.threads import apply_threads
-from ._options import threads_option
+from ._options import as_flags, threads_option
 
 
 def _warn(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
@@ -61,7 +61,7 @@ class _Group(click.Group):
             click.echo(f"kangae: {e}", err=True)
             sys.exit(130)
         except KangaeError as e:  # bad data files exit 1; every other user mistake exits 2
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {as_flags(str(e))}", err=True)
             sys.exit(1 if isinstance(e, DataError) else 2)
 
 

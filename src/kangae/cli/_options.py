@@ -9,9 +9,26 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-data_dir_option = click.option(
+data_dir_only_option = click.option(
     "--data-dir", type=click.Path(file_okay=False),
     help="Folder with one subfolder per dataset (before $KANGAE_DATA).")
+
+
+def _strict_data(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:  # for the rest of the command: a file that fails its MD5 check is an error
+        from ..data.integrity import strict_data
+
+        ctx.with_resource(strict_data())
+
+
+strict_data_option = click.option(
+    "--strict-data", is_flag=True, expose_value=False, callback=_strict_data,
+    help="Refuse dataset files whose MD5 differs from the official release (default: warn).")
+
+
+def data_dir_option(f: F) -> F:
+    """``--data-dir`` and ``--strict-data``, for every command that reads a dataset."""
+    return data_dir_only_option(strict_data_option(f))
 
 
 def device_option(default: str = "cpu") -> Callable[[F], F]:
@@ -26,6 +43,19 @@ def seed_option(help: str | None = None) -> Callable[[F], F]:
 def threads_option() -> click.Option:
     return click.Option(["--threads"], type=click.IntRange(1, 1024), default=None,
                         help="Torch threads (default: the CPUs other programs leave free, chosen at start).")
+
+
+# Library errors name parameters; the command line says its flags instead.
+LIBRARY_TO_FLAGS = {"pass resume=True": "pass --resume", "another out folder": "another --out",
+                    "epochs and batch_size must": "--epochs and --batch-size must",
+                    "and lr positive": "and --lr positive"}
+
+
+def as_flags(message: str) -> str:
+    """A library error's message in the command line's words."""
+    for words, flags in LIBRARY_TO_FLAGS.items():
+        message = message.replace(words, flags)
+    return message
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

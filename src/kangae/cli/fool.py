@@ -72,14 +72,14 @@ def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, re
         pictures, errors = load_pictures(image_files)
         for e in errors:
             click.echo(f"error: {e}", err=True)
-        if errors:
-            raise SystemExit(2)
+        if not pictures:
+            raise KangaeError("none of the images could be read")
         for p in pictures:
             if p.inverted:
                 click.echo(f"{p.source}: inverted (dark ink on a light background)")
         images = torch.stack([p.image for p in pictures])
         labels = None
-        sources = [Path(f).name for f in image_files]
+        sources = [Path(p.source).name for p in pictures]
     else:
         n = n_images or (8 if attack == "edit" else 1000)
         data = run.dataset("test", data_dir=data_dir)
@@ -112,3 +112,5 @@ def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, re
                      name=Path(run.path).resolve().name)
     click.echo(table(res["table"]["rows"], res["table"]["header"]))
     click.echo(f"wrote {out_dir}/: fool.json, {', '.join(res['files'])} ({res['seconds']:.1f}s)")
+    if image_files and errors:  # the good pictures were written; the bad ones were named above
+        raise SystemExit(2)

@@ -56,8 +56,7 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
 
     model_name = model_name or DEFAULT_MODEL
     get_entry(model_name)
-    if dataset != "cluttered-mnist":
-        get_spec(dataset)
+    get_spec(dataset)
     for key in ("epochs", "batch_size", "limit"):
         at_least(kwargs[key], f"--{key.replace('_', '-')}")
     at_least(kwargs["lr"], "--lr", 0, strict=True)
@@ -71,6 +70,11 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
     model_args = _model_args(_model_of(model_name, out, dataset, kwargs["resume"]), kwargs.pop("model_arg"))
     if model_args:
         kwargs["model_args"] = model_args
+    if kwargs["adversarial"] is None and (kwargs["eps"] is not None or adv_options):
+        raise click.UsageError("--eps, --eps-warmup, --adv-steps, --adv-alpha and --adv-check set up "
+                               "adversarial training: pass --adversarial too")
+    if kwargs["adversarial"] is not None and kwargs["eps"] is None:
+        raise click.UsageError(f"--adversarial {kwargs['adversarial']} needs --eps (e.g. 0.3 on MNIST)")
     run = run_train(model_name, dataset, out=out, tensorboard=not no_tensorboard,
                     snapshots=not no_snapshots, **kwargs)
     kept = kept_epoch(run.history)

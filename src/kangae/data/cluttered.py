@@ -17,7 +17,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .dataset import ImageSet
+from .dataset import ImageSet, load_dataset
+from .integrity import is_strict
 
 NAME = "cluttered-mnist"
 SIZE = 56
@@ -81,15 +82,19 @@ def make_cluttered(source: ImageSet, n: int | None = None, size: int = SIZE, fra
 
 
 @lru_cache(maxsize=4)
-def _cached(split: str, data_dir: str | None, _env: tuple[str | None, ...]) -> ClutteredSet:
-    from .dataset import load_dataset
-
-    source = load_dataset("mnist", split, data_dir=data_dir)
+def _cached(split: str, data_dir: str | None, strict: bool, _env: tuple[str | None, ...]) -> ClutteredSet:
+    source = load_dataset("mnist", split, data_dir=data_dir, strict=strict)
     n = TRAIN_N if split == "train" else TEST_N
     return make_cluttered(source, n, seed=1 if split == "train" else 2)
 
 
-def load_cluttered(split: str = "test", data_dir: str | None = None) -> ClutteredSet:
+def load_cluttered(split: str = "test", data_dir: str | os.PathLike | None = None,
+                   strict: bool | None = None) -> ClutteredSet:
     """The standard cluttered-MNIST split: 20,000 train / 2,000 test canvases of 56 x 56."""
     env = tuple(os.environ.get(k) for k in ("KANGAE_DATA", "KANGAE_CACHE", "KANGAE_OFFLINE", "HOME"))
-    return _cached(split, str(data_dir) if data_dir else None, env)
+    return _cached(split, str(data_dir) if data_dir else None, is_strict(strict), env)
+
+
+def load_split(split: str, data_dir: str | os.PathLike | None = None, strict: bool | None = None) -> ImageSet:
+    """The registry's builder for ``load_dataset("cluttered-mnist", split)``."""
+    return load_cluttered(split, data_dir, strict).data

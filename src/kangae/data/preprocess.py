@@ -12,20 +12,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..errors import KangaeError
+from .pictures import MAX_PIXELS, ImageInputError, decode_picture, read_pictures
 
-MAX_PIXELS = 40_000_000
+__all__ = ["MAX_PIXELS", "ImageInputError", "Preprocessed", "load_picture", "load_pictures",
+           "open_picture", "preprocess", "to_gray"]
 INK_THRESHOLD = 0.1
-
-
-class ImageInputError(KangaeError):
-    """A picture kangae cannot read or find a digit in."""
 
 
 @dataclass
@@ -92,9 +88,10 @@ def preprocess(picture: Image.Image | np.ndarray, source: str = "") -> Preproces
         gray = np.asarray(picture, dtype=np.float64)
         if gray.ndim != 2 or gray.size == 0:
             raise ImageInputError(f"{where}expected a 2-D grayscale array, got shape {gray.shape}")
-        if not np.isfinite(gray).all():
-            raise ImageInputError(f"{where}the array holds NaN or infinite values")
-        gray = np.clip(gray, 0.0, 1.0)
+    if not np.isfinite(gray).all():
+        raise ImageInputError(f"{where}the {'array' if not isinstance(picture, Image.Image) else 'image'} "
+                              "holds NaN or infinite values")
+    gray = np.clip(gray, 0.0, 1.0)
     h, w = gray.shape
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
@@ -126,19 +123,8 @@ def preprocess(picture: Image.Image | np.ndarray, source: str = "") -> Preproces
 
 
 def open_picture(path: str | os.PathLike) -> Image.Image:
-    """Open a user's image file, with a clear error naming the file when that fails."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageInputError(f"{path}: no such file")
-    try:
-        img = Image.open(path)
-        if img.width * img.height > MAX_PIXELS:
-            raise ImageInputError(f"{path}: {img.width}x{img.height} is too large "
-                                  f"(limit {MAX_PIXELS} pixels)")
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageInputError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
-    return img
+    """Open a user's image file, with one clear line naming the file when that fails."""
+    return decode_picture(path, str(path))
 
 
 def load_picture(path: str | os.PathLike) -> Preprocessed:
@@ -147,11 +133,7 @@ def load_picture(path: str | os.PathLike) -> Preprocessed:
 
 
 def load_pictures(paths: Sequence[str | os.PathLike]) -> tuple[list[Preprocessed], list[str]]:
-    """Preprocess many files; a bad file is reported in the second list and the rest go on."""
-    good, errors = [], []
-    for p in paths:
-        try:
-            good.append(load_picture(p))
-        except ImageInputError as e:
-            errors.append(str(e))
-    return good, errors
+    """Preprocess many files; a bad file is reported in the second list (one line naming it)
+    and the rest go on."""
+    batch = read_pictures(paths, lambda img, source: preprocess(img, source=source))
+    return batch.items, [str(e) for e in batch.errors]

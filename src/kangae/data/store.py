@@ -1,7 +1,10 @@
 """Find dataset files on disk, or download them (MD5 checked, atomic rename).
 
 Lookup order: an explicit ``data_dir``, then ``$KANGAE_DATA``, then the user cache
-(``$KANGAE_CACHE`` or ``~/.cache/kangae``), then a download into the cache.
+(``$KANGAE_CACHE`` or ``~/.cache/kangae``), then a download into the cache. A folder the user
+named (``data_dir`` itself or its dataset subfolder, or the dataset's subfolder of
+``$KANGAE_DATA``) that holds only some of a dataset's files is an error naming the missing
+ones, never a reason to look elsewhere.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
 from ..utils.atomic import atomic_path
-from .registry import DatasetSpec
+from .registry import CifarSpec, DatasetSpec
 
 DOWNLOAD_TIMEOUT_S = 30.0
 
@@ -36,22 +40,53 @@ def search_roots(data_dir: str | os.PathLike | None) -> list[Path]:
     return roots
 
 
+@dataclass(frozen=True)
+class Located:
+    """Where a dataset's files are: ``folder`` holds all of them; or ``partial``, a folder the
+    user named, holds only some and ``missing`` lists the others."""
+
+    folder: Path | None = None
+    partial: Path | None = None
+    missing: tuple[str, ...] = ()
+
+    def missing_error(self, spec: DatasetSpec | CifarSpec) -> DataError:
+        found = len(spec.files) - len(self.missing)
+        return DataError(
+            f"{self.partial / self.missing[0]}: no such file; {self.partial} holds {found} of the "
+            f"{len(spec.files)} files of {spec.name} (missing: {', '.join(self.missing)})"
+        )
+
+
+def _candidates(spec: DatasetSpec | CifarSpec, data_dir: str | os.PathLike | None) -> list[tuple[Path, bool]]:
+    """Folders to look in, in order, each with whether the user named it."""
+    out: list[tuple[Path, bool]] = []
+    if data_dir:
+        root = Path(data_dir)
+        out += [(root / f, True) for f in spec.search_folders] + [(root, True)]
+    if os.environ.get("KANGAE_DATA"):
+        root = Path(os.environ["KANGAE_DATA"])
+        out += [(root / f, True) for f in spec.search_folders] + [(root, False)]
+    root = cache_root()
+    out += [(root / f, False) for f in spec.search_folders] + [(root, False)]
+    return out
+
+
+def locate(spec: DatasetSpec | CifarSpec, data_dir: str | os.PathLike | None) -> Located:
+    """The first folder holding every file of ``spec``; a user-named folder on the way that
+    holds only some of them stops the search (see :class:`Located`)."""
+    names = list(spec.files.values())
+    for folder, named in _candidates(spec, data_dir):
+        present = [(folder / n).is_file() for n in names]
+        if all(present):
+            return Located(folder=folder)
+        if named and any(present):
+            return Located(partial=folder, missing=tuple(n for n, ok in zip(names, present) if not ok))
+    return Located()
+
+
 def find_local(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> Path | None:
-    """The first folder that holds all four files of ``spec``, or None."""
-    names = spec.files.values()
-    for root in search_roots(data_dir):
-        for folder in (*(root / f for f in spec.search_folders), root):
-            if all((folder / n).is_file() for n in names):
-                return folder
-    return None
-
-
-def md5sum(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The folder that holds all files of ``spec`` (or None when absent or incomplete)."""
+    return locate(spec, data_dir).folder
 
 
 def download(url: str, dest: Path, md5: str | None,

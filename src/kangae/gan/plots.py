@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from ..render.plots import _plt, _save
+from ..render.plots import pyplot, save_figure
 
 
 def plot_judge(epochs: Sequence[dict[str, Any]], classes: Sequence[str], path: str | os.PathLike) -> Path:
     """Fréchet distance beside the real-data floor, confidence, class entropy (and share of
     asked-for classes), and the predicted-class histogram per epoch."""
-    plt = _plt()
+    plt = pyplot()
     ep = [e["epoch"] for e in epochs]
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
     ax = axes[0]
@@ -45,4 +45,4 @@ def plot_judge(epochs: Sequence[dict[str, Any]], classes: Sequence[str], path: s
     fig.colorbar(im, ax=ax, shrink=0.8)
     for a in axes[:3]:
         a.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

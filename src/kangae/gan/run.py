@@ -25,10 +25,11 @@ from safetensors.torch import load_file
 from .. import __version__
 from ..data import BatchLoader, load_dataset
 from ..errors import KangaeError, RunError, UnknownNameError
-from ..models.checkpoint import MODEL_FILE, ModelMeta, read_meta, read_training_state
+from ..models.checkpoint import MODEL_FILE, ModelMeta, read_meta
 from ..train.callbacks import Callback, Checkpointer, MetricsLog, ProgressBar, TensorBoardLogger, read_metrics
+from ..train.folders import restore, start_or_resume
 from ..train.run import find_checkpoint, run_folder_and_config
-from ..utils.atomic import remove_stale_temporaries, write_json
+from ..utils.atomic import write_json
 from ..utils.device import pick_device
 from .judge import Judge, judge_classifier
 from .models import ARCHS, GAN, INITS, GANConfig, get_arch
@@ -154,16 +155,12 @@ def load_gan(path: str | os.PathLike, device: str | torch.device = "cpu") -> GAN
                   read_metrics(run_dir / "metrics.jsonl"))
 
 
-def _check_resume(run_dir: Path, asked: dict[str, Any]) -> dict[str, Any]:
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise RunError(f"{run_dir / 'config.json'}: cannot resume without the run's config ({e})") from None
+def _check_resume(run_dir: Path, config: dict[str, Any], asked: dict[str, Any]) -> dict[str, Any]:
     differ = [f"{k}={v} (run has {config.get(k)})" for k, v in asked.items()
               if v is not None and config.get(k) != v]
     if differ:
         raise KangaeError(f"{run_dir} was configured otherwise: {', '.join(differ)}; "
-                          "--resume continues the run as configured")
+                          "resuming continues the run as configured")
     return config
 
 
@@ -188,21 +185,16 @@ def train_gan(dataset: str = "mnist", *, out: str | os.PathLike | None = None, e
     sigmoid-output network in a few epochs; see :mod:`kangae.gan.models`).
     """
     run_dir = Path(out) if out else Path("runs") / f"gan-{dataset}"
-    remove_stale_temporaries(run_dir / "checkpoints")
     asked = {"dataset": dataset if dataset != "mnist" or not resume else None, "arch": arch,
              "conditional": conditional, "z_dim": z_dim, "batch_size": batch_size, "lr": lr,
              "limit": limit, "init": init}
-    resume_from: Path | None = None
     if epochs < 1:
         raise KangaeError(f"epochs must be at least 1, got {epochs}")
-    if resume:
-        resume_from = find_checkpoint(run_dir)
-        config = _check_resume(run_dir, asked)
+    saved, resume_from = start_or_resume(run_dir, resume)
+    if saved is not None:
+        config = _check_resume(run_dir, saved, asked)
         config["epochs"] = epochs
     else:
-        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("epoch-*")):
-            raise KangaeError(f"{run_dir} already holds a run; pass --resume to continue it or choose "
-                              "another --out")
         arch = arch or "seed"
         get_arch(arch)
         init = init or "pytorch"
@@ -258,12 +250,8 @@ def train_gan(dataset: str = "mnist", *, out: str | os.PathLike | None = None, e
     cbs += list(callbacks)
     trainer = GANTrainer(gan, opt, callbacks=cbs, real_target=config.get("real_target", 1.0))
     if resume_from is not None:
-        weights = load_gan(resume_from, device=dev)
-        gan.load_state_dict(weights.gan.state_dict())
-        state = read_training_state(resume_from)
-        if state is None:
-            raise RunError(f"{resume_from}: holds weights but no training state to resume from")
-        trainer.load_training_state(state)
+        restore(trainer, resume_from,
+                lambda ckpt: gan.load_state_dict(load_gan(ckpt, device=dev).gan.state_dict()))
     trainer.fit(loader, None, epochs=epochs)
     frames.write_gif()
     gan.eval()

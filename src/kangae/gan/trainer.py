@@ -147,13 +147,13 @@ class SampleFrames(Callback):
             self._record(trainer, 0)
 
     def _record(self, trainer: Trainer, epoch: int) -> None:
-        from ..render.images import _tile
+        from ..render.images import tile_images
 
         imgs = generate(trainer.bare_model, self.z, self.labels)
         self.frames[epoch] = (imgs * 255).round().to(torch.uint8)
         self.dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.dir / f"epoch-{epoch:04d}.png") as tmp:
-            _tile(imgs, self.ncols, 3, False).save(tmp, format="PNG")
+            tile_images(imgs, self.ncols, 3, False).save(tmp, format="PNG")
         with atomic_path(self.dir / "frames.safetensors") as tmp:
             save_file({f"epoch-{e:04d}": f.contiguous() for e, f in sorted(self.frames.items())}, str(tmp))
         if self.gif_every_epoch:

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..models.layers import eval_mode
 from ..utils.device import chunk_size
+from .inputs import as_target, model_device
 
 
 def input_shape_of(model: nn.Module, default: tuple[int, ...] = (1, 28, 28)) -> tuple[int, ...]:
@@ -51,7 +52,7 @@ def eval_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 @torch.no_grad()
 def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Logits for all ``images`` (uint8 0-255 or float in [0, 1]), batched, in eval mode."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     batch_size = chunk_size(batch_size, device, tuple(images.shape[1:]))
     out = []
     with frozen(model):
@@ -63,19 +64,6 @@ def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int | None = N
 
 
 def resolve_targets(probs: torch.Tensor, target: object) -> torch.Tensor:
-    """Target classes for a batch: the predicted ones for ``None``/``"auto"``, else one class
-    for all or one per image, checked against the number of classes."""
-    from ..errors import KangaeError
-
-    if target is None or (isinstance(target, str) and target == "auto"):
-        return probs.argmax(1)
-    if isinstance(target, str):
-        raise KangaeError(f"target must be 'auto' or a class index, not '{target}'")
-    t = torch.as_tensor(target, device=probs.device).long().flatten()
-    if t.numel() == 1:
-        t = t.expand(len(probs))
-    if t.numel() != len(probs):
-        raise KangaeError(f"{t.numel()} targets for {len(probs)} images")
-    if (t < 0).any() or (t >= probs.shape[1]).any():
-        raise KangaeError(f"target classes must lie in 0..{probs.shape[1] - 1}")
-    return t.clone()
+    """Target classes for a batch (see :func:`kangae.probes.inputs.as_target`), on the
+    device of ``probs``: the predicted ones for ``None``/``"auto"``."""
+    return as_target(target, len(probs), probs.shape[1], scores=probs).to(probs.device)  # type: ignore[arg-type]

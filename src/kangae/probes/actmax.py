@@ -17,7 +17,6 @@ RGB) which favours smooth images (Olah et al., "Feature Visualization", Distill 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -27,6 +26,7 @@ from torch import nn
 from ..data.loader import random_shift
 from ..models.layers import capture, get_layer
 from ._model import frozen, input_shape_of
+from .inputs import Target, as_classes, model_device, renamed
 from .result import PrototypeResult
 
 OBJECTIVES = ("logit", "prob", "channel", "neuron")
@@ -131,7 +131,7 @@ def _diversity(x: torch.Tensor, groups: int) -> torch.Tensor:
 def count_targets(model: nn.Module, objective: str, layer: str | None,
                   input_shape: tuple[int, ...]) -> int:
     """How many targets an objective has: classes for logits, channels for a layer."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     with frozen(model), torch.no_grad():
         if objective in ("logit", "prob"):
             return model(torch.zeros(1, *input_shape, device=device)).shape[1]
@@ -140,14 +140,17 @@ def count_targets(model: nn.Module, objective: str, layer: str | None,
         return out[layer].shape[1]
 
 
-def activation_maximization(model: nn.Module, targets: int | Sequence[int] | torch.Tensor, *,
+@renamed(targets="target")
+def activation_maximization(model: nn.Module, target: Target = "all", *,
                             objective: str = "logit", layer: str | None = None,
                             per_target: int = 1, steps: int = 256, lr: float = 0.05,
                             optimizer: str = "adam", param: str = "pixel", decay: float = 1.0,
                             regularizers: Regularizers | None = None, diversity: float = 0.0,
                             input_shape: tuple[int, ...] | None = None, frames: int = 40,
                             seed: int = 0) -> PrototypeResult:
-    """Optimize one input per target (``per_target`` each) to maximize ``objective``.
+    """Optimize one input per target (``per_target`` each) to maximize ``objective``:
+    ``target`` lists classes (logit, prob) or channels of ``layer`` (channel, neuron), or
+    ``"all"``.
 
     All targets are one batch: one forward and backward per step. The model's mode,
     ``requires_grad`` flags and hooks are restored afterwards, even on error.
@@ -162,12 +165,9 @@ def activation_maximization(model: nn.Module, targets: int | Sequence[int] | tor
         raise ValueError(f"unknown optimizer '{optimizer}'; use adam or rmsprop")
     reg = regularizers or Regularizers()
     shape = tuple(input_shape or input_shape_of(model))
-    device = next(model.parameters()).device
+    device = model_device(model)
     n_targets = count_targets(model, objective, layer, shape)
-    t = torch.as_tensor(targets if not isinstance(targets, int) else [targets], dtype=torch.long)
-    if t.ndim != 1 or len(t) == 0 or (t < 0).any() or (t >= n_targets).any():
-        raise ValueError(f"targets must lie in 0..{n_targets - 1}, got {t.tolist()}")
-    t = t.repeat_interleave(per_target).to(device)
+    t = as_classes(target, n_targets).repeat_interleave(per_target).to(device)
     gen = torch.Generator().manual_seed(seed)
     image = _Image(len(t), shape, param, decay, gen, device)
     opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.RMSprop)(image.parameters(), lr=lr)
@@ -202,7 +202,7 @@ def activation_maximization(model: nn.Module, targets: int | Sequence[int] | tor
             score = _objective(objective, model(final), feats.get(layer), t)
     return PrototypeResult(
         images=final.detach().cpu(),
-        targets=t.cpu(),
+        target=t.cpu(),
         scores=score.detach().cpu(),
         method="gradient",
         frames=torch.stack(snaps) if snaps else None,

@@ -38,6 +38,7 @@ from ..models.layers import get_layer
 from ..utils.device import chunk_size
 from ._model import frozen, resolve_targets
 from .explanation import Explanation
+from .inputs import model_device
 from .masks import extremal_perturbation, meaningful_perturbation
 
 METHODS = ("saliency", "inputxgrad", "ig", "smoothgrad", "gradcam", "occlusion", "deeplift",
@@ -48,7 +49,7 @@ ALIASES = {"input-x-gradient": "inputxgrad", "integrated-gradients": "ig", "grad
 def default_cam_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
     """The last module with a spatial (N, C, H, W) output of more than one pixel: for the
     zoo's conv nets, the last conv block (where Grad-CAM is usually taken)."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     found: list[str] = []
     handles = []
     for name, module in model.named_modules():
@@ -90,12 +91,13 @@ def _captum(method: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, lay
         return ca.IntegratedGradients(model).attribute(
             x, baselines=baseline, target=t, n_steps=options.get("n_steps", 32),
             internal_batch_size=options.get("internal_batch_size", max(chunk, len(x))))
-    if method == "smoothgrad":
-        torch.manual_seed(seed)
-        return ca.NoiseTunnel(ca.Saliency(model)).attribute(
-            x, target=t, nt_type="smoothgrad", nt_samples=options.get("nt_samples", 16),
-            nt_samples_batch_size=options.get("nt_samples_batch_size", per_image),
-            stdevs=options.get("stdevs", 0.15))
+    if method == "smoothgrad":  # Captum draws its noise from the global RNG: seed a fork of it
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            return ca.NoiseTunnel(ca.Saliency(model)).attribute(
+                x, target=t, nt_type="smoothgrad", nt_samples=options.get("nt_samples", 16),
+                nt_samples_batch_size=options.get("nt_samples_batch_size", per_image),
+                stdevs=options.get("stdevs", 0.15))
     if method == "gradcam":
         name = layer or default_cam_layer(model, tuple(x.shape[1:]))
         cam = ca.LayerGradCam(model, get_layer(model, name)).attribute(x, target=t)
@@ -137,7 +139,7 @@ def explain(model: nn.Module, images: torch.Tensor,
     if method == "extremal":
         return extremal_perturbation(model, images, None if target == "auto" else target,
                                      seed=seed, **options)
-    device = next(model.parameters()).device
+    device = model_device(model)
     x = images.to(device)
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
     if x.ndim == 3:

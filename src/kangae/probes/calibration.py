@@ -13,10 +13,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from ._model import logits_of
+from .display import Shows
+from .inputs import as_images, as_target, renamed
 
 
 @dataclass
-class CalibrationResult:
+class CalibrationResult(Shows):
     """Per-bin statistics and per-example confidence; ``metrics`` has ECE, MCE, NLL, Brier."""
 
     bin_edges: torch.Tensor
@@ -27,12 +32,20 @@ class CalibrationResult:
     correct: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)
 
+    def picture(self) -> Any:
+        """The reliability diagram and the confidence histograms (as ``kangae calibrate``)."""
+        from ..render.plots import as_picture, plot_reliability
 
-def calibration(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15,
+        return as_picture(lambda path: plot_reliability([("", self)], path))
+
+
+@renamed(labels="target")
+def calibration(logits: torch.Tensor, target: torch.Tensor, bins: int = 15,
                 temperature: float = 1.0) -> CalibrationResult:
-    """Reliability statistics of ``softmax(logits / temperature)`` against ``labels``."""
-    logits = logits.double() / temperature
-    labels = labels.long()
+    """Reliability statistics of ``softmax(logits / temperature)`` against the true classes
+    ``target``."""
+    logits = logits.detach().double().cpu() / temperature
+    labels = as_target(target, len(logits), logits.shape[1])
     probs = F.softmax(logits, dim=1)
     conf, pred = probs.max(1)
     correct = pred == labels
@@ -63,9 +76,11 @@ def calibration(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15,
                              conf.float(), correct, metrics)
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 200) -> float:
+@renamed(labels="target")
+def fit_temperature(logits: torch.Tensor, target: torch.Tensor, max_iter: int = 200) -> float:
     """The temperature minimizing the NLL of ``softmax(logits / T)`` (LBFGS on log T)."""
-    logits, labels = logits.double(), labels.long()
+    logits = logits.detach().double().cpu()
+    labels = as_target(target, len(logits), logits.shape[1])
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
 
@@ -79,9 +94,12 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     return float(log_t.detach().exp())
 
 
-def temperature_scaling(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15,
+@renamed(labels="target")
+def temperature_scaling(logits: torch.Tensor, target: torch.Tensor, bins: int = 15,
                         fit_fraction: float = 0.5, seed: int = 0) -> dict[str, Any]:
     """Fit ``T`` on a random ``fit_fraction`` of the examples; report the rest before and after."""
+    logits = logits.detach().cpu()
+    labels = as_target(target, len(logits), logits.shape[1])
     n = len(labels)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     cut = int(n * fit_fraction)
@@ -91,3 +109,9 @@ def temperature_scaling(logits: torch.Tensor, labels: torch.Tensor, bins: int = 
     after = calibration(logits[held], labels[held], bins, temperature=t)
     return {"temperature": t, "fit_examples": cut, "eval_examples": n - cut,
             "before": before, "after": after}
+
+
+def calibration_of(model: nn.Module, images: torch.Tensor, *, target: torch.Tensor, bins: int = 15,
+                   temperature: float = 1.0, batch_size: int | None = None) -> CalibrationResult:
+    """:func:`calibration` of ``model``'s logits on ``images`` against the true classes ``target``."""
+    return calibration(logits_of(model, as_images(images), batch_size), target, bins, temperature)

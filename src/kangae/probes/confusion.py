@@ -7,14 +7,26 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from ._model import logits_of
+from .display import Shows
+from .inputs import as_images, as_target, renamed
 
 
 @dataclass
-class ConfusionResult:
+class ConfusionResult(Shows):
     """``matrix[i, j]`` counts examples of true class i predicted as j."""
 
     matrix: torch.Tensor
     pairs: list[dict[str, Any]] = field(default_factory=list)
+
+    def picture(self) -> Any:
+        """The row-normalized matrix, classes by index (as ``kangae confusion`` draws it)."""
+        from ..render.plots import as_picture, plot_confusion
+
+        classes = [str(i) for i in range(len(self.matrix))]
+        return as_picture(lambda path: plot_confusion(self.matrix, classes, path))
 
     @property
     def normalized(self) -> torch.Tensor:
@@ -32,11 +44,15 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int)
     return torch.bincount(idx, minlength=num_classes**2).view(num_classes, num_classes)
 
 
-def confusion(logits: torch.Tensor, labels: torch.Tensor, top_pairs: int = 6,
+@renamed(labels="target")
+def confusion(logits: torch.Tensor, target: torch.Tensor, top_pairs: int = 6,
               examples: int = 6) -> ConfusionResult:
-    """The confusion matrix and the most confused (true, predicted) pairs, each with the
-    indices of its most confident mistakes and the probability the model gave them."""
+    """The confusion matrix against the true classes ``target``, and the most confused
+    (true, predicted) pairs, each with the indices of its most confident mistakes and the
+    probability the model gave them."""
+    logits = logits.detach().cpu()
     k = logits.shape[1]
+    labels = as_target(target, len(logits), k)
     probs = F.softmax(logits.double(), dim=1)
     conf, pred = probs.max(1)
     matrix = confusion_matrix(pred, labels, k)
@@ -55,3 +71,9 @@ def confusion(logits: torch.Tensor, labels: torch.Tensor, top_pairs: int = 6,
                       "indices": worst.tolist(), "probabilities": conf[worst].tolist(),
                       "true_class_probabilities": probs[worst, t].tolist()})
     return ConfusionResult(matrix, pairs)
+
+
+def confusion_of(model: nn.Module, images: torch.Tensor, *, target: torch.Tensor, top_pairs: int = 6,
+                 examples: int = 6, batch_size: int | None = None) -> ConfusionResult:
+    """:func:`confusion` of ``model``'s logits on ``images`` against the true classes ``target``."""
+    return confusion(logits_of(model, as_images(images), batch_size), target, top_pairs, examples)

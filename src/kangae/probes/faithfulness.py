@@ -23,6 +23,7 @@ from torch import nn
 
 from ..utils.device import chunk_size
 from ._model import frozen
+from .inputs import model_device
 from .masks import gaussian_blur
 
 
@@ -53,7 +54,7 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, attribution: torc
     removed value is 0 (``baseline="zero"``, MNIST's background) or a blurred copy.
     Returns ``deletion``/``insertion`` AUCs (N,) and their curves (N, steps + 1).
     """
-    device = next(model.parameters()).device
+    device = model_device(model)
     x = images.to(device)
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
     n, c, h, w = x.shape
@@ -98,11 +99,13 @@ def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     """The same architecture with every learnable layer re-initialized (Adebayo's full
     randomization); normalization buffers are kept so inputs mean the same."""
     clone = copy.deepcopy(model)
-    torch.manual_seed(seed)
-    for m in clone.modules():
-        owns_weights = any(True for _ in m.parameters(recurse=False))
-        if m is not clone and hasattr(m, "reset_parameters") and owns_weights:
-            m.reset_parameters()
+    gpus = sorted({p.device.index or 0 for p in clone.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=gpus):  # reset_parameters draws from the global RNG
+        torch.manual_seed(seed)
+        for m in clone.modules():
+            owns_weights = any(True for _ in m.parameters(recurse=False))
+            if m is not clone and hasattr(m, "reset_parameters") and owns_weights:
+                m.reset_parameters()
     return clone
 
 
@@ -123,7 +126,7 @@ def sanity_check(explainer: Callable[[nn.Module, torch.Tensor, torch.Tensor], to
                  seed: int = 0) -> torch.Tensor:
     """Spearman correlation of |attribution| for the trained and a randomized model, per
     image (the same targets for both). Near 1 means the explanation ignores the weights."""
-    random_model = randomized_copy(model, seed).to(next(model.parameters()).device)
+    random_model = randomized_copy(model, seed).to(model_device(model))
     a = explainer(model, images, target).abs()
     b = explainer(random_model, images, target).abs()
     return spearman(a, b)

@@ -44,6 +44,7 @@ from torch import nn
 from ..utils.device import chunk_size
 from ._model import frozen, resolve_targets
 from .explanation import Explanation
+from .inputs import model_device
 
 GAMES = ("deletion", "preservation")
 PERTURBATIONS = ("constant", "blur", "noise")
@@ -87,7 +88,7 @@ def total_variation(m: torch.Tensor, beta: float = 3.0) -> torch.Tensor:
 def _prepare(model: nn.Module, images: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Images as float on the model's device, targets (predicted where None), and p(target)."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     x = images.to(device)
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
     if x.ndim == 3:

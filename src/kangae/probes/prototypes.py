@@ -41,6 +41,7 @@ from torch import nn
 
 from ..models.zoo import Normalize
 from ._model import eval_copy, input_shape_of
+from .inputs import Target, as_classes, model_device, renamed
 from .result import PrototypeResult
 
 ScoreKind = Literal["logit", "prob", "logprob"]
@@ -118,7 +119,9 @@ class _Scorer:
         if split is None:
             return
         self.prefix, self.rest = split
-        dtype, device = next(model.parameters()).dtype, next(model.parameters()).device
+        first = next(iter([*model.parameters(), *model.buffers()]), None)
+        dtype = first.dtype if first is not None else torch.float32
+        device = model_device(model)
         with torch.no_grad():
             zero = self.prefix(torch.zeros(1, *shape, dtype=dtype, device=device))
             self.pre_shape = tuple(zero.shape[1:])
@@ -471,24 +474,16 @@ def _proposals(method: str, n: int, dim: int, levels: torch.Tensor, steps: int,
     return pixels, values
 
 
-def _as_targets(targets: int | Sequence[int] | torch.Tensor, restarts: int,
-                num_classes: int) -> torch.Tensor:
-    t = torch.as_tensor(targets if not isinstance(targets, int) else [targets], dtype=torch.long)
-    if t.ndim != 1 or len(t) == 0:
-        raise ValueError("targets must be a non-empty list of class indices")
-    if (t < 0).any() or (t >= num_classes).any():
-        raise ValueError(f"targets must lie in 0..{num_classes - 1}, got {t.tolist()}")
-    return t.repeat_interleave(restarts)
-
-
-def search_prototypes(model: nn.Module, targets: int | Sequence[int] | torch.Tensor, *,
+@renamed(targets="target")
+def search_prototypes(model: nn.Module, target: Target = "all", *,
                       method: str = "greedy", levels: Sequence[float] = (0.0, 1.0),
                       init: str | torch.Tensor = "blank", restarts: int = 1,
                       max_sweeps: int = 10, steps: int = 10_000, score: ScoreKind = "logit",
                       input_shape: tuple[int, ...] | None = None, incremental: bool = True,
                       max_window: int | None = None, frames: int = 40, seed: int = 0,
                       dtype: torch.dtype = torch.float64) -> PrototypeResult:
-    """Prototypes of ``targets`` by discrete search over pixel values (forward passes only).
+    """Prototypes of each class in ``target`` (a class, a list, or ``"all"``) by discrete
+    search over pixel values (forward passes only).
 
     ``method``: ``greedy`` sweeps pixels in order, trying each of ``levels`` and keeping the
     best if it raises the score, until a sweep changes nothing (or ``max_sweeps``);
@@ -501,13 +496,13 @@ def search_prototypes(model: nn.Module, targets: int | Sequence[int] | torch.Ten
     """
     if method not in ("greedy", "mc", "block"):
         raise ValueError(f"unknown search method '{method}'; use greedy, mc or block")
-    device = next(model.parameters()).device
+    device = model_device(model)
     shape = tuple(input_shape or input_shape_of(model))
     net = eval_copy(model, dtype)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         num_classes = net(torch.zeros(1, *shape, dtype=dtype, device=device)).shape[1]
-    t = _as_targets(targets, restarts, num_classes).to(device)
+    t = as_classes(target, num_classes).repeat_interleave(restarts).to(device)
     n, dim = len(t), int(torch.tensor(shape).prod())
     lv = torch.as_tensor(list(levels), dtype=dtype)
     x0 = _initial(init, n, shape, dtype, device, gen)
@@ -581,11 +576,11 @@ def _finish(x: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, t: torch.Tensor,
     at = sorted({round(i * total / max(1, n_frames - 1)) for i in range(n_frames)}) if total else [0]
     frames = events.frames(x0, at)[:, best.cpu()] if n_frames else None
     return PrototypeResult(
-        images=x[best].float().view(-1, *shape).clamp(0, 1),
-        targets=t[best].cpu(),
+        images=x[best].float().view(-1, *shape).clamp(0, 1).cpu(),
+        target=t[best].cpu(),
         scores=s[best].float().cpu(),
         method=method,
-        frames=None if frames is None else frames.float().view(len(at), -1, *shape),
+        frames=None if frames is None else frames.float().view(len(at), -1, *shape).cpu(),
         metrics={**metrics, "restart_scores": per.float().cpu().tolist(), "frame_steps": at},
     )
 
@@ -603,12 +598,12 @@ def reference_search(model: nn.Module, targets: Sequence[int], *, method: str = 
     """
     if method not in ("greedy", "mc"):
         raise ValueError(f"the sequential reference covers greedy and mc, not '{method}'")
-    device = next(model.parameters()).device
+    device = model_device(model)
     shape = tuple(input_shape or input_shape_of(model))
     net = eval_copy(model, dtype)
     gen = torch.Generator().manual_seed(seed)
     num_classes = net(torch.zeros(1, *shape, dtype=dtype, device=device)).shape[1]
-    t = _as_targets(list(targets), restarts, num_classes)
+    t = as_classes(list(targets), num_classes).repeat_interleave(restarts)
     n, dim = len(t), int(torch.tensor(shape).prod())
     lv = torch.as_tensor(list(levels), dtype=dtype)
     x0 = _initial(init, n, shape, dtype, device, gen)

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..models.zoo import Normalize
 from ._model import frozen, input_shape_of
+from .inputs import ProbeInputError, as_images, as_target, model_device, renamed
 from .result import PrototypeResult
 
 _AFFINE_FREE = (Normalize, nn.Flatten, nn.Identity, nn.Dropout)
@@ -29,15 +30,17 @@ def is_linear(model: nn.Module) -> bool:
     return _linear_only(model) is not None
 
 
+@renamed(labels="target")
 def weight_templates(model: nn.Module, images: torch.Tensor | None = None,
-                     labels: torch.Tensor | None = None,
+                     target: torch.Tensor | None = None,
                      input_shape: tuple[int, ...] | None = None) -> PrototypeResult:
     """One signed image per class.
 
     For a linear model, the rows of its weight matrix in pixel space (normalization folded
     in): ``logit_k = <template_k, x> + const``. For any other model, the mean over the
     images of class k of the gradient of logit k with respect to the input, which needs
-    ``images`` (float in [0, 1]) and ``labels``; ``method`` says which one was computed.
+    ``images`` (float in [0, 1]) and their classes as ``target``; ``metrics["kind"]`` says
+    which one was computed.
     """
     shape = tuple(input_shape or input_shape_of(model))
     parts = _linear_only(model)
@@ -47,23 +50,25 @@ def weight_templates(model: nn.Module, images: torch.Tensor | None = None,
         if norm is not None:
             w = w / norm.std.detach().float().cpu().view(1, -1, 1, 1)
         k = linear.out_features
-        return PrototypeResult(images=w, targets=torch.arange(k), scores=w.flatten(1).norm(dim=1),
+        return PrototypeResult(images=w, target=torch.arange(k), scores=w.flatten(1).norm(dim=1),
                                method="template", signed=True,
                                metrics={"kind": "weights", "note": "weight rows in pixel space"})
-    if images is None or labels is None:
-        raise ValueError("the model is not linear: class-mean input gradients need images and labels")
-    device = next(model.parameters()).device
+    if images is None or target is None:
+        raise ProbeInputError("the model is not linear: class-mean input gradients need images and "
+                              "labels (their classes, as target=)")
+    device = model_device(model)
+    x0 = as_images(images)
     with frozen(model):
-        x = images.to(device).float().requires_grad_(True)
+        x = x0.to(device).requires_grad_(True)
         logits = model(x)
         k = logits.shape[1]
-        logits.gather(1, labels.to(device)[:, None]).sum().backward()
+        lab = as_target(target, len(x0), k)
+        logits.gather(1, lab.to(device)[:, None]).sum().backward()
     grads = x.grad.detach().cpu().flatten(1)
-    lab = labels.cpu()
     sums = torch.zeros(k, grads.shape[1]).index_add_(0, lab, grads)
     counts = torch.bincount(lab, minlength=k).clamp(min=1)[:, None]
     mean = (sums / counts).view(k, *shape)
-    return PrototypeResult(images=mean, targets=torch.arange(k), scores=mean.flatten(1).norm(dim=1),
+    return PrototypeResult(images=mean, target=torch.arange(k), scores=mean.flatten(1).norm(dim=1),
                            method="template", signed=True,
                            metrics={"kind": "mean-gradient",
                                     "note": "class-mean input gradient (the model is not linear)",

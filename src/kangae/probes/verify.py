@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._model import frozen
+from .inputs import Target, as_images, as_target, model_device, renamed
 
 
 def _shifted(x: torch.Tensor, max_shift: int) -> torch.Tensor:
@@ -29,7 +30,7 @@ def _shifted(x: torch.Tensor, max_shift: int) -> torch.Tensor:
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    device = next(model.parameters()).device
+    device = model_device(model)
     with frozen(model):
         return F.softmax(model(x.to(device)).float(), dim=1).cpu()
 
@@ -42,13 +43,15 @@ def as_model_input(images: torch.Tensor, signed: bool) -> torch.Tensor:
     return (images / peak).clamp(0, 1)
 
 
-def verify_prototypes(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *,
+@renamed(targets="target")
+def verify_prototypes(model: nn.Module, images: torch.Tensor, target: Target, *,
                       class_names: Sequence[str] | None = None, max_shift: int = 2,
                       noise_std: float = 0.1, noise_samples: int = 16,
                       check_with: Sequence[nn.Module] = (), seed: int = 0) -> dict[str, Any]:
-    """Numbers for each prototype and a summary; every check is one batched forward."""
-    x = images.float().cpu()
-    t = targets.cpu()
+    """Numbers for each prototype (``target``: the class it stands for) and a summary;
+    every check is one batched forward."""
+    x = as_images(images)
+    t = as_target(target, len(x))
     n = len(t)
     probs = _predict(model, x)
     rank = (probs > probs.gather(1, t[:, None])).sum(1) + 1

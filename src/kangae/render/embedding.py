@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ..utils.atomic import atomic_path
-from .plots import _plt, _save
+from .plots import pyplot, save_figure
 
 
 def _frame(plt: Any, train: np.ndarray, y: np.ndarray, test: np.ndarray | None,
@@ -42,7 +42,7 @@ def _frame(plt: Any, train: np.ndarray, y: np.ndarray, test: np.ndarray | None,
 def save_embedding_animation(result: Any, classes: Sequence[str], path: str | os.PathLike,
                              label: str = "", duration_ms: int = 700) -> list[Path]:
     """A GIF of every epoch's map (and an MP4 when ffmpeg is on the PATH)."""
-    plt = _plt()
+    plt = pyplot()
     pts = [result.train] + ([result.test] if result.test is not None else [])
     allpts = np.concatenate([p.reshape(-1, 2) for p in pts])
     lo, hi = allpts.min(0), allpts.max(0)
@@ -79,7 +79,7 @@ def save_embedding_animation(result: Any, classes: Sequence[str], path: str | os
 
 def plot_dynamics_metrics(metrics: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
     """k-NN accuracy, silhouette and displacement over epochs."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
     ep = [m["epoch"] for m in metrics]
     if "knn_map" in metrics[0]:
@@ -100,4 +100,4 @@ def plot_dynamics_metrics(metrics: Sequence[dict[str, Any]], path: str | os.Path
     axes[2].set(title="mean point displacement", xlabel="epoch")
     for ax in axes:
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..utils.atomic import atomic_path
-from .plots import _plt, _save
+from .plots import pyplot, save_figure
 
 
 def _rgb(img: torch.Tensor, signed: bool, limit: float | None = None) -> np.ndarray:
@@ -38,10 +38,12 @@ def to_pil(img: torch.Tensor, scale: int = 8, signed: bool = False,
 
 
 def default_columns(n: int) -> int:
+    """Columns for a grid of ``n`` images (4x4 for 16 filters, rows of 5 or 10 for classes)."""
     return n if n <= 6 else 4 if n == 16 else 5 if n <= 10 else 10
 
 
-def _tile(images: torch.Tensor, ncols: int, scale: int, signed: bool, pad: int = 2) -> Image.Image:
+def tile_images(images: torch.Tensor, ncols: int, scale: int, signed: bool, pad: int = 2) -> Image.Image:
+    """``images`` (N, C, H, W) as one sheet of ``ncols`` columns, each enlarged ``scale`` times."""
     n = images.shape[0]
     rows = math.ceil(n / ncols)
     limit = float(images.abs().max()) if signed else None
@@ -64,7 +66,7 @@ def save_image(img: torch.Tensor, path: str | os.PathLike, scale: int = 8, signe
 def save_grid(images: torch.Tensor, path: str | os.PathLike, titles: Sequence[str] | None = None,
               ncols: int | None = None, signed: bool = False, suptitle: str | None = None) -> Path:
     """A labelled grid as PNG (matplotlib), with a colour bar for signed images."""
-    plt = _plt()
+    plt = pyplot()
 
     n = images.shape[0]
     ncols = ncols or default_columns(n)
@@ -90,7 +92,12 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, titles: Sequence[st
         fig.colorbar(last, ax=axes.ravel().tolist(), shrink=0.6)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+def display_scale(side: int) -> int:
+    """Enlargement that shows a ``side``-pixel image at about 112-224 pixels."""
+    return max(1, 224 // max(1, side)) if side < 112 else 1
 
 
 def save_gif(frames: torch.Tensor, path: str | os.PathLike, ncols: int | None = None,
@@ -98,7 +105,7 @@ def save_gif(frames: torch.Tensor, path: str | os.PathLike, ncols: int | None = 
     """``frames`` ``(F, N, C, H, W)`` as an animated grid; the last frame is held longer."""
     f, n = frames.shape[:2]
     ncols = ncols or default_columns(n)
-    sheets = [_tile(frames[i], ncols, scale, signed) for i in range(f)]
+    sheets = [tile_images(frames[i], ncols, scale, signed) for i in range(f)]
     durations = [duration_ms] * (f - 1) + [duration_ms * 10]
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,8 @@ import torch
 from ..utils.atomic import atomic_path
 
 
-def _plt():
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files, no screen)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,17 +22,29 @@ def _plt():
     return plt
 
 
-def _save(fig: Any, path: str | os.PathLike) -> Path:
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG atomically and close it."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
+
+
+def as_picture(draw: Callable[[Path], Path]) -> Any:
+    """What a ``plot_*`` function draws, as a PIL image instead of a file."""
+    import tempfile
+
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory(prefix="kangae-plot-") as folder:
+        with Image.open(draw(Path(folder) / "plot.png")) as im:
+            return im.convert("RGB")
 
 
 def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, title: str = "") -> Path:
     """Loss and accuracy per epoch, train and validation."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
     epochs = [h["epoch"] for h in history]
     for key, style in (("train", "-o"), ("val", "-s")):
@@ -45,13 +58,13 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, ti
         ax.legend()
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], path: str | os.PathLike,
                    title: str = "") -> Path:
     """Counts and row-normalized shares side by side."""
-    plt = _plt()
+    plt = pyplot()
     m = matrix.double()
     norm = m / m.sum(1, keepdim=True).clamp(min=1)
     k = len(classes)
@@ -74,13 +87,13 @@ def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], path: str | os.
         fig.colorbar(im, ax=ax, shrink=0.7)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confused_pairs(images: torch.Tensor, pairs: Sequence[dict[str, Any]], classes: Sequence[str],
                         path: str | os.PathLike) -> Path:
     """One row per confused pair: the mistakes, each with the probability of the wrong class."""
-    plt = _plt()
+    plt = pyplot()
     rows = max(1, len(pairs))
     cols = max([len(p["indices"]) for p in pairs] + [1])
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.5 * rows), squeeze=False)
@@ -93,13 +106,13 @@ def plot_confused_pairs(images: torch.Tensor, pairs: Sequence[dict[str, Any]], c
             axes[r, c].imshow(img[0], cmap="gray", vmin=0, vmax=1)
             axes[r, c].set_title(f"{classes[pair['true']]}→{classes[pair['pred']]} {p:.0%}", fontsize=7)
     fig.suptitle("most confused pairs: true → predicted (its probability)", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(results: Sequence[tuple[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
     """Reliability diagrams (accuracy against confidence per bin) and confidence histograms
     for right and wrong predictions, one column per result (e.g. before/after scaling)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(results), figsize=(4.2 * len(results), 7), squeeze=False)
     for col, (label, res) in enumerate(results):
         ax = axes[0, col]
@@ -127,4 +140,4 @@ def plot_reliability(results: Sequence[tuple[str, Any]], path: str | os.PathLike
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import KangaeError
 from ..probes.attacks import fewest_pixel_edits, fgsm, pgd, robustness_curve, template_attack
 from ..render import save_grid
-from ..render.plots import _plt, _save
+from ..render.plots import pyplot, save_figure
 from ..utils.atomic import write_json
 
 ATTACKS = ("template", "fgsm", "pgd", "edit")
@@ -27,14 +27,14 @@ SHOW = 16  # images in the PNG grids
 
 def _plot_lines(x: Sequence[float], series: dict[str, Sequence[float]], path: Path, xlabel: str,
                 ylabel: str, title: str) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for name, ys in series.items():
         ax.plot(list(x), [100 * v for v in ys], "-o", ms=3, label=name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(-2, 102))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _grids(out: Path, original: torch.Tensor, adversarial: torch.Tensor, titles_before: list[str],
@@ -197,7 +197,7 @@ def _edit(model: nn.Module, classes: list[str], out: Path, x: torch.Tensor, targ
         raise KangaeError("--attack edit needs --target K: the class the edited image should be read as")
     r = fewest_pixel_edits(model, x, target, levels=levels, threshold=threshold, max_edits=max_edits)
     c = classes
-    tgt = r.targets.tolist()
+    tgt = r.target.tolist()
     before = [f"read {c[k]}, p({c[t]}) {p:.0%}"
               for k, t, p in zip(r.pred_before.tolist(), tgt, r.prob_before.tolist())]
     after = [f"{c[t]} {p:.0%}, {n} px" for t, p, n in zip(tgt, r.prob_after.tolist(), r.n_changed.tolist())]
@@ -257,7 +257,7 @@ def write_prototype_comparison(models: Sequence[tuple[str, nn.Module]], classes:
     for name, m in models:
         p = protos[name]
         others = [(n, o) for n, o in models if n != name]
-        check = verify_prototypes(m, p.images, p.targets, class_names=classes,
+        check = verify_prototypes(m, p.images, p.target, class_names=classes,
                                   check_with=[o for _, o in others])
         tpl = weight_templates(m, images, y).images
         align = torch.nn.functional.cosine_similarity(tpl.flatten(1), centred, dim=1)
@@ -266,7 +266,7 @@ def write_prototype_comparison(models: Sequence[tuple[str, nn.Module]], classes:
                       "transfer_to": {n: r for (n, _), r in
                                       zip(others, check["summary"].get("transfer_rate", []))},
                       "binarized_read_by": {n: float((logits_of(o, (p.images > 0.5).float()).argmax(1).cpu()
-                                                     == p.targets.cpu()).float().mean()) for n, o in models},
+                                                     == p.target.cpu()).float().mean()) for n, o in models},
                       "gradient_alignment": align.tolist(), "mean_gradient_alignment": float(align.mean())}
         grid += [p.images, tpl / tpl.flatten(1).abs().amax(1).clamp(min=1e-12).view(-1, 1, 1, 1)]
         titles += [f"{name[:10]} {c}" for c in classes] + [f"grad {c}" for c in classes]

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import KangaeError, UnknownNameError
@@ -29,8 +28,7 @@ from ..probes._model import input_shape_of
 from ..probes.actmax import count_targets
 from ..probes.result import PrototypeResult
 from ..probes.verify import as_model_input
-from ..render import save_gif, save_grid, save_image
-from ..utils.atomic import atomic_path, write_json
+from ..utils.atomic import write_json
 
 METHODS = ("greedy", "mc", "block", "gradient", "template")
 
@@ -101,7 +99,7 @@ def compute_ideas(model: nn.Module, method: str, spec: TargetSpec, *, images: to
                                        regularizers=reg, **opts)
     result = weight_templates(model, images, labels)
     keep = torch.tensor(spec.indices)
-    result.images, result.targets, result.scores = result.images[keep], keep, result.scores[keep]
+    result.images, result.target, result.scores = result.images[keep], keep, result.scores[keep]
     return result
 
 
@@ -118,26 +116,17 @@ def write_ideas(model: nn.Module, classes: list[str], method: str, targets: str,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if spec.objective == "class":
-        names = [classes[int(i)] for i in result.targets]
-        check = verify_prototypes(model, as_model_input(result.images, result.signed), result.targets,
+        names = [classes[int(i)] for i in result.target]
+        check = verify_prototypes(model, as_model_input(result.images, result.signed), result.target,
                                   class_names=classes, check_with=check_with or [])
         titles = [f"{n}: p={r['probability']:.2f}" for n, r in zip(names, check["prototypes"])]
     else:
-        names = [f"{spec.layer}:{int(i)}" for i in result.targets]
+        names = [f"{spec.layer}:{int(i)}" for i in result.target]
         check = None
-        titles = [f"ch {int(i)}: {float(s):.2f}" for i, s in zip(result.targets, result.scores)]
+        titles = [f"ch {int(i)}: {float(s):.2f}" for i, s in zip(result.target, result.scores)]
     label = {"template": f"{result.metrics.get('kind', 'template')}",
              "gradient": f"gradient ({result.metrics.get('objective')})"}.get(method, method)
-    save_grid(result.images, out / "grid.png", titles=titles, signed=result.signed,
-              suptitle=f"{source} — {label}".strip(" —"))
-    for i, name in enumerate(names):
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-        save_image(result.images[i], out / f"target-{i:02d}-{safe}.png", signed=result.signed)
-    if result.frames is not None and len(result.frames) > 1:
-        save_gif(result.frames, out / "search.gif", signed=result.signed)
-    with atomic_path(out / "prototypes.safetensors") as tmp:
-        save_file({"images": result.images.detach().float().contiguous().cpu(),
-                   "targets": result.targets.detach().long().contiguous().cpu()}, str(tmp))
+    result.save(out, names=names, titles=titles, title=f"{source} — {label}".strip(" —"))
     metrics = {"method": method, "label": label, "source": source, "targets": names,
                "scores": result.scores.tolist(), "seconds": seconds,
                "run": {k: v for k, v in result.metrics.items() if k not in ("objective_curve",)}}

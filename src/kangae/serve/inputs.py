@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
 import re
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..data.preprocess import ImageInputError, Preprocessed, preprocess
+from ..data.pictures import ImageInputError, decode_picture
+from ..data.preprocess import Preprocessed, preprocess
 
 MAX_SIDE = 4096  # a canvas is a few hundred pixels; this bounds decompression bombs
 FORMATS = ("PNG", "JPEG")
@@ -60,7 +59,8 @@ def frame_of(pre: Preprocessed) -> tuple[float, float, float, float] | None:
 
 
 def decode_png(text: str) -> Image.Image:
-    """A base64 string (bare or a ``data:image/...;base64,`` URL) as a loaded PIL image."""
+    """A base64 string (bare or a ``data:image/...;base64,`` URL) as a loaded PIL image, decoded
+    by the same :func:`kangae.data.pictures.decode_picture` as every other picture."""
     body = _DATA_URL.sub("", text.strip(), count=1)
     try:
         raw = base64.b64decode(body, validate=True)
@@ -69,20 +69,9 @@ def decode_png(text: str) -> Image.Image:
     if not raw:
         raise BadInput("image is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(raw), formats=FORMATS)
-            if img.width > MAX_SIDE or img.height > MAX_SIDE:
-                raise BadInput(f"image is {img.width}x{img.height}; the limit is {MAX_SIDE} per side")
-            img.load()
-    except BadInput:
-        raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise BadInput(f"image declares too many pixels (a decompression bomb?); the limit is {MAX_SIDE} "
-                       "per side") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise BadInput(f"image bytes are not a readable PNG or JPEG ({e.__class__.__name__})") from None
-    return img
+        return decode_picture(raw, "image", formats=FORMATS, max_side=MAX_SIDE)
+    except ImageInputError as e:
+        raise BadInput(str(e).removeprefix("image: ")) from None
 
 
 def _opaque_to_gray(img: Image.Image) -> Image.Image:

@@ -27,11 +27,11 @@ from torch import nn
 from .. import __version__
 from ..data import BatchLoader, ImageSet, load_dataset
 from ..errors import KangaeError, RunError
-from ..models.checkpoint import ModelMeta, read_checkpoint, read_training_state
+from ..models.checkpoint import ModelMeta, read_checkpoint
 from ..models.layers import eval_mode
 from ..models.zoo import DEFAULT_MODEL, Recipe, check_model_arguments, create_model, get_entry
-from ..utils.atomic import remove_stale_temporaries, write_json
-from ..utils.device import pick_device
+from ..utils.atomic import write_json
+from ..utils.device import module_device, pick_device
 from .adversarial import AdversarialSettings, AdversarialTrainer
 from .adversarial import settings as adversarial_settings
 from .callbacks import (
@@ -43,6 +43,7 @@ from .callbacks import (
     kept_epoch,
     read_metrics,
 )
+from .folders import restore, start_or_resume
 from .snapshots import Snapshots
 from .trainer import Trainer, evaluate
 
@@ -89,7 +90,7 @@ class Run:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return module_device(self.model)
 
     def dataset(self, split: str = "test", data_dir: str | os.PathLike | None = None) -> ImageSet:
         return load_dataset(self.meta.dataset, split, data_dir=data_dir)
@@ -179,6 +180,82 @@ def _setup_distributed(device: torch.device, world: int, local_rank: int) -> tor
     return device
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """What a run is, as asked for: the model and its arguments, the dataset, the recipe
+    values that override the model's defaults, the seed, the training subset and the
+    adversarial settings. A new run saves it (with the full recipe) as ``config.json``; a
+    resumed run must ask for nothing that differs from what it saved."""
+
+    model: str = DEFAULT_MODEL
+    dataset: str = "mnist"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    limit: int | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    adversarial: AdversarialSettings | None = None
+
+    @classmethod
+    def build(cls, model: str = DEFAULT_MODEL, dataset: str = "mnist", *, seed: int = 0,
+              limit: int | None = None, model_args: dict[str, Any] | None = None,
+              adversarial: str | None = None, eps: float | None = None,
+              adversarial_options: dict[str, Any] | None = None, **recipe: Any) -> RunConfig:
+        """One step from ``train``'s keyword arguments; unset recipe values are left out."""
+        get_entry(model)
+        return cls(model=model, dataset=dataset, seed=seed, limit=limit,
+                   overrides={k: v for k, v in recipe.items() if v is not None},
+                   model_args=dict(model_args or {}),
+                   adversarial=_adversarial_settings(adversarial, eps, adversarial_options))
+
+    def new(self) -> dict[str, Any]:
+        """The ``config.json`` of a new run: the model's recipe with the overrides applied."""
+        check_model_arguments(self.model, self.model_args)
+        recipe = replace(get_entry(self.model).recipe, **self.overrides)
+        if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
+            raise KangaeError("epochs and batch_size must be at least 1 and lr positive")
+        return {
+            "model": self.model, "model_args": dict(self.model_args), "dataset": self.dataset,
+            "recipe": recipe.to_dict(), "seed": self.seed, "limit": self.limit,
+            "adversarial": self.adversarial.to_dict() if self.adversarial else None,
+            "validation": "test split", "kangae": __version__, "torch": torch.__version__,
+        }
+
+    def check_resume(self, config: dict[str, Any], run_dir: Path) -> None:
+        """Refuse a resume that asks for anything the saved ``config`` does not hold."""
+        asked = {**self.overrides, "limit": self.limit} if self.limit is not None else dict(self.overrides)
+        saved = {**config["recipe"], "limit": config.get("limit")}
+        if self.model != DEFAULT_MODEL:
+            asked["model"], saved["model"] = self.model, config["model"]
+        if self.dataset != "mnist":
+            asked["dataset"], saved["dataset"] = self.dataset, config["dataset"]
+        if self.model_args:
+            asked["model_args"], saved["model_args"] = dict(self.model_args), config.get("model_args", {})
+        if self.adversarial is not None:  # the check is the run's own: compare what shapes training
+            before = config.get("adversarial")
+            guard = ("check_images", "check_drop")
+            asked["adversarial"] = {k: v for k, v in self.adversarial.to_dict().items() if k not in guard}
+            saved["adversarial"] = {k: v for k, v in AdversarialSettings(**before).to_dict().items()
+                                    if k not in guard} if before else None
+        differ = [f"{k}={v} (run has {saved[k]})" for k, v in asked.items() if saved.get(k) != v]
+        if differ:
+            raise KangaeError(f"{run_dir} was configured otherwise: {', '.join(differ)}; "
+                              "resuming continues the run as configured")
+
+
+@dataclass
+class _Parts:
+    """What one training session is built from, step by step."""
+
+    run_dir: Path
+    config: dict[str, Any]
+    resume_from: Path | None
+    train_set: ImageSet
+    val_set: ImageSet
+    device: torch.device
+    rank: int
+    world: int
+
+
 def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
           out: str | os.PathLike | None = None, epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None,
@@ -203,64 +280,52 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     batches (``train.adversarial``; ``adversarial_options``: alpha, steps, warmup_epochs,
     check_images, check_drop).
     """
-    entry = get_entry(model)
-    if not resume:
-        check_model_arguments(model, model_args or {})
+    asked = RunConfig.build(model, dataset, seed=seed, limit=limit, model_args=model_args,
+                            adversarial=adversarial, eps=eps, adversarial_options=adversarial_options,
+                            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                            schedule=schedule, weight_decay=weight_decay, max_shift=max_shift)
     run_dir = Path(out) if out else Path("runs") / f"{model}-{dataset}"
+    parts = _prepare(asked, run_dir, resume, device, data_dir)
+    net, meta, norm = _build_model(parts)
+    cbs = _callbacks(parts, meta, norm, progress=progress, tensorboard=tensorboard,
+                     snapshots=snapshots, snapshot_layer=snapshot_layer) + list(callbacks)
+    trainer, loader, val_loader = _trainer(parts, net, cbs, amp)
+    if parts.resume_from is not None:
+        weights = lambda ckpt: read_checkpoint(ckpt, map_location=parts.device)[0].state_dict()  # noqa: E731
+        restore(trainer, parts.resume_from, lambda ckpt: net.load_state_dict(weights(ckpt)))
+    trainer.fit(loader, val_loader, epochs=Recipe(**parts.config["recipe"]).epochs)
+    if parts.world > 1:
+        torch.distributed.barrier()
+    if parts.rank == 0 and progress:
+        _warn_after(trainer)
+    net.eval()
+    return Run(path=run_dir, model=net, meta=meta, config=parts.config,
+               history=list(trainer.state.history), stopped=trainer.state.stopped)
+
+
+def _prepare(asked: RunConfig, run_dir: Path, resume: bool, device: str,
+             data_dir: str | os.PathLike | None) -> _Parts:
+    """The run's config (new, or saved and checked against what was asked), its data, and
+    the device of this process."""
     rank, world, local_rank = _dist_env()
-    adv = _adversarial_settings(adversarial, eps, adversarial_options)
-    resume_from: Path | None = None
-    overrides = {k: v for k, v in dict(
-        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
-        weight_decay=weight_decay, max_shift=max_shift).items() if v is not None}
-    if rank == 0:
-        remove_stale_temporaries(run_dir / "checkpoints")
-    if resume:
-        resume_from = find_checkpoint(run_dir)
-        try:
-            config = json.loads((run_dir / "config.json").read_text())
-        except (OSError, ValueError) as e:
-            raise RunError(f"{run_dir / 'config.json'}: cannot resume without the run's "
-                           f"config ({e})") from None
+    saved, resume_from = start_or_resume(run_dir, resume, clean=rank == 0)
+    if saved is not None:
+        config = saved
         if config.get("adversarial"):  # runs from before the check had none: keep it that way
             config["adversarial"].setdefault("check_images", 0)
-        asked = {**overrides, "limit": limit} if limit is not None else dict(overrides)
-        saved = {**config["recipe"], "limit": config.get("limit")}
-        if model != DEFAULT_MODEL:
-            asked["model"], saved["model"] = model, config["model"]
-        if dataset != "mnist":
-            asked["dataset"], saved["dataset"] = dataset, config["dataset"]
-        if model_args:
-            asked["model_args"], saved["model_args"] = dict(model_args), config.get("model_args", {})
-        if adv is not None:  # the check is the run's own: compare what shapes the training
-            before = config.get("adversarial")
-            guard = ("check_images", "check_drop")
-            asked["adversarial"] = {k: v for k, v in adv.to_dict().items() if k not in guard}
-            saved["adversarial"] = {k: v for k, v in AdversarialSettings(**before).to_dict().items()
-                                    if k not in guard} if before else None
-        differ = [f"{k}={v} (run has {saved[k]})" for k, v in asked.items() if saved.get(k) != v]
-        if differ:
-            raise KangaeError(f"{run_dir} was configured otherwise: {', '.join(differ)}; "
-                              "--resume continues the run as configured")
+        asked.check_resume(config, run_dir)
     else:
-        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("epoch-*")):
-            raise KangaeError(f"{run_dir} already holds a run; pass --resume to continue it "
-                              "or choose another --out")
-        recipe = replace(entry.recipe, **overrides)
-        if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
-            raise KangaeError("epochs and batch size must be at least 1 and lr positive")
-        config = {
-            "model": model, "model_args": dict(model_args or {}), "dataset": dataset,
-            "recipe": recipe.to_dict(), "seed": seed, "limit": limit,
-            "adversarial": adv.to_dict() if adv else None,
-            "validation": "test split", "kangae": __version__, "torch": torch.__version__,
-        }
-    recipe = Recipe(**config["recipe"])
+        config = asked.new()
     train_set = load_dataset(config["dataset"], "train", data_dir=data_dir)
     train_set = train_set.subset(config["limit"], seed=config["seed"])
     val_set = load_dataset(config["dataset"], "test", data_dir=data_dir)
-
     dev = _setup_distributed(pick_device(device), world, local_rank)
+    return _Parts(run_dir, config, resume_from, train_set, val_set, dev, rank, world)
+
+
+def _build_model(parts: _Parts) -> tuple[nn.Module, ModelMeta, tuple[float, float]]:
+    """The zoo model, seeded, with the training set's normalization, on the device."""
+    config, train_set = parts.config, parts.train_set
     torch.manual_seed(config["seed"])
     model_args = {"image_size": train_set.images.shape[-1], **config["model_args"]}
     try:
@@ -270,90 +335,88 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
         raise KangaeError(f"cannot build model '{config['model']}' with "
                           f"{config['model_args']}: {e}") from None
     norm = config.get("normalization")
-    mean, std = (norm["mean"][0], norm["std"][0]) if resume and norm else train_set.stats()
+    mean, std = (norm["mean"][0], norm["std"][0]) if parts.resume_from and norm else train_set.stats()
     if hasattr(net, "normalize"):
         net.normalize.mean.fill_(mean)
         net.normalize.std.fill_(std)
-    net.to(dev)
-
-    loader = BatchLoader(train_set, recipe.batch_size, shuffle=True, seed=config["seed"],
-                         max_shift=recipe.max_shift, drop_last=True, rank=rank, world_size=world,
-                         device=dev)
-    if len(loader) == 0:
-        raise KangaeError(f"batch size {recipe.batch_size} is larger than the "
-                          f"{loader.samples_per_rank} training images each process gets")
-    val_loader = BatchLoader(val_set, 1000, device=dev)
-    opt = _optimizer(recipe.optimizer, net.parameters(), recipe)
-    sched = _scheduler(recipe.schedule, opt, recipe, recipe.epochs * len(loader))
-
+    net.to(parts.device)
     meta = ModelMeta(model=config["model"], model_args=model_args,
                      dataset=train_set.name, classes=list(train_set.classes),
                      input_shape=list(train_set.images.shape[1:]))
-    cbs: list[Callback] = []
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            write_json(run_dir / "config.json", {**config, "normalization": {"mean": [mean], "std": [std]},
-                                                 "train_source": train_set.source})
-        if progress:
-            cbs.append(ProgressBar())
-        cbs += [MetricsLog(run_dir / "metrics.jsonl"), Checkpointer(run_dir, meta)]
-        if tensorboard:
-            cbs.append(TensorBoardLogger(run_dir))
-        if snapshots:
-            cbs.append(Snapshots(run_dir, train_set, val_set, layer=snapshot_layer,
-                                 seed=config["seed"], tensorboard=tensorboard))
-    cbs += list(callbacks)
+    return net, meta, (mean, std)
 
+
+def _callbacks(parts: _Parts, meta: ModelMeta, norm: tuple[float, float], *, progress: bool,
+               tensorboard: bool, snapshots: bool, snapshot_layer: str | None) -> list[Callback]:
+    """Rank 0 writes the config and keeps the records: progress, metrics, checkpoints,
+    TensorBoard and hidden-layer snapshots."""
+    if parts.rank != 0:
+        return []
+    run_dir, config = parts.run_dir, parts.config
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if parts.resume_from is None:
+        write_json(run_dir / "config.json", {**config, "normalization": {"mean": [norm[0]], "std": [norm[1]]},
+                                             "train_source": parts.train_set.source})
+    cbs: list[Callback] = [ProgressBar()] if progress else []
+    cbs += [MetricsLog(run_dir / "metrics.jsonl"), Checkpointer(run_dir, meta)]
+    if tensorboard:
+        cbs.append(TensorBoardLogger(run_dir))
+    if snapshots:
+        cbs.append(Snapshots(run_dir, parts.train_set, parts.val_set, layer=snapshot_layer,
+                             seed=config["seed"], tensorboard=tensorboard))
+    return cbs
+
+
+def _trainer(parts: _Parts, net: nn.Module, cbs: list[Callback], amp: bool | None
+             ) -> tuple[Trainer, BatchLoader, BatchLoader]:
+    """Batches, optimizer, schedule and the trainer (adversarial when the config says so)."""
+    config, dev = parts.config, parts.device
+    recipe = Recipe(**config["recipe"])
+    loader = BatchLoader(parts.train_set, recipe.batch_size, shuffle=True, seed=config["seed"],
+                         max_shift=recipe.max_shift, drop_last=True, rank=parts.rank,
+                         world_size=parts.world, device=dev)
+    if len(loader) == 0:
+        raise KangaeError(f"batch size {recipe.batch_size} is larger than the "
+                          f"{loader.samples_per_rank} training images each process gets")
+    val_loader = BatchLoader(parts.val_set, 1000, device=dev)
+    opt = _optimizer(recipe.optimizer, net.parameters(), recipe)
+    sched = _scheduler(recipe.schedule, opt, recipe, recipe.epochs * len(loader))
     wrapped: nn.Module = net
-    if world > 1:
+    if parts.world > 1:
         wrapped = nn.parallel.DistributedDataParallel(
             net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    trainer_kwargs: dict[str, Any] = dict(scheduler=sched, callbacks=cbs, amp=amp,
-                                          loss_fn=_loss(recipe.label_smoothing))
-    if config.get("adversarial"):
-        adv_settings = AdversarialSettings(**config["adversarial"])
-        check = None
-        if adv_settings.check_images:
-            # Training images, as in Wong et al.: the test split stays unseen by model selection.
-            chosen = train_set.subset(adv_settings.check_images, seed=config["seed"] + 1)
-            check = (chosen.floats().to(dev), chosen.labels.long().to(dev))
-        trainer: Trainer = AdversarialTrainer(wrapped, opt, adversarial=adv_settings, check=check,
-                                              **trainer_kwargs)
-    else:
-        trainer = Trainer(wrapped, opt, **trainer_kwargs)
-    if resume_from is not None:
-        weights, _ = read_checkpoint(resume_from, map_location=dev)
-        net.load_state_dict(weights.state_dict())
-        state = read_training_state(resume_from)
-        if state is None:
-            raise RunError(f"{resume_from}: holds weights but no training state to resume from")
-        trainer.load_training_state(state)
-    trainer.fit(loader, val_loader, epochs=recipe.epochs)
-    if world > 1:
-        torch.distributed.barrier()
-    if rank == 0 and progress:
-        if trainer.state.stopped:
-            print(f"stopped early: {trainer.state.stopped}", file=sys.stderr, flush=True)
-        robust = [h["train_pgd_acc"] for h in trainer.state.history if "train_pgd_acc" in h]
-        if robust and max(robust) < 0.1:
-            print(f"warning: PGD-10 accuracy on training images never passed {max(robust):.1%}: "
-                  "the model is not robust (FGSM training can overfit catastrophically from the "
-                  "start); try --eps-warmup 2 or --adversarial pgd", file=sys.stderr, flush=True)
-    net.eval()
-    return Run(path=run_dir, model=net, meta=meta, config=config,
-               history=list(trainer.state.history), stopped=trainer.state.stopped)
+    kwargs: dict[str, Any] = dict(scheduler=sched, callbacks=cbs, amp=amp,
+                                  loss_fn=_loss(recipe.label_smoothing))
+    if not config.get("adversarial"):
+        return Trainer(wrapped, opt, **kwargs), loader, val_loader
+    adv = AdversarialSettings(**config["adversarial"])
+    check = None
+    if adv.check_images:
+        # Training images, as in Wong et al.: the test split stays unseen by model selection.
+        chosen = parts.train_set.subset(adv.check_images, seed=config["seed"] + 1)
+        check = (chosen.floats().to(dev), chosen.labels.long().to(dev))
+    return AdversarialTrainer(wrapped, opt, adversarial=adv, check=check, **kwargs), loader, val_loader
+
+
+def _warn_after(trainer: Trainer) -> None:
+    if trainer.state.stopped:
+        print(f"stopped early: {trainer.state.stopped}", file=sys.stderr, flush=True)
+    robust = [h["train_pgd_acc"] for h in trainer.state.history if "train_pgd_acc" in h]
+    if robust and max(robust) < 0.1:
+        print(f"warning: PGD-10 accuracy on training images never passed {max(robust):.1%}: "
+              "the model is not robust (FGSM training can overfit catastrophically from the "
+              "start); try --eps-warmup 2 or --adversarial pgd", file=sys.stderr, flush=True)
 
 
 def _adversarial_settings(method: str | None, eps: float | None,
                           options: dict[str, Any] | None) -> AdversarialSettings | None:
     if method is None:
         if eps is not None or options:
-            raise KangaeError("--eps, --eps-warmup, --adv-steps, --adv-alpha and --adv-check set up "
-                              "adversarial training: pass --adversarial too")
+            raise KangaeError("eps and adversarial_options set up adversarial training: "
+                              "pass adversarial='fgsm-rs' or 'pgd' too")
         return None
     if eps is None:
-        raise KangaeError(f"--adversarial {method} needs --eps (e.g. 0.3 on MNIST)")
+        raise KangaeError(f"adversarial='{method}' needs eps (e.g. 0.3 on MNIST)")
     return adversarial_settings(method, eps, **(options or {}))
 
 

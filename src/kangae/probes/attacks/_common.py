@@ -7,41 +7,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...utils.device import chunk_size
+from ..inputs import as_images, as_target, model_device
 
-
-def model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def as_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
-    """Float images in [0, 1], shaped (N, C, H, W), on the CPU (results are returned there;
-    chunks go to the model's device): uint8 is divided by 255, (C, H, W) gets N=1."""
-    x = torch.as_tensor(images).cpu()
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4:
-        raise ValueError(f"{name} must be shaped (N, C, H, W), got {tuple(x.shape)}")
-    if x.dtype == torch.uint8:
-        return x.float().div(255)
-    x = x.detach().float().clone()  # never share storage (or autograd state) with the caller
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"{name} must lie in [0, 1] (got values in [{float(x.min()):.3g}, "
-                         f"{float(x.max()):.3g}])")
-    return x
+__all__ = ["as_images", "as_labels", "loss_gradient", "model_device", "probabilities"]
 
 
 def as_labels(labels: torch.Tensor | int | list[int], n: int, num_classes: int | None = None,
-              name: str = "labels") -> torch.Tensor:
+              name: str = "target") -> torch.Tensor:
     """A (N,) long tensor on the CPU; one int is repeated for every image."""
-    y = torch.as_tensor(labels, dtype=torch.long).flatten().cpu()
-    if y.numel() == 1:
-        y = y.expand(n).clone()
-    if y.numel() != n:
-        raise ValueError(f"{name}: expected {n} values, got {y.numel()}")
-    if num_classes is not None and len(y) and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{name} must be class indices in 0-{num_classes - 1}, got {y.tolist()[:10]}")
-    return y
+    return as_target(labels, n, num_classes, name=name)
 
 
 @torch.no_grad()

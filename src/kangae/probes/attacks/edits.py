@@ -22,12 +22,14 @@ from torch import nn
 
 from ...models.zoo import Normalize
 from .._model import frozen
+from ..display import Shows
+from ..inputs import renamed
 from ._common import as_images, as_labels, model_device, probabilities
 from .gradient import saliency
 
 
 @dataclass
-class EditResult:
+class EditResult(Shows):
     """Edited ``images`` beside the ``original`` ones (CPU, (N, C, H, W) in [0, 1]).
 
     ``changed`` marks the edited pixels, ``edit_order`` lists them (flat index, -1 padded)
@@ -36,7 +38,7 @@ class EditResult:
 
     images: torch.Tensor
     original: torch.Tensor
-    targets: torch.Tensor
+    target: torch.Tensor
     changed: torch.Tensor
     n_changed: torch.Tensor
     prob_before: torch.Tensor
@@ -49,6 +51,17 @@ class EditResult:
     saliency_before: torch.Tensor | None = None
     saliency_after: torch.Tensor | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    def picture(self) -> Any:
+        """The first 8 originals above their changed versions (and the change, signed)."""
+        from ..display import before_after
+
+        return before_after(self.original[:8], self.images[:8])
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """The former name of ``target``."""
+        return self.target
 
     @property
     def difference(self) -> torch.Tensor:
@@ -76,11 +89,12 @@ def _affine_split(model: nn.Module) -> tuple[nn.Module, torch.Tensor, nn.Module]
     return nn.Sequential(*mods[: i + 2]), w.t().contiguous(), nn.Sequential(*mods[i + 2:])
 
 
-def fewest_pixel_edits(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int,
+@renamed(targets="target")
+def fewest_pixel_edits(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int,
                        levels: Sequence[float] = (0.0, 1.0), threshold: float = 0.9,
                        max_edits: int = 150, chunk: int = 2048,
                        with_saliency: bool = True, fast: bool = True) -> EditResult:
-    """Greedily change pixels until the model reads ``targets`` with probability >= ``threshold``.
+    """Greedily change pixels until the model reads ``target`` with probability >= ``threshold``.
 
     Images already at the threshold are left as they are (zero edits). ``chunk`` bounds the
     number of candidate images per forward pass. ``fast``: for models that start with
@@ -102,7 +116,7 @@ def fewest_pixel_edits(model: nn.Module, images: torch.Tensor, targets: torch.Te
     t0 = time.perf_counter()
     with frozen(model):
         p0 = probabilities(model, x0)
-        t = as_labels(targets, n, p0.shape[1], "targets")
+        t = as_labels(target, n, p0.shape[1])
         cur = x0.flatten(1).to(device).clone()
         tt, lvd = t.to(device), lv.to(device)
         changed = torch.zeros(n, d, dtype=torch.bool, device=device)

@@ -19,29 +19,42 @@ from torch import nn
 
 from ...utils.device import chunk_size
 from .._model import frozen
+from ..display import Shows
+from ..inputs import renamed
 from ._common import as_images, as_labels, loss_gradient, model_device, probabilities
 
 
 @dataclass
-class AttackResult:
+class AttackResult(Shows):
     """Adversarial ``images`` beside the ``original`` ones (CPU, (N, C, H, W) in [0, 1]).
 
-    ``labels`` are the true classes (untargeted) or the targets (targeted); ``success`` is
-    "prediction changed away from the label" or "prediction equals the target".
+    ``target`` holds the true classes (untargeted) or the classes to reach (targeted);
+    ``success`` is "prediction changed away from the label" or "prediction equals the target".
     """
 
     images: torch.Tensor
     original: torch.Tensor
-    labels: torch.Tensor
+    target: torch.Tensor
     pred_before: torch.Tensor
     pred_after: torch.Tensor
-    prob_before: torch.Tensor  # probability of ``labels`` before and after
+    prob_before: torch.Tensor  # probability of ``target`` before and after
     prob_after: torch.Tensor
     success: torch.Tensor
     method: str
     eps: float
     targeted: bool
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    def picture(self) -> Any:
+        """The first 8 originals above their changed versions (and the change, signed)."""
+        from ..display import before_after
+
+        return before_after(self.original[:8], self.images[:8])
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """The former name of ``target``."""
+        return self.target
 
     @property
     def difference(self) -> torch.Tensor:
@@ -85,18 +98,21 @@ def _check_eps(eps: float) -> float:
     return eps
 
 
-def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps: float,
+@renamed(labels="target")
+def fgsm(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int, eps: float,
          targeted: bool = False, batch_size: int | None = None) -> AttackResult:
     """Fast gradient sign method (Goodfellow et al. 2015), L-infinity, clipped to [0, 1].
 
-    Untargeted: ``labels`` are the true classes and the step raises their cross-entropy.
-    Targeted: ``labels`` are the targets and the step lowers their cross-entropy.
+    Untargeted: ``target`` holds the true classes and the step raises their cross-entropy
+    (Captum's convention). Targeted: ``target`` holds the classes to reach, and the step lowers
+    their cross-entropy.
     """
-    return pgd(model, images, labels, eps, steps=1, alpha=eps, random_start=False, targeted=targeted,
+    return pgd(model, images, target, eps, steps=1, alpha=eps, random_start=False, targeted=targeted,
                keep_best=False, batch_size=batch_size, _name="fgsm")
 
 
-def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps: float, steps: int = 40,
+@renamed(labels="target")
+def pgd(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int, eps: float, steps: int = 40,
         alpha: float | None = None, random_start: bool = True, targeted: bool = False, seed: int = 0,
         keep_best: bool = True, batch_size: int | None = None, restarts: int = 1,
         _name: str = "pgd") -> AttackResult:
@@ -118,7 +134,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | int, eps:
     t0 = time.perf_counter()
     with frozen(model):
         p0 = probabilities(model, x0, batch_size)
-        y = as_labels(labels, len(x0), p0.shape[1], "targets" if targeted else "labels")
+        y = as_labels(target, len(x0), p0.shape[1])
         random = random_start and eps > 0
         restarts = restarts if random else 1  # without a random start every restart is the same
         # One stream per restart, drawn for whole chunks: an image's start in restart r does not
@@ -174,7 +190,7 @@ def _pgd_run(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, start: torch.
 
 
 @dataclass
-class RobustnessCurve:
+class RobustnessCurve(Shows):
     """Accuracy against eps for each method (Madry et al. 2018 report PGD-40 at eps = 0.3)."""
 
     eps: list[float]
@@ -185,18 +201,34 @@ class RobustnessCurve:
     def to_dict(self) -> dict[str, Any]:
         return {"eps": self.eps, "accuracy": self.accuracy, "n": self.n, **self.metrics}
 
+    def picture(self) -> Any:
+        """Accuracy against eps, one line per attack."""
+        from ...render.plots import as_picture, pyplot, save_figure
 
-def robustness_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+        def draw(path: Any) -> Any:
+            fig, ax = pyplot().subplots(figsize=(4.5, 3.2))
+            for name, acc in self.accuracy.items():
+                ax.plot(self.eps, acc, "o-", label=name)
+            ax.set(xlabel="eps (pixel units)", ylabel="accuracy", ylim=(0, 1), title=f"{self.n} images")
+            ax.legend()
+            return save_figure(fig, path)
+
+        return as_picture(draw)
+
+
+@renamed(labels="target")
+def robustness_curve(model: nn.Module, images: torch.Tensor, target: torch.Tensor,
                      eps_list: Sequence[float] = (0, 0.05, 0.1, 0.2, 0.3),
                      methods: Sequence[str] = ("fgsm", "pgd"), steps: int = 40, seed: int = 0,
                      batch_size: int | None = None) -> RobustnessCurve:
-    """Accuracy under FGSM and PGD-``steps`` at every eps (eps 0: clean accuracy)."""
+    """Accuracy under FGSM and PGD-``steps`` at every eps (eps 0: clean accuracy); ``target``
+    holds the true classes."""
     bad = [m for m in methods if m not in ("fgsm", "pgd")]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; use fgsm and/or pgd")
     eps_list = [_check_eps(e) for e in eps_list]
     x = as_images(images)
-    y = as_labels(labels, len(x))
+    y = as_labels(target, len(x))
     acc: dict[str, list[float]] = {m: [] for m in methods}
     seconds: dict[str, list[float]] = {m: [] for m in methods}
     for m in methods:
@@ -210,7 +242,8 @@ def robustness_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     return RobustnessCurve(eps_list, acc, len(x), {"pgd_steps": steps, "seconds": seconds, "seed": seed})
 
 
-def saliency(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int,
+@renamed(targets="target")
+def saliency(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int,
              batch_size: int | None = None) -> torch.Tensor:
     """Plain input gradient of the target logit (Simonyan et al. 2013), (N, C, H, W) on CPU."""
     x = as_images(images)
@@ -219,7 +252,7 @@ def saliency(model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int
     out = []
     with frozen(model):
         k = probabilities(model, x[:1]).shape[1] if len(x) else 1
-        y = as_labels(targets, len(x), k, "targets")
+        y = as_labels(target, len(x), k)
         for xc, yc in zip(x.split(batch_size), y.split(batch_size)):
             xc = xc.to(device).detach().requires_grad_(True)
             with torch.enable_grad():

@@ -17,12 +17,14 @@ import torch
 from torch import nn
 
 from .._model import frozen
+from ..display import Shows
+from ..inputs import ProbeInputError
 from ..templates import weight_templates
 from ._common import as_images, as_labels, probabilities
 
 
 @dataclass
-class TemplateResult:
+class TemplateResult(Shows):
     """Share of images read as ``target`` at each ``alpha``; ``images`` for the first ``keep``."""
 
     alphas: list[float]
@@ -36,46 +38,50 @@ class TemplateResult:
     predictions: torch.Tensor  # (A, N)
     metrics: dict[str, Any] = field(default_factory=dict)
 
+    def picture(self) -> Any:
+        """One row per alpha of the first 8 images with the template added."""
+        from ...render.images import display_scale, tile_images
 
-def template_attack(model: nn.Module, images: torch.Tensor, templates_or_target: torch.Tensor | int,
+        shown = self.images[:, :8]
+        return tile_images(shown.flatten(0, 1), shown.shape[1], display_scale(shown.shape[-1]), False)
+
+
+def template_attack(model: nn.Module, images: torch.Tensor, target: int | torch.Tensor,
                     alphas: Sequence[float] = (0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0), *,
-                    target: int | None = None, labels: torch.Tensor | None = None, keep: int = 25,
-                    template_images: torch.Tensor | None = None,
+                    template: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                    keep: int = 25, template_images: torch.Tensor | None = None,
                     template_labels: torch.Tensor | None = None,
                     batch_size: int | None = None) -> TemplateResult:
     """Add ``alpha * template`` to every image for every alpha (one batched forward per chunk).
 
-    ``templates_or_target``: a class index (the model's own template is used; a non-linear
-    model needs ``template_images``/``template_labels``, by default ``images``/``labels``),
-    one template (C, H, W), or all templates (K, C, H, W) with ``target`` naming the row.
+    ``target`` is the class to push towards. Its template is the model's own (weight rows, or
+    for a non-linear model the class-mean input gradient over ``template_images`` and
+    ``template_labels``, by default ``images`` and ``labels``), unless ``template`` gives one
+    (C, H, W), or all of them (K, C, H, W), e.g. another model's. ``labels`` are the images'
+    true classes, for the accuracy and to leave images of the target class out of the share.
     """
     x = as_images(images)
     n = len(x)
     t0 = time.perf_counter()
     with frozen(model):
         k = probabilities(model, x[:1]).shape[1]
-        own = isinstance(templates_or_target, int) or (torch.is_tensor(templates_or_target)
-                                                        and templates_or_target.ndim == 0)
+        if torch.is_tensor(target) and target.ndim > 0:
+            raise ProbeInputError("target is one class index; pass a template as template=")
+        target = int(target)
+        if not 0 <= target < k:
+            raise ProbeInputError(f"target must be a class index in 0-{k - 1}, got {target}")
+        own = template is None
         if own:
-            target = int(templates_or_target)  # type: ignore[arg-type]
-            if not 0 <= target < k:
-                raise ValueError(f"target must be a class index in 0-{k - 1}, got {target}")
             ti = x if template_images is None else as_images(template_images)
             tl = labels if template_labels is None else template_labels
             tpl = weight_templates(model, ti, None if tl is None else as_labels(tl, len(ti))).images[target]
         else:
-            tpl = torch.as_tensor(templates_or_target).float()
+            tpl = torch.as_tensor(template).float()
             if tpl.ndim == 4:
-                if target is None:
-                    raise ValueError("pass target= to pick a row of the (K, C, H, W) templates")
                 tpl = tpl[target]
-            if target is None:
-                raise ValueError("pass target= with a single template")
             if tuple(tpl.shape) != tuple(x.shape[1:]):
-                raise ValueError(f"template shape {tuple(tpl.shape)} does not match the images' "
-                                 f"{tuple(x.shape[1:])}")
-        if not 0 <= target < k:
-            raise ValueError(f"target must be a class index in 0-{k - 1}, got {target}")
+                raise ProbeInputError(f"template shape {tuple(tpl.shape)} does not match the images' "
+                                      f"{tuple(x.shape[1:])}")
         tpl = tpl.cpu() / tpl.abs().max().clamp(min=1e-12)
         a = torch.as_tensor([float(v) for v in alphas])
         # one batch of all (alpha, image) pairs, built and scored chunk by chunk

@@ -1,0 +1,97 @@
+"""Heavy probes on a quiet machine and beside one busy program (issue 18, part 4).
+
+Every intra-op parallel region waits for its slowest thread: with one core taken by another
+program, two torch threads stall each other. kangae picks its thread count from the CPUs
+other programs leave free (``kangae.utils.threads``). This prints, in one run, for each probe:
+quiet (threads chosen), busy with the old fixed count (all CPUs), busy with the count kangae
+chooses, and the slowdown of each against quiet. Goal: kangae's busy slowdown <= 1.5x.
+
+Usage: KANGAE_DATA=../shared/datasets python benchmarks/busy_machine.py [--run RUN_DIR] [--n 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+
+import kangae
+from kangae.probes import explain, pgd
+from kangae.utils.threads import choose_threads, usable_cpus
+
+SPIN = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass\n"
+
+
+def _model(run_dir: str | None) -> tuple[torch.nn.Module, str]:
+    if run_dir:
+        return kangae.load(run_dir).model, run_dir
+    out = tempfile.mkdtemp(prefix="kangae-busy-")
+    run = kangae.train("fast-cnn", out=out, epochs=1, limit=6000, tensorboard=False, snapshots=False,
+                       progress=False)
+    return run.model, f"fast-cnn, 1 epoch on 6000 images ({out})"
+
+
+def _time(fn: Callable[[], object], threads: int, repeats: int) -> float:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fn()  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+        return best
+    finally:
+        torch.set_num_threads(before)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", help="a kangae run (default: train a small fast-cnn)")
+    ap.add_argument("--n", type=int, default=64, help="test digits per probe")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--mask-steps", type=int, default=100)
+    args = ap.parse_args()
+    model, source = _model(args.run)
+    data = kangae.load_dataset("mnist", "test")
+    x, y = data.floats()[: args.n], data.labels[: args.n].long()
+    probes: dict[str, Callable[[], object]] = {
+        "occlusion": lambda: explain(model, x, y, method="occlusion"),
+        "extremal": lambda: explain(model, x, y, method="extremal", steps=args.mask_steps),
+        "mask": lambda: explain(model, x, y, method="mask", steps=args.mask_steps),
+        "ig": lambda: explain(model, x, y, method="ig"),
+        "smoothgrad": lambda: explain(model, x, y, method="smoothgrad"),
+        "pgd-40": lambda: pgd(model, x, y, 0.3, steps=40),
+    }
+    cpus = usable_cpus()
+    quiet_choice = choose_threads()
+    print(f"# kangae {kangae.__version__}, torch {torch.__version__}, {cpus} CPUs, model: {source}, "
+          f"{args.n} test digits, best of {args.repeats}, {time.strftime('%Y-%m-%d')}")
+    print(f"# quiet: {quiet_choice.describe()}")
+    quiet = {name: _time(fn, quiet_choice.threads, args.repeats) for name, fn in probes.items()}
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN])
+    try:
+        time.sleep(1.0)
+        busy_choice = choose_threads()
+        print(f"# busy (one single-threaded program spinning): {busy_choice.describe()}")
+        for name, fn in probes.items():
+            fixed = _time(fn, cpus, args.repeats)
+            chosen = _time(fn, busy_choice.threads, args.repeats)
+            ratio = chosen / quiet[name]
+            print(f"{name:<11} quiet {quiet[name]:7.2f} s ({quiet_choice.threads} threads)   "
+                  f"busy, {cpus} threads {fixed:7.2f} s ({fixed / quiet[name]:4.1f}x)   "
+                  f"busy, kangae's {busy_choice.threads} {chosen:7.2f} s ({ratio:4.1f}x)   "
+                  f"goal <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'}")
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+if __name__ == "__main__":
+    main()
