@@ -245,17 +245,11 @@ def test_ideas_are_prototypes_the_model_agrees_with(app, client) -> None:
     assert Image.open(io.BytesIO(png.content)).size == (112, 112)
 
 
-def test_fix_reaches_the_target_or_says_it_is_missing(app, client, blob_images) -> None:
+def test_fix_reaches_the_target(app, client, blob_images) -> None:
     images, labels = blob_images
     x = images[0] / 255.0
     target = (int(labels[0]) + 3) % 10
     r = client.post("/api/fix", json={"image": x.tolist(), "target": target, "max_edits": 200})
-    try:
-        from kangae.probes.attacks import fewest_pixel_edits  # noqa: F401
-    except ImportError:
-        assert r.status_code == 501 and r.json() == {"error": "edit search not available in this build"}
-        assert client.get("/api/info").json()["fix"] is False
-        return
     assert r.status_code == 200, r.text
     out = r.json()
     edited, changed = torch.tensor(out["image"]), torch.tensor(out["changed"]).bool()
@@ -345,7 +339,6 @@ def test_fix_wiring_with_a_stand_in_search(serve_run, blob_images, monkeypatch) 
     target = (int(labels[0]) + 1) % 10
     app = app_for(serve_run, ideas_method="greedy")
     with TestClient(app) as client:
-        assert client.get("/api/info").json()["fix"] is True
         out = client.post("/api/fix", json={"image": x.tolist(), "target": target, "max_edits": 30}).json()
     assert calls == [((1, 1, 28, 28), [target], (0.0, 1.0), 0.9, 30)]
     changed = torch.tensor(out["changed"]).bool()

@@ -135,3 +135,20 @@ def test_the_listening_socket_sends_small_writes_at_once():
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         sock.close()
+
+
+def test_batch_and_queue_options_reach_the_engine(tmp_path: Path, serve_run: Path, monkeypatch) -> None:
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(self.config.app))
+    save_file({"images": torch.rand(10, 1, 28, 28)}, tmp_path / "p.safetensors")
+    tour = _tour(tmp_path, serve_run, prototypes="../p.safetensors")  # prototypes ready: a clean exit
+    r = CliRunner().invoke(cli, ["serve", str(tour), "--port", "0", "--max-batch", "8", "--queue", "32"])
+    assert r.exit_code == 0, r.output
+    engine = served[0].state.engine
+    engine.close()
+    assert engine.batcher.max_batch == 8 and engine.max_pending == 32
+    for bad in (["--max-batch", "0"], ["--queue", "0"]):
+        r = CliRunner().invoke(cli, ["serve", str(tour), "--port", "0", *bad])
+        assert r.exit_code == 2 and "Invalid value" in r.output

@@ -37,7 +37,12 @@ def _bind(host: str, port: int) -> socket.socket:
               show_default=True, help="How to compute class prototypes at start (auto: greedy when quick).")
 @click.option("--explain", "explain_method", default="mask", show_default=True,
               help="Explanation method for /api/explain.")
-def serve(folder: str, host: str, port: int, workers: int, ideas_method: str, explain_method: str) -> None:
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=64, show_default=True,
+              help="Predictions that arrive together share one forward pass of up to this many (1: off).")
+@click.option("--queue", "max_pending", type=click.IntRange(1, 100_000), default=256, show_default=True,
+              help="Predictions in progress at most; past it a request gets 503 with Retry-After at once.")
+def serve(folder: str, host: str, port: int, workers: int, ideas_method: str, explain_method: str,
+          max_batch: int, max_pending: int) -> None:
     """Serve a page to draw a digit on: probabilities, what the model sees, the explanation
     mask, its prototypes, and "fix my drawing". RUN_OR_TOUR_DIR is a run folder, or a tour
     folder whose tour.json names one ("serve_run")."""
@@ -52,7 +57,7 @@ def serve(folder: str, host: str, port: int, workers: int, ideas_method: str, ex
     torch.set_num_threads(max(1, threads // workers))  # each of the workers runs the model
     local = host in LOCAL_HOSTS or host == "::1"
     app = app_for(folder, workers=workers, ideas_method=ideas_method, explain_method=explain_method,
-                  allowed_hosts=LOCAL_HOSTS if local else None)
+                  allowed_hosts=LOCAL_HOSTS if local else None, max_batch=max_batch, max_pending=max_pending)
     if not local:
         click.echo(f"warning: binding {host}: the page and API are reachable from other machines", err=True)
     click.echo(f"kangae serve: http://{host}:{port}/  (API docs at /docs; Ctrl-C stops)")

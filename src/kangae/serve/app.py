@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib import resources
 from typing import Any, Literal
 
@@ -25,15 +26,17 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from .engine import Busy, Engine, NotAvailable, _round, fix_available
+from .batcher import Busy
+from .engine import Engine, NotAvailable, _round
 from .inputs import BadInput, Seen, read_image
-from .limits import MAX_BODY, BodyLimit, HostCheck
+from .limits import ARRIVED, MAX_BODY, Arrival, BodyLimit, HostCheck
 
 log = logging.getLogger("kangae.serve")
 
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
             "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+UNPARSED = "There was an error parsing the body"  # FastAPI's words when json.loads raises
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 
 IMAGE_DOC = ("A drawing as a base64 PNG (or JPEG), bare or as a `data:image/png;base64,...` URL, which "
@@ -155,6 +158,7 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
     app.add_middleware(BodyLimit, max_bytes=max_body)
     if allowed_hosts:
         app.add_middleware(HostCheck, allowed=allowed_hosts)
+    app.add_middleware(Arrival)  # the last added is the outermost
     app.state.engine = engine
     env = jinja2.Environment(loader=jinja2.PackageLoader("kangae.serve", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]))
@@ -162,8 +166,7 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
     meta = engine.run.meta
     info = {"classes": engine.classes, "model": meta.model, "dataset": meta.dataset,
             "shape": list(engine.shape), "run": title or engine.run.path.name,
-            "accuracy": meta.metrics.get("test_accuracy", meta.metrics.get("accuracy")),
-            "fix": fix_available()}
+            "accuracy": meta.metrics.get("test_accuracy", meta.metrics.get("accuracy"))}
     page = env.get_template("index.html").render(info=info, info_json=json.dumps(info))
     hw = engine.shape[-2:]
 
@@ -192,7 +195,10 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
+        message = str(exc.detail)
+        if exc.status_code == 400 and message == UNPARSED:  # e.g. JSON nested past Python's recursion limit
+            message = "invalid request: the body could not be parsed as JSON (nested too deeply?)"
+        return JSONResponse({"error": message}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
@@ -218,9 +224,10 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
 
     @app.post("/api/predict", response_model=PredictOut, responses=ERRORS,
               summary="Class probabilities, and the 28x28 image the model sees")
-    async def predict(body: ImageIn) -> dict[str, Any]:
+    async def predict(body: ImageIn, request: Request) -> dict[str, Any]:
         t0 = time.perf_counter()
-        seen, probs = await engine.call(_decode_then(engine.predict), body.image)
+        seen, probs = await engine.classify(partial(read_image, body.image, hw),
+                                            arrived=request.scope.get(ARRIVED))
         k = int(probs.argmax())
         return {"classes": engine.classes, "probabilities": _round(probs), "predicted": k,
                 "confidence": round(float(probs[k]), 4), "seen": _round(seen.image[0], 3),
@@ -229,11 +236,12 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
 
     @app.post("/api/explain", response_model=ExplainOut, responses=ERRORS,
               summary="Which pixels the decision rests on (the explanation mask)")
-    async def explain(body: ExplainIn) -> dict[str, Any]:
+    async def explain(body: ExplainIn, request: Request) -> dict[str, Any]:
         t0 = time.perf_counter()
         target = None if body.target == "auto" else engine.check_target(int(body.target))
         method = engine.check_method(body.method)
-        seen, out = await engine.call(_decode_then(engine.explain), body.image, target, method, slow=True)
+        seen, out = await engine.call(_decode_then(engine.explain), body.image, target, method, slow=True,
+                                      arrived=request.scope.get(ARRIVED))
         return {**out, "attribution": _round(out["attribution"], 5), "seen": _round(seen.image[0], 3),
                 "frame": [round(v, 2) for v in seen.frame] if seen.frame else None,
                 "probability": round(out["probability"], 4),
@@ -254,18 +262,17 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
 
     @app.get("/api/ideas/{target}.png", responses={200: {"content": {"image/png": {}}}, **ERRORS},
              response_class=Response, summary="One class prototype as a PNG (4x enlarged)")
-    async def idea_png(target: int) -> Response:
-        png = await engine.call(engine.idea_png, target)
+    async def idea_png(target: int, request: Request) -> Response:
+        png = await engine.call(engine.idea_png, target, arrived=request.scope.get(ARRIVED))
         return Response(png, media_type="image/png")
 
-    @app.post("/api/fix", response_model=FixOut,
-              responses={**ERRORS, 501: {"model": ErrorOut, "description": "Not in this build"}},
+    @app.post("/api/fix", response_model=FixOut, responses=ERRORS,
               summary="Fix my drawing: the fewest pixel edits that make it read as the target")
-    async def fix(body: FixIn) -> dict[str, Any]:
+    async def fix(body: FixIn, request: Request) -> dict[str, Any]:
         t0 = time.perf_counter()
         target = engine.check_target(body.target)
         seen, out = await engine.call(_decode_then(engine.fix), body.image, target, body.max_edits,
-                                      body.threshold, slow=True)
+                                      body.threshold, slow=True, arrived=request.scope.get(ARRIVED))
         return {**out, "image": _round(out["image"], 3), "changed": out["changed"].int().tolist(),
                 "probabilities": _round(out["probabilities"]), "seen": _round(seen.image[0], 3),
                 "ms": round((time.perf_counter() - t0) * 1000, 2)}
@@ -275,8 +282,9 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
 
 def app_for(folder: str | os.PathLike, *, workers: int = 2, ideas_method: str = "auto",
             explain_method: str = "mask", max_body: int = MAX_BODY,
-            allowed_hosts: list[str] | None = None) -> FastAPI:
-    """Load a run or tour folder (see :mod:`kangae.serve.source`) and build its app."""
+            allowed_hosts: list[str] | None = None, **engine_options: Any) -> FastAPI:
+    """Load a run or tour folder (see :mod:`kangae.serve.source`) and build its app;
+    ``engine_options`` (``max_batch``, ``max_pending``, ``max_wait``, ...) go to :class:`Engine`."""
     from ..train.run import load
     from .source import load_prototypes, resolve
 
@@ -286,7 +294,8 @@ def app_for(folder: str | os.PathLike, *, workers: int = 2, ideas_method: str = 
     if protos_path is not None:
         ideas = load_prototypes(protos_path, len(run.classes), tuple(run.meta.input_shape))
     engine = Engine(run, workers=workers, ideas=ideas, ideas_method=ideas_method,
-                    ideas_from=protos_path.name if protos_path else "", explain_method=explain_method)
+                    ideas_from=protos_path.name if protos_path else "", explain_method=explain_method,
+                    **engine_options)
     return create_app(engine, max_body=max_body, title=run.path.name, allowed_hosts=allowed_hosts)
 
 

@@ -1,9 +1,13 @@
 """The model side of ``kangae serve``: one loaded model, bounded thread pools, and the probes.
 
-Every model call runs in a ``ThreadPoolExecutor`` with a few workers (awaited from the event
-loop with ``run_in_executor``; explanations and edit searches in a second, smaller pool so
-predictions never wait behind them), and at most ``max_pending`` calls may wait, so a flood of
-requests gets HTTP 503 instead of an unbounded queue. The model is put in eval mode with
+Every model call runs in a ``ThreadPoolExecutor`` with a few workers (explanations and edit
+searches in a second, smaller pool so predictions never wait behind them; the batched forward
+passes in a third, so they never wait behind the decoding of newer requests). Predictions are
+micro-batched (:class:`~kangae.serve.batcher.MicroBatcher`): requests that arrive within
+``batch_window`` seconds share one forward pass. At most ``max_pending`` predictions (and
+``max_pending_slow`` explanations or edit searches) may be in progress; past that a request
+gets HTTP 503 with ``Retry-After`` at once, and one that waited ``max_wait`` seconds without a
+turn gets the same answer instead of hanging. The model is put in eval mode with
 ``requires_grad`` off once, at start: the probes' save-and-restore of those flags is then the
 same from every thread. Class prototypes are computed once, at start, in their own thread
 (or loaded from a tour folder), so the page and ``/api/predict`` answer meanwhile.
@@ -11,12 +15,12 @@ same from every thread. Class prototypes are computed once, at start, in their o
 
 from __future__ import annotations
 
-import asyncio
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -28,21 +32,19 @@ from torch import nn
 from ..errors import UnknownNameError
 from ..probes._model import input_shape_of
 from ..train.run import Run
-from .inputs import BadInput
+from .batcher import Busy, MicroBatcher, run_by
+from .inputs import BadInput, Seen
 
 T = TypeVar("T")
 IDEA_METHODS = ("auto", "greedy", "gradient")
 GREEDY_BUDGET_S = 15.0  # "auto" uses greedy search when its estimated cost fits this
-
-
-class Busy(RuntimeError):
-    """Too many requests are waiting for the model (HTTP 503)."""
+MAX_WAIT_S = 1.5  # a request not at the model this long after it arrived gets 503: answers within 2 s
 
 
 class NotAvailable(RuntimeError):
-    """A feature this build cannot provide (HTTP 501), or not yet (503)."""
+    """Something not ready yet, such as the prototypes while they are computed (HTTP 503)."""
 
-    def __init__(self, message: str, status: int = 501):
+    def __init__(self, message: str, status: int = 503):
         super().__init__(message)
         self.status = status
 
@@ -114,18 +116,11 @@ def _explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: st
             "summary": res.summary(0, classes)}
 
 
-def fix_available() -> bool:
-    try:
-        from ..probes.attacks import fewest_pixel_edits  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class Engine:
     """A loaded run behind a bounded thread pool."""
 
-    def __init__(self, run: Run, *, workers: int = 2, max_pending: int = 64,
+    def __init__(self, run: Run, *, workers: int = 2, max_pending: int = 256, max_pending_slow: int = 16,
+                 max_wait: float = MAX_WAIT_S, max_batch: int = 64, batch_window: float = 0.002,
                  ideas: torch.Tensor | None = None, ideas_method: str = "auto", ideas_from: str = "",
                  explain_method: str = "mask", compute_ideas_now: bool = True):
         if ideas_method not in IDEA_METHODS:
@@ -142,13 +137,19 @@ class Engine:
             raise UnknownNameError("explanation method", explain_method, METHODS)
         self.explain_method = explain_method
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kangae-model")
+        # the batched forward passes finish requests: their own threads, so that they never
+        # queue behind the decoding of newer requests (under a flood that queue is long, and a
+        # forward behind it would answer only requests already past their deadline)
+        self.forward_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kangae-forward")
         # explanations and edit searches take up to seconds: their own pool, so that live
         # predictions never queue behind them
         self.slow_pool = ThreadPoolExecutor(max_workers=max(1, workers // 2),
                                             thread_name_prefix="kangae-slow")
-        self.workers, self.max_pending = workers, max_pending
-        self._pending = 0
-        self._lock = threading.Lock()
+        self.workers, self.max_pending, self.max_pending_slow = workers, max_pending, max_pending_slow
+        self.max_wait = max_wait
+        self.batcher = MicroBatcher(self.predict_batch, self.forward_pool, max_batch=max_batch,
+                                    window=batch_window, concurrency=workers)
+        self._pending = {False: 0, True: 0}  # in progress, by pool (slow or not); only the event loop counts
         self._ideas: Future[Ideas] = Future()
         self._ideas_thread: threading.Thread | None = None
         if ideas is not None:
@@ -162,25 +163,43 @@ class Engine:
         self.predict(torch.zeros(self.shape[0], *self.shape[1:])[:1])
         from ..probes import attribution  # noqa: F401  (imports captum)
 
-    # -- plumbing -------------------------------------------------------------------------
-    async def call(self, fn: Callable[..., T], *args: Any, slow: bool = False, **kwargs: Any) -> T:
-        """Run ``fn`` in the model pool (``slow``: the pool for explanations and edit searches);
-        :class:`Busy` when too many calls already wait."""
-        with self._lock:
-            if self._pending >= self.max_pending:
-                raise Busy(f"{self._pending} requests are waiting for the model; try again shortly")
-            self._pending += 1
+    # -- plumbing (on the event loop) ------------------------------------------------------
+    @contextmanager
+    def _admit(self, slow: bool, arrived: float | None) -> Iterator[float]:
+        """One request in progress; yields its deadline, ``max_wait`` after it ``arrived``
+        (``time.monotonic()``; default now). :class:`Busy` at once when full."""
+        limit = self.max_pending_slow if slow else self.max_pending
+        if self._pending[slow] >= limit:
+            raise Busy(f"{self._pending[slow]} requests are waiting for the model; try again shortly")
+        self._pending[slow] += 1
         try:
-            loop = asyncio.get_running_loop()
-            pool = self.slow_pool if slow else self.pool
-            return await loop.run_in_executor(pool, partial(fn, *args, **kwargs))
+            yield (time.monotonic() if arrived is None else arrived) + self.max_wait
         finally:
-            with self._lock:
-                self._pending -= 1
+            self._pending[slow] -= 1
+
+    def pending(self, slow: bool = False) -> int:
+        """Requests in progress (queued or running) for the fast pool, or the ``slow`` one."""
+        return self._pending[slow]
+
+    async def call(self, fn: Callable[..., T], *args: Any, slow: bool = False, arrived: float | None = None,
+                   **kwargs: Any) -> T:
+        """Run ``fn`` in the model pool (``slow``: the pool for explanations and edit searches);
+        :class:`Busy` when too many calls are in progress, or when it could not start within
+        ``max_wait`` seconds of the request's arrival."""
+        with self._admit(slow, arrived) as deadline:
+            return await run_by(self.slow_pool if slow else self.pool, partial(fn, *args, **kwargs), deadline)
+
+    async def classify(self, decode: Callable[[], Seen], arrived: float | None = None
+                       ) -> tuple[Seen, torch.Tensor]:
+        """``decode()`` in the pool, then the class probabilities (K,) of its image, computed in
+        one forward pass with those of the other requests waiting at the same time."""
+        with self._admit(False, arrived) as deadline:
+            seen = await run_by(self.pool, decode, deadline)
+            return seen, await self.batcher(seen.image, deadline)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.slow_pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self.pool, self.forward_pool, self.slow_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def batch(self, image: torch.Tensor) -> torch.Tensor:
         """(1, H, W) -> (1, C, H, W) for the model."""
@@ -194,8 +213,13 @@ class Engine:
     # -- model calls (run in the pool) ----------------------------------------------------
     def predict(self, image: torch.Tensor) -> torch.Tensor:
         """Class probabilities (K,) for one (1, H, W) image."""
+        return self.predict_batch(image[None])[0]
+
+    def predict_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, K) for (N, 1, H, W) images."""
+        x = images.expand(-1, self.shape[0], *images.shape[2:]).float()
         with torch.inference_mode():
-            return F.softmax(self.model(self.batch(image)), dim=1)[0].float()
+            return F.softmax(self.model(x), dim=1).float()
 
     def check_method(self, method: str | None) -> str:
         from ..probes.attribution import ALIASES, METHODS
@@ -220,10 +244,8 @@ class Engine:
 
     def fix(self, image: torch.Tensor, target: int, max_edits: int, threshold: float) -> dict[str, Any]:
         """The fewest pixel edits that make the model read ``image`` as ``target``."""
-        try:
-            from ..probes.attacks import fewest_pixel_edits  # type: ignore[import-not-found]
-        except ImportError:
-            raise NotAvailable("edit search not available in this build") from None
+        from ..probes.attacks import fewest_pixel_edits
+
         t = self.check_target(target)
         res = fewest_pixel_edits(self.model, self.batch(image), torch.tensor([t]), levels=(0.0, 1.0),
                                  threshold=threshold, max_edits=max_edits)

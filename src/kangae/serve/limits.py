@@ -1,16 +1,19 @@
-"""A request body size limit as plain ASGI middleware.
+"""Plain ASGI middleware: the arrival time, a request body size limit and a Host check.
 
-It answers 413 with a JSON error when ``Content-Length`` says the body is too large, and
-also counts the bytes actually received (a chunked or lying client gets the same 413), before
-the app sees anything. The body is buffered (it is at most ``max_bytes``) and replayed.
+:class:`BodyLimit` answers 413 with a JSON error when ``Content-Length`` says the body is too
+large, and also counts the bytes actually received (a chunked or lying client gets the same
+413), before the app sees anything. The body is buffered (it is at most ``max_bytes``) and
+replayed.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 MAX_BODY = 1 << 20  # 1 MiB
+ARRIVED = "kangae.arrived"  # scope key: time.monotonic() when the request reached the app
 
 Scope = dict[str, Any]
 
@@ -21,6 +24,18 @@ async def send_json(send: Any, status: int, payload: dict[str, Any]) -> None:
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+class Arrival:
+    """Note in the scope when a request arrived, so its wait for the model counts from there
+    (reading its body and queueing on the event loop included)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        scope[ARRIVED] = time.monotonic()
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

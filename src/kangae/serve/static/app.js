@@ -237,8 +237,7 @@
   // ---- fix my drawing ----
   function updateFixButton() {
     const b = $("fix");
-    b.disabled = !info.fix || !state.ink || select.value === "";
-    if (!info.fix) $("fix-note").textContent = "Edit search is not available in this build.";
+    b.disabled = !state.ink || select.value === "";
   }
   $("fix").addEventListener("click", async () => {
     const target = Number(select.value);
