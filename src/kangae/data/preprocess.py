@@ -54,29 +54,29 @@ def to_gray(img: Image.Image) -> np.ndarray:
     that contrasts with the visible pixels, so strokes on a transparent canvas stay ink."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(img).astype(np.float64)
+        a = np.asarray(img).astype(np.float32)
         peak = a.max(initial=0)
         top = 1.0 if mode == "F" and peak <= 1.0 else (255.0 if peak <= 255 else 65535.0)
         return np.clip(a / top, 0.0, 1.0)
     if mode == "1":
-        return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info)
     if has_alpha:
-        rgba = np.asarray(img.convert("RGBA"), dtype=np.float64) / 255.0
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
         alpha = rgba[..., 3]
         lum = _luminance(rgba[..., :3])
         visible = alpha > 0.5
         bg = 1.0 if (visible.any() and lum[visible].mean() < 0.5) else 0.0
         return lum * alpha + bg * (1.0 - alpha)
     if mode == "L":
-        return np.asarray(img, dtype=np.float64) / 255.0
-    return _luminance(np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0)
+        return np.asarray(img, dtype=np.float32) / 255.0
+    return _luminance(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)
 
 
 def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Anti-aliased resize of a float array to (width, height)."""
     out = Image.fromarray(a.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
-    return np.clip(np.asarray(out, dtype=np.float64), 0.0, 1.0)
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
 
 
 def preprocess(picture: Image.Image | np.ndarray, source: str = "") -> Preprocessed:
@@ -85,7 +85,7 @@ def preprocess(picture: Image.Image | np.ndarray, source: str = "") -> Preproces
     if isinstance(picture, Image.Image):
         gray = to_gray(picture)
     else:
-        gray = np.asarray(picture, dtype=np.float64)
+        gray = np.asarray(picture, dtype=np.float32)
         if gray.ndim != 2 or gray.size == 0:
             raise ImageInputError(f"{where}expected a 2-D grayscale array, got shape {gray.shape}")
     if not np.isfinite(gray).all():
@@ -114,7 +114,7 @@ def preprocess(picture: Image.Image | np.ndarray, source: str = "") -> Preproces
     ys, xs = np.indices(box.shape)
     cy, cx = (ys * box).sum() / mass, (xs * box).sum() / mass
     oy, ox = int(round(14 - cy)), int(round(14 - cx))  # MNIST: mass at index 14
-    canvas = np.zeros((28, 28))
+    canvas = np.zeros((28, 28), dtype=np.float32)
     y0, x0 = max(oy, 0), max(ox, 0)
     y1, x1 = min(oy + nh, 28), min(ox + nw, 28)
     canvas[y0:y1, x0:x1] = box[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
