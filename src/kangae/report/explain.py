@@ -28,12 +28,12 @@ from ..errors import KangaeError
 from ..probes.attribution import METHODS, explain
 from ..probes.explanation import Explanation
 from ..probes.faithfulness import deletion_insertion, pointing_hits, sanity_check
+from ..probes.registry import explainers
 from ..render.explain import save_panel
 from ..render.images import save_image
 from ..utils.atomic import write_bytes, write_json
 
-BENCH_METHODS = ("saliency", "inputxgrad", "ig", "smoothgrad", "gradcam", "occlusion", "deeplift",
-                 "mask", "extremal", "random")
+BENCH_METHODS = METHODS  # every registered method
 CLUTTERED_MODEL = "cluttered-global-cnn-v1"
 
 
@@ -135,6 +135,7 @@ def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BEN
     for m in methods:
         if m not in METHODS:
             raise KangaeError(f"unknown method '{m}'; valid: {', '.join(METHODS)}")
+    specs = explainers()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     test = run.dataset("test").subset(n, seed=seed)
@@ -150,10 +151,10 @@ def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BEN
         boxes = clut.boxes[:n_pointing]
     rows: dict[str, dict[str, Any]] = {}
     for method in methods:
-        opts = {"steps": mask_steps} if method in ("mask", "extremal") else {}
+        opts = {"steps": mask_steps} if "steps" in specs[method].options else {}
         row: dict[str, Any] = {}
         start = time.perf_counter()
-        if method == "gradcam" and not conv:
+        if specs[method].needs_conv and not conv:
             row["skipped"] = "the model has no convolutional layer"
         else:
             e: Explanation = explain(model, x, y, method=method, seed=seed, **opts)

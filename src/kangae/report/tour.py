@@ -180,10 +180,20 @@ def step_ideas(tour: Tour, out: Path) -> dict[str, Any]:
     return numbers
 
 
+def tour_shows(spec: Any, model: Any) -> bool:
+    """Whether the tour's picture has a column for the method: every explanation (not the
+    random baseline), and layer methods only on a model with a conv layer."""
+    from torch import nn
+
+    conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return not spec.baseline and (conv or not spec.needs_conv)
+
+
 def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
     from PIL import Image
 
     from ..probes.attribution import explain
+    from ..probes.registry import explainers
     from ..render.explain import heat_pil
     from ..render.images import to_pil
     from .explain import test_images, write_explanations
@@ -193,15 +203,15 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
     x, names = test_images(main, s.explain_images)
     masks = write_explanations(main.model, main.classes, x, out / "mask", "mask", "auto", sources=names,
                                steps=s.mask_steps)
-    # one row per method on the first three images, for a side-by-side look
-    methods = ["saliency", "ig", "smoothgrad", "gradcam", "occlusion", "deeplift", "mask"]
-    rows = []
-    for i in range(min(3, len(x))):
-        tiles = [to_pil(x[i], 4).convert("RGB")]
-        for m in methods:
-            opts = {"steps": s.mask_steps} if m == "mask" else {}
-            tiles.append(heat_pil(explain(main.model, x[i : i + 1], method=m, **opts).attribution[0], 4))
-        rows.append(tiles)
+    # one row per image (the first three), one column per registered method, side by side
+    methods = [spec for spec in explainers().values() if tour_shows(spec, main.model)]
+    shown = x[:3]
+    columns = []
+    for spec in methods:
+        opts = {"steps": s.mask_steps} if "steps" in spec.options else {}
+        columns.append(explain(main.model, shown, method=spec.name, **opts).attribution)
+    rows = [[to_pil(shown[i], 4).convert("RGB"), *(heat_pil(a[i], 4) for a in columns)]
+            for i in range(len(shown))]
     w, h = rows[0][0].size
     sheet = Image.new("RGB", (len(rows[0]) * (w + 4) + 4, len(rows) * (h + 4) + 4), (255, 255, 255))
     for r, tiles in enumerate(rows):
@@ -209,7 +219,8 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
             sheet.paste(tile, (4 + c * (w + 4), 4 + r * (h + 4)))
     with atomic_path(out / "methods.png") as tmp:
         sheet.save(tmp, format="PNG")
-    return {"masks": [e["summary"] for e in masks["images"]], "methods": ["input", *methods]}
+    return {"masks": [e["summary"] for e in masks["images"]],
+            "methods": ["input", *(m.name for m in methods)]}
 
 
 def step_faithfulness(tour: Tour, out: Path) -> dict[str, Any]:

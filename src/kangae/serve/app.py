@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..probes.registry import explainer_names
 from .engine import Busy, Engine, NotAvailable, _round, fix_available
 from .inputs import BadInput, Seen, read_image
 from .limits import MAX_BODY, BodyLimit, HostCheck
@@ -47,8 +48,8 @@ class ImageIn(BaseModel):
 
 class ExplainIn(ImageIn):
     target: int | Literal["auto"] = Field("auto", description="Class to explain; `auto`: the predicted one.")
-    method: str | None = Field(None, description="saliency, inputxgrad, ig, smoothgrad, gradcam, occlusion, "
-                                                 "deeplift, mask, extremal or random; default: the server's "
+    method: str | None = Field(None, description=f"{', '.join(explainer_names()[:-1])} or "
+                                                 f"{explainer_names()[-1]}; default: the server's "
                                                  "`--explain` (mask).")
 
 
