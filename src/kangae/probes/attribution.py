@@ -25,6 +25,7 @@ mode and ``requires_grad`` flags are restored on return, even after an error.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ from ._model import frozen, resolve_targets
 from .explanation import Explanation
 from .masks import extremal_perturbation, meaningful_perturbation
 from .registry import Context, aliases, explainer_names, get_explainer, register_explainer
+from .rise import rise
+from .superpixels import superpixels
 
 
 def default_cam_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
@@ -165,6 +168,122 @@ def _deeplift(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, 
         return ca.DeepLift(model).attribute(x, baselines=torch.zeros_like(x), target=t)
 
 
+@register_explainer("gradshap", aliases=("gradient-shap",), defaults={"n_samples": 16, "stdevs": 0.1},
+                    description="GradientSHAP: expected gradients between a black image and the input, "
+                                "16 samples, input noise sigma 0.1 (Lundberg & Lee 2017)")
+def _gradshap(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, n_samples: int,
+              stdevs: float, **_: Any) -> torch.Tensor:
+    import captum.attr as ca
+
+    with seeded(ctx.seed, x.device):
+        return ca.GradientShap(model).attribute(x, baselines=torch.zeros_like(x[:1]), target=t,
+                                                n_samples=n_samples, stdevs=stdevs)
+
+
+def lrp_rules(model: nn.Module, gamma: float = 0.25, epsilon: float = 1e-6) -> nn.Module:
+    """A copy of ``model`` with the LRP rules set on its leaf modules (Montavon et al. 2019's
+    composite, as far as Captum's rules go): the gamma rule on convolutions, the epsilon rule
+    on linear layers, pooling and reshaping, the identity rule on batch norm and kangae's input
+    ``Normalize`` (whose affine map would otherwise divide by inputs near the mean); ReLU and
+    dropout pass relevance on. The caller's model never carries a rule."""
+    from captum.attr._utils.lrp_rules import EpsilonRule, GammaRule, IdentityRule
+
+    from ..models.zoo import Normalize
+
+    clone = copy.deepcopy(model)
+    for m in clone.modules():
+        if any(True for _ in m.children()) or isinstance(m, (nn.ReLU, nn.Dropout, nn.Tanh)):
+            continue
+        if isinstance(m, nn.Conv2d):
+            m.rule = GammaRule(gamma=gamma)
+        elif isinstance(m, (nn.BatchNorm2d, Normalize)):
+            m.rule = IdentityRule()
+        else:
+            m.rule = EpsilonRule(epsilon=epsilon)
+    return clone
+
+
+@register_explainer("lrp", defaults={"gamma": 0.25, "epsilon": 1e-6},
+                    description="layer-wise relevance propagation: gamma rule on convs, epsilon rule on "
+                                "linear layers (Bach et al. 2015; Montavon et al. 2019)")
+def _lrp(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, gamma: float, epsilon: float,
+         **_: Any) -> torch.Tensor:
+    import captum.attr as ca
+
+    return ca.LRP(lrp_rules(model, gamma, epsilon)).attribute(x, target=t)
+
+
+@register_explainer("guided-backprop", aliases=("guidedbackprop",),
+                    description="guided backpropagation: only positive gradients pass a ReLU "
+                                "(Springenberg et al. 2015)")
+def _guided_backprop(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, **_: Any
+                     ) -> torch.Tensor:
+    import captum.attr as ca
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks")
+        return ca.GuidedBackprop(model).attribute(x, target=t)
+
+
+@register_explainer("deconvolution", aliases=("deconvnet",),
+                    description="deconvnet: the ReLU applied to the gradient on the way back "
+                                "(Zeiler & Fergus 2014)")
+def _deconvolution(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, **_: Any
+                   ) -> torch.Tensor:
+    import captum.attr as ca
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks")
+        return ca.Deconvolution(model).attribute(x, target=t)
+
+
+@register_explainer("guided-gradcam", aliases=("guided-grad-cam",), needs_layer=True,
+                    description="guided Grad-CAM: guided backprop times the upsampled Grad-CAM "
+                                "(Selvaraju et al. 2017)")
+def _guided_gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, **_: Any
+                    ) -> torch.Tensor:
+    import captum.attr as ca
+
+    name = ctx.layer or default_cam_layer(model, tuple(x.shape[1:]))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks")
+        return ca.GuidedGradCam(model, get_layer(model, name)).attribute(x, target=t,
+                                                                        interpolate_mode="bilinear")
+
+
+def _surrogate(kind: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context,
+               n_samples: int, segments: int, compactness: float) -> torch.Tensor:
+    """KernelSHAP or LIME on superpixels: each image's ``n_samples`` perturbations (superpixels
+    set to black) in one forward pass, a weighted linear model fitted per image (Captum)."""
+    import captum.attr as ca
+
+    features = superpixels(x, segments, compactness).to(x.device)
+    method = ca.KernelShap(model) if kind == "kernelshap" else ca.Lime(model)
+    with seeded(ctx.seed, x.device), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are providing multiple inputs")
+        return method.attribute(x, baselines=0.0, target=t, feature_mask=features, n_samples=n_samples,
+                                perturbations_per_eval=min(n_samples, max(1, ctx.chunk)))
+
+
+SURROGATE_DEFAULTS = {"n_samples": 200, "segments": 50, "compactness": 0.1}
+
+
+@register_explainer("kernelshap", aliases=("kernel-shap",), gradient=False, defaults=SURROGATE_DEFAULTS,
+                    description="KernelSHAP on ~50 SLIC superpixels (or a 4-px grid), 200 samples "
+                                "(Lundberg & Lee 2017)")
+def _kernelshap(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, n_samples: int,
+                segments: int, compactness: float, **_: Any) -> torch.Tensor:
+    return _surrogate("kernelshap", model, x, t, ctx, n_samples, segments, compactness)
+
+
+@register_explainer("lime", gradient=False, defaults=SURROGATE_DEFAULTS,
+                    description="LIME on ~50 SLIC superpixels (or a 4-px grid), 200 samples, lasso "
+                                "(Ribeiro et al. 2016)")
+def _lime(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, n_samples: int,
+          segments: int, compactness: float, **_: Any) -> torch.Tensor:
+    return _surrogate("lime", model, x, t, ctx, n_samples, segments, compactness)
+
+
 MASK_OPTIONS = ("steps", "game", "perturbation")
 register_explainer("mask", kind="explanation", options=MASK_OPTIONS,
                    description="meaningful perturbation, deletion game (Fong & Vedaldi 2017)")(
@@ -172,6 +291,9 @@ register_explainer("mask", kind="explanation", options=MASK_OPTIONS,
 register_explainer("extremal", kind="explanation", options=(*MASK_OPTIONS, "areas"),
                    description="extremal perturbation, areas 5/10/20% (Fong, Patrick & Vedaldi 2019)")(
     extremal_perturbation)
+register_explainer("rise", kind="explanation", gradient=False, options=("n_masks", "cells", "keep"),
+                   description="RISE: score-weighted mean of random shifted low-res masks "
+                               "(Petsiuk, Das & Saenko 2018)")(rise)
 
 
 @register_explainer("random", gradient=False, baseline=True,
