@@ -291,7 +291,8 @@ register_explainer("mask", kind="explanation", options=MASK_OPTIONS,
 register_explainer("extremal", kind="explanation", options=(*MASK_OPTIONS, "areas"),
                    description="extremal perturbation, areas 5/10/20% (Fong, Patrick & Vedaldi 2019)")(
     extremal_perturbation)
-register_explainer("rise", kind="explanation", gradient=False, options=("n_masks", "cells", "keep"),
+register_explainer("rise", kind="explanation", gradient=False,
+                   options=("n_masks", "cells", "keep", "batch_size"),
                    description="RISE: score-weighted mean of random shifted low-res masks "
                                "(Petsiuk, Das & Saenko 2018)")(rise)
 
@@ -317,6 +318,8 @@ def explain(model: nn.Module, images: torch.Tensor,
     spec = get_explainer(method)
     method = spec.name
     if spec.kind == "explanation":
+        if batch_size is not None and "batch_size" in spec.options:
+            options = {**options, "batch_size": batch_size}
         return spec.fn(model, images, None if target == "auto" else target, seed=seed,
                        **spec.settings(options))
     device = module_device(model)

@@ -102,3 +102,18 @@ def rise(model: nn.Module, images: torch.Tensor, target: int | Sequence[int] | t
         sal = rise_saliency(model, x, t, masks, batch_size)
     return Explanation(method="rise", attribution=sal.cpu(), target=t.cpu(), prob=p0.cpu(),
                        metrics={"n_masks": n_masks, "cells": cells, "keep": keep})
+
+
+@torch.no_grad()
+def rise_reference(model: nn.Module, x: torch.Tensor, t: torch.Tensor, masks: MaskSet) -> torch.Tensor:
+    """The same saliency scoring one masked image per forward pass, mask by mask: the oracle
+    for :func:`rise_saliency` (and the loop the speed benchmark compares it with)."""
+    n, c, h, w = x.shape
+    out = torch.zeros(n, h * w, dtype=torch.float64, device=x.device)
+    with frozen(model):
+        for i in range(n):
+            for j in range(len(masks)):
+                m = masks.masks(j, j + 1, x.device, x.dtype)[0]
+                p = F.softmax(model((x[i] * m)[None]).float(), dim=1)[0, t[i]]
+                out[i] += p.double() * m.flatten().double()
+    return (out / (len(masks) * masks.keep)).view(n, 1, h, w).float()
