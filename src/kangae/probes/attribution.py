@@ -39,7 +39,7 @@ from ..errors import KangaeError
 from ..models.layers import get_layer
 from ..utils.device import chunk_size, module_device
 from ._model import frozen, resolve_targets
-from .explanation import Explanation
+from .explanation import Explanation, flag_degenerate
 from .masks import extremal_perturbation, meaningful_perturbation
 from .registry import Context, aliases, explainer_names, get_explainer, register_explainer
 from .rise import rise
@@ -320,8 +320,8 @@ def explain(model: nn.Module, images: torch.Tensor,
     if spec.kind == "explanation":
         if batch_size is not None and "batch_size" in spec.options:
             options = {**options, "batch_size": batch_size}
-        return spec.fn(model, images, None if target == "auto" else target, seed=seed,
-                       **spec.settings(options))
+        return flag_degenerate(spec.fn(model, images, None if target == "auto" else target, seed=seed,
+                                       **spec.settings(options)))
     device = module_device(model)
     x = images.to(device)
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
@@ -352,8 +352,9 @@ def explain(model: nn.Module, images: torch.Tensor,
             parts.append(a.detach().float().sum(1, keepdim=True).cpu())
             targets.append(t.cpu())
             probs.append(p.gather(1, t[:, None])[:, 0].cpu())
-    return Explanation(method=method, attribution=torch.cat(parts), target=torch.cat(targets),
-                       prob=torch.cat(probs), metrics={"method": method, "layer": layer, **options})
+    return flag_degenerate(Explanation(
+        method=method, attribution=torch.cat(parts), target=torch.cat(targets), prob=torch.cat(probs),
+        metrics={"method": method, "layer": layer, **options}))
 
 
 METHODS = explainer_names()

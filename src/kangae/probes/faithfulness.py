@@ -41,17 +41,12 @@ from torch import nn
 
 from ..utils.device import chunk_size, module_device
 from ._model import frozen
+from .explanation import degenerate
 from .masks import gaussian_blur
 
 Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def degenerate(attribution: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
-    """(N,) True where a map is constant (all zero included) or not finite: it ranks nothing."""
-    a = attribution.detach().flatten(1).double()
-    spread = a.amax(1) - a.amin(1)
-    scale = a.abs().amax(1)
-    return ~torch.isfinite(a).all(1) | (spread <= rtol * scale) | (scale == 0)
 
 
 def _ranks(attribution: torch.Tensor, seed: int) -> torch.Tensor:
