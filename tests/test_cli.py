@@ -87,3 +87,16 @@ def test_console_script_reports_missing_data_in_one_line(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+def test_every_command_takes_threads_and_leaves_torch_as_it_found_it():
+    import torch
+
+    from kangae.cli import cli as group
+
+    assert all(any(p.name == "threads" for p in cmd.params) for cmd in group.commands.values())
+    before = torch.get_num_threads()
+    res = run("models", "--threads", "1")
+    assert res.exit_code == 0 and torch.get_num_threads() == before
+    res = run("models", "--threads", "0")
+    assert res.exit_code == 2 and "--threads" in res.output

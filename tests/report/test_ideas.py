@@ -63,7 +63,11 @@ def test_layer_targets_make_a_4x4_filter_grid(blob_data, tmp_path):
     (["--levels", "0,2"], "levels must lie in [0, 1]"),
     (["--method", "gradient", "--objective", "channel"], "does not fit class targets"),
     (["--method", "gradient", "--lr", "0"], "must be positive"),
-    (["--steps", "0"], "must be at least 1"),
+    (["--method", "mc", "--steps", "0"], "must be at least 1"),
+    (["--steps", "50"], "--steps applies to --method mc or block or gradient, not greedy"),
+    (["--method", "greedy", "--lr", "0.1"], "--lr applies to --method gradient, not greedy"),
+    (["--method", "gradient", "--levels", "0,1"], "--levels applies to --method greedy or mc or block"),
+    (["--method", "template", "--sweeps", "3"], "--sweeps applies to --method greedy, not template"),
 ])
 def test_invalid_targets_and_options_exit_2(mlp_run, tmp_path, args, needle):
     res = run("ideas", mlp_run, "--out", tmp_path / "x", *args)

@@ -33,6 +33,7 @@ def tiny_tour(tmp_path_factory, blob_root):
 def test_every_step_runs_and_the_page_is_self_contained(tiny_tour):
     out, res, lines = tiny_tour
     assert res["failed"] == [], "\n".join(lines)
+    assert sum(bool(re.match(r"\[\w+\] threads: \d+ of \d+ CPUs", line)) for line in lines) == len(STEPS)
     page = (out / "report.html").read_text()
     for _, title, _ in STEPS:
         assert title.replace("'", "&#39;") in page

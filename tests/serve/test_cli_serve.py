@@ -128,7 +128,7 @@ def test_the_listening_socket_sends_small_writes_at_once():
     """Without TCP_NODELAY a keep-alive response waits 40 ms for the client's delayed ACK."""
     import socket
 
-    from kangae.cli_serve import _bind
+    from kangae.cli.serve import _bind
 
     sock = _bind("127.0.0.1", 0)
     try:

@@ -129,7 +129,8 @@ def _explainer(method: str, options: dict[str, Any]) -> Callable[..., torch.Tens
 def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BENCH_METHODS,
                   n: int = 100, n_pointing: int = 200, n_sanity: int = 32, mask_steps: int = 150,
                   cluttered_run: Any = None, seed: int = 0,
-                  log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+                  log: Callable[[str], None] = lambda s: None,
+                  data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Deletion/insertion AUC and a sanity check on ``run``'s test set, and the pointing game
     on cluttered MNIST, for every method; writes ``bench.json`` and ``bench.md``."""
     for m in methods:
@@ -138,14 +139,14 @@ def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BEN
     specs = explainers()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    test = run.dataset("test").subset(n, seed=seed)
+    test = run.dataset("test", data_dir=data_dir).subset(n, seed=seed)
     x, y = test.floats(), test.labels
     model = run.model
     conv = any(isinstance(mod, torch.nn.Conv2d) for mod in model.modules())
     if cluttered_run is None and n_pointing > 0:
         log("pointing game: loading (or training once) the cluttered-MNIST model")
-        cluttered_run = cluttered_model()
-    clut = load_cluttered("test") if n_pointing > 0 else None
+        cluttered_run = cluttered_model(data_dir)
+    clut = load_cluttered("test", data_dir) if n_pointing > 0 else None
     if clut is not None:
         xc, yc = clut.data.floats()[:n_pointing], clut.data.labels[:n_pointing]
         boxes = clut.boxes[:n_pointing]
@@ -230,9 +231,10 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def test_images(run: Any, count: int) -> tuple[torch.Tensor, list[str]]:
+def test_images(run: Any, count: int, data_dir: str | os.PathLike | None = None
+                ) -> tuple[torch.Tensor, list[str]]:
     """The first ``count`` test images of the run's dataset, with names for their files."""
-    data = load_dataset(run.meta.dataset, "test")
+    data = load_dataset(run.meta.dataset, "test", data_dir=data_dir)
     count = min(count, len(data))
     names = [f"test-{i}-label-{data.classes[int(data.labels[i])]}" for i in range(count)]
     return data.floats()[:count], names

@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..utils.atomic import atomic_path, write_bytes, write_json
+from ..utils.threads import apply_threads
 
 
 @dataclass(frozen=True)
@@ -354,8 +357,13 @@ def render_report(out: Path, results: list[StepResult], settings: Settings,
 
 def run_tour(out: str | os.PathLike = "tour", quick: bool = False,
              log: Callable[[str], None] = print, only: list[str] | None = None,
-             settings: Settings | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run every step (skipping finished ones) and write the report; returns report.json's data."""
+             settings: Settings | None = None, progress: bool = True,
+             threads: int | None = None) -> dict[str, Any]:
+    """Run every step (skipping finished ones) and write the report; returns report.json's data.
+
+    ``threads`` fixes torch's thread count; by default it is chosen again before every step
+    from the CPUs other programs leave free (a busy core stalls every intra-op thread), and
+    each choice is logged."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = settings or Settings.make(quick)
@@ -365,10 +373,15 @@ def run_tour(out: str | os.PathLike = "tour", quick: bool = False,
     log(f"kangae tour -> {out}/ ({mode})")
     start = time.perf_counter()
     results = []
-    for name, _, fn in STEPS:
-        if only and name not in only:
-            continue
-        results.append(tour.step(name, fn))
+    torch_threads = torch.get_num_threads()
+    try:
+        for name, _, fn in STEPS:
+            if only and name not in only:
+                continue
+            log(f"[{name}] {apply_threads(threads).describe()}")
+            results.append(tour.step(name, fn))
+    finally:
+        torch.set_num_threads(torch_threads)
     seconds = time.perf_counter() - start
     titles = {name: title for name, title, _ in STEPS}
     main = tour.run_folder("main")

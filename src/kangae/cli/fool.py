@@ -6,15 +6,7 @@ from pathlib import Path
 
 import click
 
-
-def _numbers(text: str, name: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected numbers like 0,0.1,0.3, got {text!r}", param_hint=name) from None
-    if not values:
-        raise click.BadParameter("give at least one number", param_hint=name)
-    return values
+from ._options import data_dir_option, device_option, numbers, seed_option, table
 
 
 @click.command()
@@ -44,36 +36,29 @@ def _numbers(text: str, name: str) -> list[float]:
 @click.option("--also", "also", multiple=True, type=click.Path(),
               help="template: other runs to compare side by side.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: RUN_DIR/fool-ATTACK.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Folder with one subfolder per dataset (before $KANGAE_DATA).")
+@seed_option()
+@device_option()
+@data_dir_option
 def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, restarts: int, alphas: str,
          image_files: tuple[str, ...], n_images: int | None, levels: str, threshold: float,
          max_edits: int, source_class: str | None, misread: bool, also: tuple[str, ...], out: str | None,
-         seed: int,
-         data_dir: str | None) -> None:
+         seed: int, device: str, data_dir: str | None) -> None:
     """Fool a model: add a class template, FGSM/PGD, or the fewest pixel edits to a target."""
     import torch
 
-    from .cli import _table
-    from .data.preprocess import load_pictures
-    from .errors import KangaeError
-    from .report.attacks import write_fool
-    from .report.ideas import parse_targets
-    from .train.run import load
+    from ..data.preprocess import load_pictures
+    from ..errors import KangaeError
+    from ..report.attacks import write_fool
+    from ..report.ideas import parse_targets
+    from ..train.run import load
 
     if restarts > 1 and attack != "pgd":
         raise click.BadParameter("restarts are for --attack pgd", param_hint="--restarts")
-    eps_values = _numbers(eps, "--eps")
-    if any(not 0 <= e <= 1 for e in eps_values):
-        raise click.BadParameter(f"eps must lie in [0, 1] (pixels are in [0, 1]), got {eps}",
-                                 param_hint="--eps")
-    level_values = _numbers(levels, "--levels")
-    if any(not 0 <= v <= 1 for v in level_values):
-        raise click.BadParameter("levels must lie in [0, 1]", param_hint="--levels")
+    eps_values = numbers(eps, "--eps", low=0, high=1, what="eps (in pixel units)")
+    level_values = numbers(levels, "--levels", low=0, high=1, what="levels")
     if not 0 < threshold < 1:
         raise click.BadParameter(f"must be in (0, 1), got {threshold}", param_hint="--threshold")
-    run = load(run_dir)
+    run = load(run_dir, device=device)
     shape = tuple(run.meta.input_shape)
     k = None
     k_targets = None
@@ -102,7 +87,7 @@ def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, re
         if misread:
             if attack != "edit" or k is not None:
                 raise KangaeError("--misread goes with --attack edit and no --target")
-            from .probes._model import logits_of
+            from ..probes._model import logits_of
 
             pick = (logits_of(run.model, images).argmax(1) != labels).nonzero().flatten()[:n]
             k_targets = labels[pick]
@@ -121,9 +106,9 @@ def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, re
     out_dir = Path(out) if out else run.path / f"fool-{attack}"
     res = write_fool(run.model, run.classes, attack, out_dir, images, labels,
                      target=k_targets if k_targets is not None else k, eps=eps_values,
-                     steps=steps, restarts=restarts, alphas=_numbers(alphas, "--alphas"), levels=level_values,
+                     steps=steps, restarts=restarts, alphas=numbers(alphas, "--alphas"), levels=level_values,
                      threshold=threshold, max_edits=max_edits, others=others, sources=sources, seed=seed,
                      source=f"{run.meta.model} on {run.meta.dataset} ({run.path})",
                      name=Path(run.path).resolve().name)
-    click.echo(_table(res["table"]["rows"], res["table"]["header"]))
+    click.echo(table(res["table"]["rows"], res["table"]["header"]))
     click.echo(f"wrote {out_dir}/: fool.json, {', '.join(res['files'])} ({res['seconds']:.1f}s)")

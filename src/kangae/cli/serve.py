@@ -11,7 +11,7 @@ import click
 
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound here so a taken port is one clear error line."""
-    from .errors import KangaeError
+    from ..errors import KangaeError
 
     try:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -44,11 +44,12 @@ def serve(folder: str, host: str, port: int, workers: int, ideas_method: str, ex
     import torch
     import uvicorn
 
-    from .serve.app import LOCAL_HOSTS, app_for
+    from ..serve.app import LOCAL_HOSTS, app_for
 
     sock = _bind(host, port)  # before loading anything: a taken port fails at once
     port = sock.getsockname()[1]
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    threads = click.get_current_context().meta["kangae.threads"].threads
+    torch.set_num_threads(max(1, threads // workers))  # each of the workers runs the model
     local = host in LOCAL_HOSTS or host == "::1"
     app = app_for(folder, workers=workers, ideas_method=ideas_method, explain_method=explain_method,
                   allowed_hosts=LOCAL_HOSTS if local else None)

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
-from .probes.attribution import METHODS
+from ..probes.attribution import METHODS
+from ._options import data_dir_option, device_option, numbers, refuse_inapplicable, seed_option
+
+# which methods use each option: any other method refuses it when it is given
+APPLIES = {"steps": ("mask", "extremal"), "game": ("mask", "extremal"),
+           "perturbation": ("mask", "extremal"), "areas": ("extremal",), "layer": ("gradcam",)}
 
 
 @click.command()
@@ -26,44 +31,42 @@ from .probes.attribution import METHODS
 @click.option("--perturbation", type=click.Choice(["constant", "blur", "noise"]), default=None)
 @click.option("--areas", default=None, help="Extremal: areas, e.g. 0.05,0.1,0.2.")
 @click.option("--layer", default=None, help="Grad-CAM layer (dotted name; see `kangae layers`).")
-@click.option("--seed", type=int, default=0, show_default=True)
-def explain(run_dir: str, images: tuple[str, ...], method: str, target: str, n_test: int | None,
-            out: str | None, steps: int | None, game: str | None, perturbation: str | None,
-            areas: str | None, layer: str | None, seed: int) -> None:
+@seed_option()
+@device_option()
+@data_dir_option
+@click.pass_context
+def explain(ctx: click.Context, run_dir: str, images: tuple[str, ...], method: str, target: str,
+            n_test: int | None, out: str | None, steps: int | None, game: str | None,
+            perturbation: str | None, areas: str | None, layer: str | None, seed: int, device: str,
+            data_dir: str | None) -> None:
     """Which pixels does the decision rest on? One panel per image (PNG/JPEG of any size:
     preprocessed the way MNIST was made) and explanations.json."""
     import torch
 
-    from .data.preprocess import load_pictures
-    from .errors import KangaeError
-    from .report.explain import parse_target, test_images, write_explanations
-    from .train.run import load
+    from ..data.preprocess import load_pictures
+    from ..errors import KangaeError
+    from ..report.explain import parse_target, test_images, write_explanations
+    from ..train.run import load
 
     if not images and n_test is None:
         raise click.UsageError("give image files, or --test N to explain test images")
-    run = load(run_dir)
-    classes = run.meta.classes
-    goal = parse_target(target, len(classes), classes)
+    refuse_inapplicable(ctx, method, APPLIES)
     options: dict = {}
     if steps is not None:
-        if method not in ("mask", "extremal"):
-            raise KangaeError("--steps applies to --method mask or extremal")
         options["steps"] = steps
     if game:
         options["game"] = game
     if perturbation:
         options["perturbation"] = perturbation
     if areas:
-        if method != "extremal":
-            raise KangaeError("--areas applies to --method extremal")
-        try:
-            options["areas"] = tuple(float(a) for a in areas.split(","))
-        except ValueError:
-            raise KangaeError(f"invalid --areas '{areas}': give fractions like 0.05,0.1,0.2") from None
+        options["areas"] = tuple(numbers(areas, "--areas"))
         if any(not 0 < a < 1 for a in options["areas"]):
-            raise KangaeError(f"invalid --areas '{areas}': each must lie between 0 and 1")
+            raise click.BadParameter(f"each area must lie between 0 and 1, got {areas}", param_hint="--areas")
     if layer:
         options["layer"] = layer
+    run = load(run_dir, device=device)
+    classes = run.meta.classes
+    goal = parse_target(target, len(classes), classes)
     pictures, errors = load_pictures(images) if images else ([], [])
     for err in errors:
         click.echo(f"error: {err}", err=True)
@@ -76,7 +79,7 @@ def explain(run_dir: str, images: tuple[str, ...], method: str, target: str, n_t
         if p.inverted:
             click.echo(f"{p.source}: inverted (dark ink on a light background)")
     if n_test:
-        x, names = test_images(run, n_test)
+        x, names = test_images(run, n_test, data_dir)
         batch += list(x)
         sources += names
     if not batch:
@@ -105,21 +108,24 @@ def explain(run_dir: str, images: tuple[str, ...], method: str, target: str, n_t
               help="A run trained on cluttered-mnist (default: train one once and cache it).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Default: RUN_DIR/explain-bench.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option()
+@device_option()
+@data_dir_option
 def explain_bench(run_dir: str, methods: str, n: int, n_pointing: int, n_sanity: int, mask_steps: int,
-                  cluttered_run: str | None, out: str | None, seed: int) -> None:
+                  cluttered_run: str | None, out: str | None, seed: int, device: str,
+                  data_dir: str | None) -> None:
     """Is each explanation true? Deletion/insertion AUC, pointing game, sanity check."""
-    from .report.explain import explain_bench as bench
-    from .train.run import load
+    from ..report.explain import explain_bench as bench
+    from ..train.run import load
 
-    run = load(run_dir)
-    clut = load(cluttered_run) if cluttered_run else None
+    run = load(run_dir, device=device)
+    clut = load(cluttered_run, device=device) if cluttered_run else None
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     out_dir = Path(out) if out else run.path / "explain-bench"
     res = bench(run, out_dir, chosen, n=n, n_pointing=n_pointing, n_sanity=n_sanity,
                 mask_steps=mask_steps, cluttered_run=clut, seed=seed,
-                log=lambda s: click.echo(s, err=True))
-    from .report.explain import markdown_table
+                log=lambda s: click.echo(s, err=True), data_dir=data_dir)
+    from ..report.explain import markdown_table
 
     click.echo(markdown_table(res))
     click.echo(f"wrote {out_dir}/bench.json, bench.md")

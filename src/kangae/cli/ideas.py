@@ -1,0 +1,95 @@
+"""``kangae ideas``: what the model thinks each class (or channel) looks like."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._options import at_least, data_dir_option, device_option, numbers, refuse_inapplicable, seed_option
+
+SEARCH = ("greedy", "mc", "block")
+# which methods use each option: any other method refuses it when it is given
+APPLIES = {"levels": SEARCH, "init": SEARCH, "restarts": SEARCH, "score": SEARCH,
+           "sweeps": ("greedy",), "steps": ("mc", "block", "gradient"),
+           **{name: ("gradient",) for name in ("objective", "param", "lr", "jitter", "tv", "l1", "lp",
+                                               "blur_every", "per_target", "diversity")}}
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--method", type=click.Choice(["greedy", "mc", "block", "gradient", "template"]),
+              default="greedy", show_default=True)
+@click.option("--targets", default="all", show_default=True,
+              help="all, 3,7, class names, or layer:NAME[:0-15] (channels; gradient only).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Default: RUN_DIR/ideas-METHOD.")
+@click.option("--check-with", multiple=True, type=click.Path(),
+              help="Another run: the share of prototypes it reads as the target.")
+@click.option("--levels", default="0,1", show_default=True, help="Pixel values to try (search).")
+@click.option("--init", type=click.Choice(["blank", "random"]), default="blank", show_default=True)
+@click.option("--restarts", type=int, default=1, show_default=True)
+@click.option("--sweeps", type=int, default=10, show_default=True, help="Greedy: most sweeps.")
+@click.option("--steps", type=int, default=None, help="mc: mutations (10000); gradient: steps (256).")
+@click.option("--score", type=click.Choice(["logit", "prob", "logprob"]), default="logit",
+              show_default=True)
+@click.option("--objective", type=click.Choice(["logit", "prob", "channel", "neuron"]), default=None)
+@click.option("--param", type=click.Choice(["pixel", "fourier"]), default="pixel", show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True)
+@click.option("--jitter", type=int, default=None, help="Pixels (default 1 per 28).")
+@click.option("--tv", type=float, default=0.0, help="Total-variation weight.")
+@click.option("--l1", type=float, default=0.0)
+@click.option("--lp", type=float, default=0.0, help="Weight of the L6 norm (Simonyan).")
+@click.option("--blur-every", type=int, default=0)
+@click.option("--per-target", type=int, default=1, show_default=True)
+@click.option("--diversity", type=float, default=0.0)
+@seed_option()
+@device_option()
+@data_dir_option
+@click.pass_context
+def ideas(ctx: click.Context, run_dir: str, method: str, targets: str, out: str | None,
+          check_with: tuple[str, ...], levels: str, init: str, restarts: int, sweeps: int,
+          steps: int | None, score: str,
+          objective: str | None, param: str, lr: float, jitter: int | None, tv: float, l1: float,
+          lp: float, blur_every: int, per_target: int, diversity: float, seed: int, device: str,
+          data_dir: str | None) -> None:
+    """What the model thinks each class (or channel) looks like, verified."""
+    from ..report.ideas import format_table, write_ideas
+    from ..train.run import load
+
+    refuse_inapplicable(ctx, method, APPLIES)
+    level_values = tuple(numbers(levels, "--levels", low=0, high=1, what="levels"))
+    for name, value in (("--restarts", restarts), ("--sweeps", sweeps), ("--steps", steps),
+                        ("--per-target", per_target)):
+        at_least(value, name)
+    at_least(lr, "--lr", 0, strict=True)
+    run = load(run_dir, device=device)
+    others = [load(p, device=device).model for p in check_with]
+    images = labels = None
+    if method in ("greedy", "mc", "block"):
+        options = {"levels": level_values, "init": init, "restarts": restarts,
+                   "max_sweeps": sweeps, "score": score, "seed": seed}
+        if steps:
+            options["steps"] = steps
+    elif method == "gradient":
+        options = {"steps": steps or 256, "lr": lr, "param": param, "per_target": per_target,
+                   "diversity": diversity, "seed": seed, "jitter": jitter, "tv": tv, "l1": l1,
+                   "lp": lp, "blur_every": blur_every}
+        if objective:
+            options["objective"] = objective
+    else:
+        options = {}
+        from ..probes.templates import is_linear
+
+        if not is_linear(run.model):
+            data = run.dataset("test", data_dir=data_dir).subset(2000, seed=seed)
+            images, labels = data.floats(), data.labels
+    out_dir = Path(out) if out else run.path / f"ideas-{method}"
+    metrics = write_ideas(run.model, run.classes, method, targets, out_dir, check_with=others,
+                          images=images, labels=labels, options=options,
+                          source=f"{run.meta.model} on {run.meta.dataset}")
+    click.echo(format_table(metrics))
+    files = ", ".join(sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("target-")))
+    click.echo(f"wrote {out_dir}/: {files} and one PNG per target ({metrics['seconds']:.1f}s)")
+
+
