@@ -42,6 +42,8 @@ class Settings:
     bench_pointing: int = 200
     bench_sanity: int = 32
     bench_mask_steps: int = 150
+    bench_robust: int = 16  # images for max-sensitivity
+    rise_masks: int = 4000
     cluttered_epochs: int | None = None
     cluttered_limit: int | None = None
     greedy_sweeps: int = 10
@@ -60,7 +62,8 @@ class Settings:
             return Settings(quick=False)
         return Settings(quick=True, main_epochs=2, mlp_epochs=2, softmax_epochs=2, explain_images=6,
                         mask_steps=150, bench_n=30, bench_pointing=60, bench_sanity=8,
-                        bench_mask_steps=60, cluttered_epochs=1, cluttered_limit=8000, greedy_sweeps=4,
+                        bench_mask_steps=60, bench_robust=8, rise_masks=1000,
+                        cluttered_epochs=1, cluttered_limit=8000, greedy_sweeps=4,
                         attack_n=300, pgd_steps=10, edit_images=3, gan_epochs=3, gan_limit=10000,
                         gan_judge_n=300)  # GAN: 82% read as the asked-for class (1 epoch: 10%)
 
@@ -197,7 +200,7 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
 
     from ..probes.attribution import explain
     from ..probes.registry import explainers
-    from ..render.explain import heat_pil
+    from ..render.explain import heat_pil, overlay_pil
     from ..render.images import to_pil
     from .explain import test_images, write_explanations
 
@@ -212,6 +215,8 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
     columns = []
     for spec in methods:
         opts = {"steps": s.mask_steps} if "steps" in spec.options else {}
+        if "n_masks" in spec.options:
+            opts["n_masks"] = s.rise_masks
         columns.append(explain(main.model, shown, method=spec.name, **opts).attribution)
     rows = [[to_pil(shown[i], 4).convert("RGB"), *(heat_pil(a[i], 4) for a in columns)]
             for i in range(len(shown))]
@@ -222,8 +227,17 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
             sheet.paste(tile, (4 + c * (w + 4), 4 + r * (h + 4)))
     with atomic_path(out / "methods.png") as tmp:
         sheet.save(tmp, format="PNG")
+    # one picture per method: the same images, the heat map over each
+    (out / "methods").mkdir(exist_ok=True)
+    for spec, a in zip(methods, columns):
+        strip = Image.new("RGB", (len(shown) * (w + 4) + 4, h + 8), (255, 255, 255))
+        for i in range(len(shown)):
+            strip.paste(overlay_pil(shown[i], a[i], 4), (4 + i * (w + 4), 4))
+        with atomic_path(out / "methods" / f"{spec.name}.png") as tmp:
+            strip.save(tmp, format="PNG")
     return {"masks": [e["summary"] for e in masks["images"]],
-            "methods": ["input", *(m.name for m in methods)]}
+            "methods": ["input", *(m.name for m in methods)],
+            "descriptions": {m.name: m.description for m in methods}}
 
 
 def step_faithfulness(tour: Tour, out: Path) -> dict[str, Any]:
@@ -234,7 +248,8 @@ def step_faithfulness(tour: Tour, out: Path) -> dict[str, Any]:
     clut = tour.trained("cluttered", "global-cnn", s.cluttered_epochs, dataset="cluttered-mnist",
                         limit=s.cluttered_limit, snapshots=False, tensorboard=False)
     res = explain_bench(main, out, n=s.bench_n, n_pointing=s.bench_pointing, n_sanity=s.bench_sanity,
-                        mask_steps=s.bench_mask_steps, cluttered_run=clut,
+                        mask_steps=s.bench_mask_steps, cluttered_run=clut, n_robust=s.bench_robust,
+                        options={"rise": {"n_masks": s.rise_masks}},
                         log=lambda line: tour.log("  " + line))
     return res
 
