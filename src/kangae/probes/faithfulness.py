@@ -68,13 +68,15 @@ def _auc(curve: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def deletion_insertion(model: nn.Module, images: torch.Tensor, attribution: torch.Tensor,
                        target: torch.Tensor, steps: int = 28, baseline: str = "zero",
-                       batch_size: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+                       batch_size: int | None = None, seed: int = 0,
+                       kinds: Sequence[str] = ("deletion", "insertion")) -> dict[str, torch.Tensor]:
     """Deletion and insertion curves and AUCs for one explanation per image.
 
     Pixels (all channels at a location together) go in order of decreasing attribution;
     step k removes (deletion) or restores (insertion) the first ``k/steps`` of them. The
     removed value is 0 (``baseline="zero"``, MNIST's background) or a blurred copy.
-    Returns ``deletion``/``insertion`` AUCs (N,) and their curves (N, steps + 1).
+    Returns ``deletion``/``insertion`` AUCs (N,) and their curves (N, steps + 1) for each
+    of ``kinds``.
     """
     device = module_device(model)
     x = images.to(device)
@@ -87,7 +89,7 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, attribution: torc
     curves = {}
     per = max(1, chunk_size(batch_size, device, (c, h, w)) // (steps + 1))  # images per pass
     with frozen(model):
-        for kind in ("deletion", "insertion"):
+        for kind in kinds:
             out = torch.empty(n, steps + 1)
             for i in range(0, n, per):
                 r = rank[i : i + per]
@@ -101,9 +103,8 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, attribution: torc
                 out[i : i + per] = p.gather(2, ti)[..., 0].cpu()
             curves[kind] = out
     bad = degenerate(attribution.reshape(n, h * w).cpu())
-    return {"deletion": _auc(curves["deletion"]).masked_fill(bad, float("nan")),
-            "insertion": _auc(curves["insertion"]).masked_fill(bad, float("nan")),
-            "deletion_curve": curves["deletion"], "insertion_curve": curves["insertion"]}
+    result = {kind: _auc(curve).masked_fill(bad, float("nan")) for kind, curve in curves.items()}
+    return {**result, **{f"{kind}_curve": curve for kind, curve in curves.items()}}
 
 
 def pointing_hits(attribution: torch.Tensor, boxes: torch.Tensor, tolerance: int = 1) -> torch.Tensor:
@@ -305,7 +306,8 @@ def infidelity(model: nn.Module, images: torch.Tensor, attribution: torch.Tensor
         i = noise * torch.randn(inputs.shape, generator=g).to(inputs.device)
         return i, inputs - i
 
-    per = max(1, chunk_size(batch_size, device, tuple(x.shape[1:])) // n_samples)
+    # perturbed copies per forward pass: a cache-sized chunk, and at least one per image (Captum)
+    per = max(len(x), min(len(x) * n_samples, chunk_size(batch_size, device, tuple(x.shape[1:]))))
     with frozen(model), torch.no_grad():
         value = captum_infidelity(model, perturb, x, a, target=target.to(device).long(),
                                   n_perturb_samples=n_samples, max_examples_per_batch=per,
@@ -376,8 +378,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, win_size: int = 7, data_range: float 
     x, y = a.double(), b.double()
     win = min(win_size, x.shape[-1], x.shape[-2])
     win -= 1 - win % 2  # odd
-    k = torch.full((1, 1, win, win), 1.0 / win**2, dtype=torch.float64, device=x.device)
-    mean = lambda t: F.conv2d(t, k)
+    mean = lambda t: F.avg_pool2d(t, win, stride=1)  # the uniform window, valid positions only
     cov = win**2 / (win**2 - 1)
     ux, uy = mean(x), mean(y)
     vx = cov * (mean(x * x) - ux * ux)
