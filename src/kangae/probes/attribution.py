@@ -5,19 +5,31 @@ method, so a report, a benchmark or the web app can swap methods freely. The gra
 perturbation attributions come from Captum (Kokhlikyan et al. 2020) rather than being
 rewritten here:
 
-=============  ====================================================================
-saliency       |d logit / d x| (Simonyan et al. 2014)
-inputxgrad     x * d logit / d x (Shrikumar et al. 2016)
-ig             integrated gradients from a black image, 32 steps (Sundararajan et al. 2017)
-smoothgrad     saliency averaged over 16 noisy copies, sigma 15% (Smilkov et al. 2017)
-gradcam        Grad-CAM on a conv layer, upsampled (Selvaraju et al. 2017)
-occlusion      drop in the logit when a 4x4 patch (stride 2; scaled with the image) is blacked out
-               (Zeiler & Fergus 2014)
-deeplift       DeepLIFT rescale rule from a black image (Shrikumar et al. 2017)
-mask           meaningful perturbation, deletion game (Fong & Vedaldi 2017)
-extremal       extremal perturbation, areas 5/10/20% (Fong, Patrick & Vedaldi 2019)
-random         uniform noise: the baseline every faithfulness score is compared with
-=============  ====================================================================
+===============  ==================================================================
+saliency         |d logit / d x| (Simonyan et al. 2014)
+inputxgrad       x * d logit / d x (Shrikumar et al. 2016)
+ig               integrated gradients from a black image, 32 steps (Sundararajan et al. 2017)
+smoothgrad       saliency averaged over 16 noisy copies, sigma 15% (Smilkov et al. 2017)
+gradcam          Grad-CAM on a conv layer, upsampled (Selvaraju et al. 2017)
+occlusion        drop in the logit when a 4x4 patch (stride 2; scaled with the image) is
+                 blacked out (Zeiler & Fergus 2014)
+deeplift         DeepLIFT rescale rule from a black image (Shrikumar et al. 2017)
+gradshap         GradientSHAP: expected gradients from a black image, 16 samples (Lundberg & Lee 2017)
+lrp              LRP: gamma rule (0.25) on convs, epsilon rule (1e-6) on linear layers and
+                 pooling, identity on batch norm and Normalize (see :func:`lrp_rules`)
+guided-backprop  guided backpropagation (Springenberg et al. 2015)
+deconvolution    deconvnet (Zeiler & Fergus 2014)
+guided-gradcam   guided backprop times Grad-CAM (Selvaraju et al. 2017)
+kernelshap       KernelSHAP on SLIC superpixels, 200 samples (Lundberg & Lee 2017)
+lime             LIME on SLIC superpixels, 200 samples (Ribeiro et al. 2016)
+mask             meaningful perturbation, deletion game (Fong & Vedaldi 2017)
+extremal         extremal perturbation, areas 5/10/20% (Fong, Patrick & Vedaldi 2019)
+rise             RISE, 4000 random masks of 7x7 cells (Petsiuk, Das & Saenko 2018)
+random           uniform noise: the baseline every faithfulness score is compared with
+===============  ==================================================================
+
+Each method registers itself with :func:`~kangae.probes.registry.register_explainer`;
+the CLI, ``explain-bench``, the web app and the tour read the registry.
 
 Every hook Captum adds is removed, the model's weights are untouched, and its train/eval
 mode and ``requires_grad`` flags are restored on return, even after an error.

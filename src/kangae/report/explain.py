@@ -204,6 +204,8 @@ def _sanity(row: dict[str, Any], model: torch.nn.Module, x: torch.Tensor, y: tor
         _put(row, "sanity_ssim", cascade.ssim[-1])
         row["sanity_degenerate"] = int(cascade.degenerate[-1].sum())
     logit = random_logit(explainer, model, x, y, num_classes, seed=seed)
+    row["sanity_images"] = len(x)
+    row["random_logit_degenerate"] = int(torch.isnan(logit["ssim"]).sum())
     _put(row, "random_logit_ssim", logit["ssim"])
     _put(row, "random_logit_spearman", logit["spearman"])
 
@@ -340,7 +342,12 @@ def plot_cascade(rows: dict[str, dict[str, Any]], path: Path, title: str = "") -
 def _fmt(v: Any, pct: bool = False, n: int | None = None, total: int | None = None) -> str:
     if not isinstance(v, (list, tuple)) or math.isnan(v[0]):
         return "-"
-    text = f"{v[0]:.1%} ± {v[1]:.1%}" if pct else f"{v[0]:.3f} ± {v[1]:.3f}"
+    if pct:
+        text = f"{v[0]:.1%} ± {v[1]:.1%}"
+    elif 0 < abs(v[0]) < 0.01:
+        text = f"{v[0]:.2e} ± {v[1]:.1e}"
+    else:
+        text = f"{v[0]:.3f} ± {v[1]:.3f}"
     return text + (f" (n={n})" if n is not None and total is not None and n < total else "")
 
 
@@ -400,18 +407,20 @@ def markdown_table(result: dict[str, Any]) -> str:
                   "|---|---|---|" + "---|" * len(cols) + "---|"]
         for m, row in result["methods"].items():
             counts = row.get("n", {})
-            degen = row.get("degenerate", 0) if title != "Sanity" else row.get("sanity_degenerate", 0)
+            images = row.get("sanity_images", "-") if title == "Sanity" else row.get("images", "-")
+            degen = (f"{row.get('sanity_degenerate', 0)} randomized, {row.get('random_logit_degenerate', 0)} "
+                     "random-logit" if title == "Sanity" else row.get("degenerate", 0))
             cells = []
             for key, _ in cols:
                 total = (result.get("n_robust") if key == "max_sensitivity" else
-                         result["n_sanity"] if title == "Sanity" else
+                         row.get("sanity_images") if title == "Sanity" else
                          result["n_pointing"] if key == "pointing" else None)
                 total = min(total, row.get("images", total)) if key == "max_sensitivity" else total
                 total = total if total is not None else row.get("images")
                 if key == "pointing_difficult":
                     total = result.get("n_difficult")
                 cells.append(_fmt(row.get(key), key.startswith("pointing"), counts.get(key), total))
-            lines.append(f"| {m} | {row.get('images', '-')} | {degen} | " + " | ".join(cells)
+            lines.append(f"| {m} | {images} | {degen} | " + " | ".join(cells)
                          + f" | {row['seconds']:.1f} |")
         lines.append("")
     base = result.get("pointing_baselines", {}).get("center")
