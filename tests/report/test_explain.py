@@ -136,6 +136,7 @@ def test_pointing_game_with_a_given_cluttered_run(blob_data, mlp_run, tmp_path):
     centre = res["pointing_baselines"]["center"]
     assert 0 <= centre["pointing"][0] <= 1 and centre["n"]["pointing"] == 40
     assert rows["random"]["n"]["pointing_difficult"] == res["n_difficult"]
+    assert rows["random"]["n"]["deletion"] == 4  # the pointing counts join the others
     csv = (out / "pointing.csv").read_text().splitlines()
     assert csv[0] == "method,all,difficult"
     assert [r.split(",")[0] for r in csv[1:]] == ["center", "saliency", "random"]

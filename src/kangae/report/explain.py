@@ -263,7 +263,9 @@ def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BEN
             bad = degenerate(ec.attribution)
             hits = pointing_hits(ec.attribution, boxes, POINTING_TOLERANCE).float()
             hits = hits.masked_fill(bad, float("nan"))
-            row.update(_pointing_row(hits, hard))
+            point = _pointing_row(hits, hard)
+            row.setdefault("n", {}).update(point.pop("n"))
+            row.update(point)
             row["pointing_degenerate"] = int(bad.sum())
         row["seconds"] = time.perf_counter() - start
         rows[method] = row
