@@ -32,3 +32,36 @@ def in_region_share(attribution: torch.Tensor) -> torch.Tensor:
     a = attribution.clamp(min=0)[:, 0]
     inside = a[:, REGION[0], REGION[1]].flatten(1).sum(1)
     return inside / a.flatten(1).sum(1).clamp_min(1e-12)
+
+
+def linear_model(weight: torch.Tensor) -> nn.Module:
+    """Two classes: logit 1 = sum(weight * x), logit 0 = 0. Its exact attribution for class 1
+    is ``weight * x`` (every attribution method that is complete agrees)."""
+    c, h, w = weight.shape
+    model = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 2))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[1] = weight.flatten()
+        model[1].bias.zero_()
+    return model
+
+
+class HalfBlind(nn.Module):
+    """A model that ignores the right half of the image: ``decide`` reads only the left half
+    (its weights on the right are 0), and ``head`` (identity at first) maps its two units to
+    the classes. Randomizing ``decide`` is what makes the explanation look at the right."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decide = nn.Linear(784, 2)
+        self.head = nn.Linear(2, 2)
+        w = torch.zeros(2, 1, 28, 28)
+        w[1, 0, :, :14] = torch.linspace(0.1, 1.0, 28 * 14).view(28, 14)
+        with torch.no_grad():
+            self.decide.weight.copy_(w.view(2, 784))
+            self.decide.bias.zero_()
+            self.head.weight.copy_(torch.eye(2))
+            self.head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.decide(x.flatten(1)))

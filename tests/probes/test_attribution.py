@@ -28,7 +28,15 @@ def _ink_contrast(a: torch.Tensor) -> torch.Tensor:
     return a[:, 0, 8:12, 8:12].flatten(1).mean(1) - a[:, 0, 20:24, 20:24].flatten(1).mean(1)
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("random", "gradcam")])
+# Grad-CAM (and guided Grad-CAM) average the gradient over the map, so on this model they
+# light the decoy as much as the evidence (see the next test); random is the baseline; RISE
+# has its own known-answer test (its map is a mean score, offset by the score of the decoy).
+POINTING = [m for m in METHODS if m not in ("random", "gradcam", "guided-gradcam", "rise")]
+FAST = {"mask": {"steps": 60}, "extremal": {"steps": 60}, "rise": {"n_masks": 500},
+        "kernelshap": {"n_samples": 100}, "lime": {"n_samples": 100}}
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_every_method_points_at_the_evidence_and_leaves_the_model_alone(method):
     model = _conv_region_model()
     model.train()
@@ -36,14 +44,17 @@ def test_every_method_points_at_the_evidence_and_leaves_the_model_alone(method):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     hooks = _hook_count(model)
     x = region_images(2)
-    opts = {"steps": 60} if method in ("mask", "extremal") else {}
-    e = explain(model, x, method=method, **opts)
+    rng = torch.get_rng_state()
+    e = explain(model, x, method=method, **FAST.get(method, {}))
+    assert torch.equal(torch.get_rng_state(), rng), "the global RNG moved"
     assert e.attribution.shape == (2, 1, 28, 28) and e.method == method
     assert (e.target == 1).all() and (e.prob > 0.99).all()
-    assert (_ink_contrast(e.attribution) > 0.5 * e.attribution.amax((1, 2, 3))).all(), method
+    if method in POINTING:
+        assert (_ink_contrast(e.attribution) > 0.5 * e.attribution.amax((1, 2, 3))).all(), method
     assert model.training and _hook_count(model) == hooks
     assert [p.requires_grad for p in model.parameters()] == [False, True, True]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(hasattr(m, "rule") for m in model.modules())  # LRP's rules stay on its copy
 
 
 def test_gradcam_is_relu_of_mean_gradient_times_activation():

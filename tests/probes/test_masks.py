@@ -134,3 +134,18 @@ def test_building_blocks():
         perturbed_copy(x, "fog")
     with pytest.raises(ValueError, match="areas"):
         extremal_perturbation(region_model(), region_images(1), areas=(1.5,))
+
+
+def test_a_mask_that_cannot_move_says_why():
+    """p(class 1) on a blank image is 0.03%, already under the deletion game's 1% line."""
+    from kangae.probes.attribution import explain
+
+    model = region_model()
+    x = torch.cat([region_images(1), torch.zeros(1, 1, 28, 28)])
+    e = explain(model, x, target=1, method="mask", steps=20)
+    assert e.attribution[1].abs().max() == 0 and e.attribution[0].abs().max() > 0
+    assert e.warning(0) is None
+    assert "already under the deletion game's line" in e.warning(1)
+    assert [w["image"] for w in e.metrics["warnings"]] == [1]
+    e = explain(model, x, target=0, method="saliency")  # logit 0 is a constant: no gradient
+    assert "constant (0 everywhere)" in e.warning(0) and e.warning(1)

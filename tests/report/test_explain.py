@@ -70,7 +70,7 @@ def test_usage_errors_exit_2_with_a_message(mlp_run, tmp_path):
 def test_explain_bench_writes_a_table_with_the_goals(mlp_run, tmp_path):
     out = tmp_path / "bench"
     r = _kangae("explain-bench", str(mlp_run), "--methods", "saliency,mask,random", "--n", "12",
-                "--sanity", "4", "--mask-steps", "40", "--pointing", "0", "--out", str(out))
+                "--sanity", "4", "--robust", "2", "--mask-steps", "40", "--pointing", "0", "--out", str(out))
     assert r.exit_code == 0, r.output
     res = json.loads((out / "bench.json").read_text())
     assert set(res["methods"]) == {"saliency", "mask", "random"}
@@ -80,6 +80,43 @@ def test_explain_bench_writes_a_table_with_the_goals(mlp_run, tmp_path):
     # on the blobs the mask's deletion is far better than random order
     assert res["methods"]["mask"]["deletion"][0] < res["methods"]["random"]["deletion"][0]
     assert "| mask |" in (out / "bench.md").read_text()
+
+
+def test_bench_carries_every_metric_and_counts_degenerate_maps(mlp_run, tmp_path):
+    """A method whose maps are all zero is counted as degenerate and never averaged in."""
+    import math
+
+    import torch
+
+    from kangae.probes import registry
+    from kangae.report.explain import explain_bench
+    from kangae.train.run import load
+
+    @registry.register_explainer("blank-test", gradient=False, description="all zero")
+    def _blank(model, x, t, ctx, **_):
+        return torch.zeros_like(x)
+
+    try:
+        res = explain_bench(load(mlp_run), tmp_path / "b", ["saliency", "blank-test"], n=6, n_pointing=0,
+                            n_sanity=3, n_robust=2)
+    finally:
+        registry._REGISTRY.pop("blank-test")
+    sal, blank = res["methods"]["saliency"], res["methods"]["blank-test"]
+    for key in ("deletion", "insertion", "road_morf", "road_lerf", "infidelity", "sparseness", "complexity"):
+        mean, se = sal[key]
+        assert math.isfinite(mean) and se >= 0 and sal["n"][key] == 6, key
+        assert math.isnan(blank[key][0]) and blank["n"][key] == 0, key
+    for key in ("max_sensitivity",):
+        assert sal["n"][key] == 2
+    for key in ("sanity_spearman", "sanity_ssim", "random_logit_ssim", "random_logit_spearman"):
+        assert sal["n"][key] == 3 and math.isfinite(sal[key][0]), key
+    assert sal["degenerate"] == 0 and blank["degenerate"] == 6 and blank["images"] == 6
+    c = sal["cascade"]
+    assert c["layers"] == ["logits", "hidden"] and len(c["spearman"]) == len(c["ssim"]) == 2
+    assert c["spearman"][-1] == sal["sanity_spearman"]
+    md = (tmp_path / "b" / "bench.md").read_text()
+    assert "| blank-test | 6 | 6 | - |" in md and "ROAD MoRF" in md and "random-logit SSIM" in md
+    assert (tmp_path / "b" / "cascade.png").is_file()
 
 
 def test_pointing_game_with_a_given_cluttered_run(blob_data, mlp_run, tmp_path):
@@ -92,6 +129,36 @@ def test_pointing_game_with_a_given_cluttered_run(blob_data, mlp_run, tmp_path):
     r = _kangae("explain-bench", str(mlp_run), "--methods", "saliency,random", "--n", "4",
                 "--sanity", "2", "--pointing", "40", "--cluttered-run", str(clut), "--out", str(out))
     assert r.exit_code == 0, r.output
-    rows = json.loads((out / "bench.json").read_text())["methods"]
+    res = json.loads((out / "bench.json").read_text())
+    rows = res["methods"]
     rate, se = rows["random"]["pointing"]
     assert 0 <= rate < 0.5  # a random maximum rarely lands in a digit's box
+    centre = res["pointing_baselines"]["center"]
+    assert 0 <= centre["pointing"][0] <= 1 and centre["n"]["pointing"] == 40
+    assert rows["random"]["n"]["pointing_difficult"] == res["n_difficult"]
+    assert rows["random"]["n"]["deletion"] == 4  # the pointing counts join the others
+    csv = (out / "pointing.csv").read_text().splitlines()
+    assert csv[0] == "method,all,difficult"
+    assert [r.split(",")[0] for r in csv[1:]] == ["center", "saliency", "random"]
+    assert float(csv[3].split(",")[1]) == round(100 * rate, 1)
+
+
+def test_explain_says_why_a_mask_did_not_move(mlp_run, tmp_path):
+    import torch
+
+    from kangae.report.explain import test_images
+    from kangae.train.run import load
+
+    run = load(mlp_run)
+    x, _ = test_images(run, 2)
+    with torch.no_grad():
+        p = torch.softmax(run.model(x), 1)
+    target = int(p[0].argmin())  # a class the model gives far under 1% on image 0
+    assert float(p[0, target]) < 0.01
+    out = tmp_path / "ex"
+    r = _kangae("explain", str(mlp_run), "--test", "2", "--method", "mask", "--steps", "5",
+                "--target", str(target), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "test-0-label-" in r.output and "warning: the mask did not move" in r.output
+    entry = json.loads((out / "explanations.json").read_text())["images"][0]
+    assert "already under the deletion game's line" in entry["warning"]

@@ -12,6 +12,7 @@ from kangae.report.tour import STEPS, Settings, run_tour
 
 TINY = Settings(quick=True, main_epochs=1, mlp_epochs=1, softmax_epochs=1, explain_images=2,
                 mask_steps=10, bench_n=6, bench_pointing=10, bench_sanity=2, bench_mask_steps=5,
+                bench_robust=2, rise_masks=100,
                 cluttered_epochs=1, greedy_sweeps=1, attack_n=40, pgd_steps=2, edit_images=2, gan_epochs=1,
                 gan_limit=320)
 
@@ -45,6 +46,13 @@ def test_every_step_runs_and_the_page_is_self_contained(tiny_tour):
     assert set(data["steps"]) == {name for name, _, _ in STEPS}
     faith = data["steps"]["faithfulness"]["numbers"]
     assert 0 <= faith["methods"]["mask"]["deletion"][0] <= 1
+    from kangae.probes.registry import explainers
+
+    shown = [m for m, spec in explainers().items() if not spec.baseline]
+    assert set(faith["methods"]) == set(explainers())  # the table has every method
+    assert data["steps"]["explain"]["numbers"]["methods"] == ["input", *shown]
+    assert all(f"explain/methods/{m}.png" in data["steps"]["explain"]["files"] for m in shown)
+    assert "ROAD MoRF" in page and "center (baseline)" in page and "cascading randomization" in page
     info = json.loads((out / "tour.json").read_text())
     assert info["serve_run"] == "runs/main" and (out / info["prototypes"]).is_file()
 

@@ -7,11 +7,17 @@ from pathlib import Path
 import click
 
 from ..probes.attribution import METHODS
+from ..probes.registry import explainers
 from ._options import data_dir_option, device_option, numbers, refuse_inapplicable, seed_option
 
-# which methods use each option: any other method refuses it when it is given
-APPLIES = {"steps": ("mask", "extremal"), "game": ("mask", "extremal"),
-           "perturbation": ("mask", "extremal"), "areas": ("extremal",), "layer": ("gradcam",)}
+
+def _applies() -> dict[str, tuple[str, ...]]:
+    """Which methods use each option (from the registry): any other method refuses it."""
+    specs = explainers()
+    uses = lambda option: tuple(n for n, s in specs.items() if option in s.options)
+    return {"steps": uses("steps"), "game": uses("game"), "perturbation": uses("perturbation"),
+            "areas": uses("areas"), "n_masks": uses("n_masks"),
+            "layer": tuple(n for n, s in specs.items() if s.needs_layer)}
 
 
 @click.command()
@@ -31,14 +37,16 @@ APPLIES = {"steps": ("mask", "extremal"), "game": ("mask", "extremal"),
 @click.option("--perturbation", type=click.Choice(["constant", "blur", "noise"]), default=None)
 @click.option("--areas", default=None, help="Extremal: areas, e.g. 0.05,0.1,0.2.")
 @click.option("--layer", default=None, help="Grad-CAM layer (dotted name; see `kangae layers`).")
+@click.option("--masks", "n_masks", type=click.IntRange(1, 1_000_000), default=None,
+              help="RISE: random masks per image (default 4000, as in the paper).")
 @seed_option()
 @device_option()
 @data_dir_option
 @click.pass_context
 def explain(ctx: click.Context, run_dir: str, images: tuple[str, ...], method: str, target: str,
             n_test: int | None, out: str | None, steps: int | None, game: str | None,
-            perturbation: str | None, areas: str | None, layer: str | None, seed: int, device: str,
-            data_dir: str | None) -> None:
+            perturbation: str | None, areas: str | None, layer: str | None, n_masks: int | None,
+            seed: int, device: str, data_dir: str | None) -> None:
     """Which pixels does the decision rest on? One panel per image (PNG/JPEG of any size:
     preprocessed the way MNIST was made) and explanations.json."""
     import torch
@@ -50,8 +58,10 @@ def explain(ctx: click.Context, run_dir: str, images: tuple[str, ...], method: s
 
     if not images and n_test is None:
         raise click.UsageError("give image files, or --test N to explain test images")
-    refuse_inapplicable(ctx, method, APPLIES)
+    refuse_inapplicable(ctx, method, _applies())
     options: dict = {}
+    if n_masks is not None:
+        options["n_masks"] = n_masks
     if steps is not None:
         options["steps"] = steps
     if game:
@@ -89,6 +99,8 @@ def explain(ctx: click.Context, run_dir: str, images: tuple[str, ...], method: s
                              sources=sources, pictures=pictures, seed=seed, **options)
     for entry in res["images"]:
         click.echo(f"{entry['source'] or 'image'}: {entry['summary']}")
+        if entry.get("warning"):
+            click.echo(f"{entry['source'] or 'image'}: warning: {entry['warning']}")
     click.echo(f"wrote {out_dir}/ ({len(res['images'])} panels, explanations.json) "
                f"in {res['seconds']:.1f} s")
     if errors:
@@ -103,7 +115,10 @@ def explain(ctx: click.Context, run_dir: str, images: tuple[str, ...], method: s
 @click.option("--pointing", "n_pointing", type=click.IntRange(0, 2000), default=200, show_default=True,
               help="Cluttered canvases for the pointing game (0 skips it).")
 @click.option("--sanity", "n_sanity", type=click.IntRange(2, 10000), default=32, show_default=True)
+@click.option("--robust", "n_robust", type=click.IntRange(0, 10000), default=16, show_default=True,
+              help="Test images for max-sensitivity (each explained 8 more times).")
 @click.option("--mask-steps", type=click.IntRange(1, 100000), default=150, show_default=True)
+@click.option("--rise-masks", type=click.IntRange(1, 1_000_000), default=4000, show_default=True)
 @click.option("--cluttered-run", type=click.Path(), default=None,
               help="A run trained on cluttered-mnist (default: train one once and cache it).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -111,10 +126,11 @@ def explain(ctx: click.Context, run_dir: str, images: tuple[str, ...], method: s
 @seed_option()
 @device_option()
 @data_dir_option
-def explain_bench(run_dir: str, methods: str, n: int, n_pointing: int, n_sanity: int, mask_steps: int,
-                  cluttered_run: str | None, out: str | None, seed: int, device: str,
-                  data_dir: str | None) -> None:
-    """Is each explanation true? Deletion/insertion AUC, pointing game, sanity check."""
+def explain_bench(run_dir: str, methods: str, n: int, n_pointing: int, n_sanity: int, n_robust: int,
+                  mask_steps: int, rise_masks: int, cluttered_run: str | None, out: str | None, seed: int,
+                  device: str, data_dir: str | None) -> None:
+    """Is each explanation true? Deletion/insertion AUC, ROAD, infidelity, max-sensitivity,
+    cascading randomization, the random-logit test, sparseness, complexity and the pointing game."""
     from ..report.explain import explain_bench as bench
     from ..train.run import load
 
@@ -124,8 +140,11 @@ def explain_bench(run_dir: str, methods: str, n: int, n_pointing: int, n_sanity:
     out_dir = Path(out) if out else run.path / "explain-bench"
     res = bench(run, out_dir, chosen, n=n, n_pointing=n_pointing, n_sanity=n_sanity,
                 mask_steps=mask_steps, cluttered_run=clut, seed=seed,
-                log=lambda s: click.echo(s, err=True), data_dir=data_dir)
+                log=lambda s: click.echo(s, err=True), data_dir=data_dir, n_robust=n_robust,
+                options={"rise": {"n_masks": rise_masks}})
     from ..report.explain import markdown_table
 
     click.echo(markdown_table(res))
-    click.echo(f"wrote {out_dir}/bench.json, bench.md")
+    if n_pointing:
+        click.echo((out_dir / "pointing.csv").read_text())
+    click.echo(f"wrote {out_dir}/bench.json, bench.md, pointing.csv, cascade.png")

@@ -5,19 +5,31 @@ method, so a report, a benchmark or the web app can swap methods freely. The gra
 perturbation attributions come from Captum (Kokhlikyan et al. 2020) rather than being
 rewritten here:
 
-=============  ====================================================================
-saliency       |d logit / d x| (Simonyan et al. 2014)
-inputxgrad     x * d logit / d x (Shrikumar et al. 2016)
-ig             integrated gradients from a black image, 32 steps (Sundararajan et al. 2017)
-smoothgrad     saliency averaged over 16 noisy copies, sigma 15% (Smilkov et al. 2017)
-gradcam        Grad-CAM on a conv layer, upsampled (Selvaraju et al. 2017)
-occlusion      drop in the logit when a 4x4 patch (stride 2; scaled with the image) is blacked out
-               (Zeiler & Fergus 2014)
-deeplift       DeepLIFT rescale rule from a black image (Shrikumar et al. 2017)
-mask           meaningful perturbation, deletion game (Fong & Vedaldi 2017)
-extremal       extremal perturbation, areas 5/10/20% (Fong, Patrick & Vedaldi 2019)
-random         uniform noise: the baseline every faithfulness score is compared with
-=============  ====================================================================
+===============  ==================================================================
+saliency         |d logit / d x| (Simonyan et al. 2014)
+inputxgrad       x * d logit / d x (Shrikumar et al. 2016)
+ig               integrated gradients from a black image, 32 steps (Sundararajan et al. 2017)
+smoothgrad       saliency averaged over 16 noisy copies, sigma 15% (Smilkov et al. 2017)
+gradcam          Grad-CAM on a conv layer, upsampled (Selvaraju et al. 2017)
+occlusion        drop in the logit when a 4x4 patch (stride 2; scaled with the image) is
+                 blacked out (Zeiler & Fergus 2014)
+deeplift         DeepLIFT rescale rule from a black image (Shrikumar et al. 2017)
+gradshap         GradientSHAP: expected gradients from a black image, 16 samples (Lundberg & Lee 2017)
+lrp              LRP: gamma rule (0.25) on convs, epsilon rule (1e-6) on linear layers and
+                 pooling, identity on batch norm and Normalize (see :func:`lrp_rules`)
+guided-backprop  guided backpropagation (Springenberg et al. 2015)
+deconvolution    deconvnet (Zeiler & Fergus 2014)
+guided-gradcam   guided backprop times Grad-CAM (Selvaraju et al. 2017)
+kernelshap       KernelSHAP on SLIC superpixels, 200 samples (Lundberg & Lee 2017)
+lime             LIME on SLIC superpixels, 200 samples (Ribeiro et al. 2016)
+mask             meaningful perturbation, deletion game (Fong & Vedaldi 2017)
+extremal         extremal perturbation, areas 5/10/20% (Fong, Patrick & Vedaldi 2019)
+rise             RISE, 4000 random masks of 7x7 cells (Petsiuk, Das & Saenko 2018)
+random           uniform noise: the baseline every faithfulness score is compared with
+===============  ==================================================================
+
+Each method registers itself with :func:`~kangae.probes.registry.register_explainer`;
+the CLI, ``explain-bench``, the web app and the tour read the registry.
 
 Every hook Captum adds is removed, the model's weights are untouched, and its train/eval
 mode and ``requires_grad`` flags are restored on return, even after an error.
@@ -25,31 +37,31 @@ mode and ``requires_grad`` flags are restored on return, even after an error.
 
 from __future__ import annotations
 
+import copy
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import KangaeError, UnknownNameError
+from ..errors import KangaeError
 from ..models.layers import get_layer
-from ..utils.device import chunk_size
+from ..utils.device import chunk_size, module_device
 from ._model import frozen, resolve_targets
-from .explanation import Explanation
-from .inputs import model_device
+from .explanation import Explanation, flag_degenerate
 from .masks import extremal_perturbation, meaningful_perturbation
-
-METHODS = ("saliency", "inputxgrad", "ig", "smoothgrad", "gradcam", "occlusion", "deeplift",
-           "mask", "extremal", "random")
-ALIASES = {"input-x-gradient": "inputxgrad", "integrated-gradients": "ig", "grad-cam": "gradcam"}
+from .registry import Context, aliases, explainer_names, get_explainer, register_explainer
+from .rise import rise
+from .superpixels import superpixels
 
 
 def default_cam_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
     """The last module with a spatial (N, C, H, W) output of more than one pixel: for the
     zoo's conv nets, the last conv block (where Grad-CAM is usually taken)."""
-    device = model_device(model)
+    device = module_device(model)
     found: list[str] = []
     handles = []
     for name, module in model.named_modules():
@@ -75,49 +87,233 @@ def default_cam_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
     return (top or convs)[-1]
 
 
-def _captum(method: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, layer: str | None,
-            seed: int, options: dict[str, Any]) -> torch.Tensor:
+def _chunk_options(x: torch.Tensor) -> tuple[int, int]:
+    """Images per forward pass on this device, and perturbed copies per image that fill it."""
+    chunk = chunk_size(None, x.device, tuple(x.shape[1:]))
+    return chunk, max(1, chunk // max(1, len(x)))
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """``torch.manual_seed(seed)`` inside the block for methods that draw from the global RNG
+    (Captum's noise and samples); the caller's RNG state is restored on exit."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@register_explainer("saliency", description="|d logit / d x| (Simonyan et al. 2014)", defaults={"abs": True})
+def _saliency(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, abs: bool,
+              **_: Any) -> torch.Tensor:
     import captum.attr as ca
 
-    baseline = torch.zeros_like(x)
-    # Images per forward pass on a CPU stay near the cache-friendly chunk (see chunk_size).
-    chunk = chunk_size(None, x.device, tuple(x.shape[1:]))
-    per_image = max(1, chunk // max(1, len(x)))
-    if method == "saliency":
-        return ca.Saliency(model).attribute(x, target=t, abs=options.get("abs", True))
-    if method == "inputxgrad":
-        return ca.InputXGradient(model).attribute(x, target=t)
-    if method == "ig":
-        return ca.IntegratedGradients(model).attribute(
-            x, baselines=baseline, target=t, n_steps=options.get("n_steps", 32),
-            internal_batch_size=options.get("internal_batch_size", max(chunk, len(x))))
-    if method == "smoothgrad":  # Captum draws its noise from the global RNG: seed a fork of it
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            return ca.NoiseTunnel(ca.Saliency(model)).attribute(
-                x, target=t, nt_type="smoothgrad", nt_samples=options.get("nt_samples", 16),
-                nt_samples_batch_size=options.get("nt_samples_batch_size", per_image),
-                stdevs=options.get("stdevs", 0.15))
-    if method == "gradcam":
-        name = layer or default_cam_layer(model, tuple(x.shape[1:]))
-        cam = ca.LayerGradCam(model, get_layer(model, name)).attribute(x, target=t)
-        return ca.LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")
-    if method == "occlusion":
-        c = x.shape[1]
-        side = min(x.shape[-2:])  # a 4x4 window with stride 2 at 28 px, scaled with the image
-        size = options.get("window", max(2, round(side / 7)))
-        stride = options.get("stride", max(1, round(side / 14)))
-        return ca.Occlusion(model).attribute(
-            x, target=t, sliding_window_shapes=(c, size, size), strides=(c, stride, stride),
-            baselines=0.0, perturbations_per_eval=options.get("perturbations_per_eval", per_image))
-    if method == "deeplift":
-        with warnings.catch_warnings():  # Captum announces the hooks it adds, and removes them
-            warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
-            return ca.DeepLift(model).attribute(x, baselines=baseline, target=t)
-    if method == "random":
-        g = torch.Generator().manual_seed(seed)
-        return torch.rand(x.shape, generator=g).to(x.device)
-    raise AssertionError(method)
+    return ca.Saliency(model).attribute(x, target=t, abs=abs)
+
+
+@register_explainer("inputxgrad", aliases=("input-x-gradient",),
+                    description="x * d logit / d x (Shrikumar et al. 2016)")
+def _inputxgrad(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, **_: Any) -> torch.Tensor:
+    import captum.attr as ca
+
+    return ca.InputXGradient(model).attribute(x, target=t)
+
+
+@register_explainer("ig", aliases=("integrated-gradients",), defaults={"n_steps": 32},
+                    description="integrated gradients from a black image, 32 steps "
+                                "(Sundararajan et al. 2017)")
+def _ig(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, n_steps: int,
+        internal_batch_size: int | None = None, **_: Any) -> torch.Tensor:
+    import captum.attr as ca
+
+    return ca.IntegratedGradients(model).attribute(
+        x, baselines=torch.zeros_like(x), target=t, n_steps=n_steps,
+        internal_batch_size=internal_batch_size or max(ctx.chunk, len(x)))
+
+
+@register_explainer("smoothgrad", defaults={"nt_samples": 16, "stdevs": 0.15},
+                    description="saliency averaged over 16 noisy copies, sigma 15% (Smilkov et al. 2017)")
+def _smoothgrad(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, nt_samples: int,
+                stdevs: float, nt_samples_batch_size: int | None = None, **_: Any) -> torch.Tensor:
+    import captum.attr as ca
+
+    with seeded(ctx.seed, x.device):
+        return ca.NoiseTunnel(ca.Saliency(model)).attribute(
+            x, target=t, nt_type="smoothgrad", nt_samples=nt_samples,
+            nt_samples_batch_size=nt_samples_batch_size or ctx.per_image, stdevs=stdevs)
+
+
+@register_explainer("gradcam", aliases=("grad-cam",), needs_layer=True,
+                    description="Grad-CAM on a conv layer, upsampled (Selvaraju et al. 2017)")
+def _gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, **_: Any) -> torch.Tensor:
+    import captum.attr as ca
+
+    name = ctx.layer or default_cam_layer(model, tuple(x.shape[1:]))
+    cam = ca.LayerGradCam(model, get_layer(model, name)).attribute(x, target=t)
+    return ca.LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")
+
+
+@register_explainer("occlusion", gradient=False,
+                    description="drop in the logit when a 4x4 patch (stride 2; scaled with the image) is "
+                                "blacked out (Zeiler & Fergus 2014)")
+def _occlusion(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *,
+               window: int | None = None, stride: int | None = None,
+               perturbations_per_eval: int | None = None, **_: Any) -> torch.Tensor:
+    import captum.attr as ca
+
+    c = x.shape[1]
+    side = min(x.shape[-2:])  # a 4x4 window with stride 2 at 28 px, scaled with the image
+    size = window or max(2, round(side / 7))
+    stride = stride or max(1, round(side / 14))
+    return ca.Occlusion(model).attribute(
+        x, target=t, sliding_window_shapes=(c, size, size), strides=(c, stride, stride),
+        baselines=0.0, perturbations_per_eval=perturbations_per_eval or ctx.per_image)
+
+
+@register_explainer("deeplift",
+                    description="DeepLIFT rescale rule from a black image (Shrikumar et al. 2017)")
+def _deeplift(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, **_: Any) -> torch.Tensor:
+    import captum.attr as ca
+
+    with warnings.catch_warnings():  # Captum announces the hooks it adds, and removes them
+        warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
+        return ca.DeepLift(model).attribute(x, baselines=torch.zeros_like(x), target=t)
+
+
+@register_explainer("gradshap", aliases=("gradient-shap",), defaults={"n_samples": 16, "stdevs": 0.1},
+                    description="GradientSHAP: expected gradients between a black image and the input, "
+                                "16 samples, input noise sigma 0.1 (Lundberg & Lee 2017)")
+def _gradshap(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, n_samples: int,
+              stdevs: float, **_: Any) -> torch.Tensor:
+    import captum.attr as ca
+
+    with seeded(ctx.seed, x.device):
+        return ca.GradientShap(model).attribute(x, baselines=torch.zeros_like(x[:1]), target=t,
+                                                n_samples=n_samples, stdevs=stdevs)
+
+
+def lrp_rules(model: nn.Module, gamma: float = 0.25, epsilon: float = 1e-6) -> nn.Module:
+    """A copy of ``model`` with the LRP rules set on its leaf modules (Montavon et al. 2019's
+    composite, as far as Captum's rules go): the gamma rule on convolutions, the epsilon rule
+    on linear layers, pooling and reshaping, the identity rule on batch norm and kangae's input
+    ``Normalize`` (whose affine map would otherwise divide by inputs near the mean); ReLU and
+    dropout pass relevance on. The caller's model never carries a rule."""
+    from captum.attr._utils.lrp_rules import EpsilonRule, GammaRule, IdentityRule
+
+    from ..models.zoo import Normalize
+
+    clone = copy.deepcopy(model)
+    for m in clone.modules():
+        if any(True for _ in m.children()) or isinstance(m, (nn.ReLU, nn.Dropout, nn.Tanh)):
+            continue
+        if isinstance(m, nn.Conv2d):
+            m.rule = GammaRule(gamma=gamma)
+        elif isinstance(m, (nn.BatchNorm2d, Normalize)):
+            m.rule = IdentityRule()
+        else:
+            m.rule = EpsilonRule(epsilon=epsilon)
+    return clone
+
+
+@register_explainer("lrp", defaults={"gamma": 0.25, "epsilon": 1e-6},
+                    description="layer-wise relevance propagation: gamma rule on convs, epsilon rule on "
+                                "linear layers (Bach et al. 2015; Montavon et al. 2019)")
+def _lrp(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, gamma: float, epsilon: float,
+         **_: Any) -> torch.Tensor:
+    import captum.attr as ca
+
+    return ca.LRP(lrp_rules(model, gamma, epsilon)).attribute(x, target=t)
+
+
+@register_explainer("guided-backprop", aliases=("guidedbackprop",),
+                    description="guided backpropagation: only positive gradients pass a ReLU "
+                                "(Springenberg et al. 2015)")
+def _guided_backprop(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, **_: Any
+                     ) -> torch.Tensor:
+    import captum.attr as ca
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks")
+        return ca.GuidedBackprop(model).attribute(x, target=t)
+
+
+@register_explainer("deconvolution", aliases=("deconvnet",),
+                    description="deconvnet: the ReLU applied to the gradient on the way back "
+                                "(Zeiler & Fergus 2014)")
+def _deconvolution(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, **_: Any
+                   ) -> torch.Tensor:
+    import captum.attr as ca
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks")
+        return ca.Deconvolution(model).attribute(x, target=t)
+
+
+@register_explainer("guided-gradcam", aliases=("guided-grad-cam",), needs_layer=True,
+                    description="guided Grad-CAM: guided backprop times the upsampled Grad-CAM "
+                                "(Selvaraju et al. 2017)")
+def _guided_gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, **_: Any
+                    ) -> torch.Tensor:
+    import captum.attr as ca
+
+    name = ctx.layer or default_cam_layer(model, tuple(x.shape[1:]))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks")
+        return ca.GuidedGradCam(model, get_layer(model, name)).attribute(x, target=t,
+                                                                        interpolate_mode="bilinear")
+
+
+def _surrogate(kind: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context,
+               n_samples: int, segments: int, compactness: float) -> torch.Tensor:
+    """KernelSHAP or LIME on superpixels: each image's ``n_samples`` perturbations (superpixels
+    set to black) in one forward pass, a weighted linear model fitted per image (Captum)."""
+    import captum.attr as ca
+
+    features = superpixels(x, segments, compactness).to(x.device)
+    method = ca.KernelShap(model) if kind == "kernelshap" else ca.Lime(model)
+    with seeded(ctx.seed, x.device), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are providing multiple inputs")
+        return method.attribute(x, baselines=0.0, target=t, feature_mask=features, n_samples=n_samples,
+                                perturbations_per_eval=min(n_samples, max(1, ctx.chunk)))
+
+
+SURROGATE_DEFAULTS = {"n_samples": 200, "segments": 50, "compactness": 0.1}
+
+
+@register_explainer("kernelshap", aliases=("kernel-shap",), gradient=False, defaults=SURROGATE_DEFAULTS,
+                    description="KernelSHAP on ~50 SLIC superpixels (or a 4-px grid), 200 samples "
+                                "(Lundberg & Lee 2017)")
+def _kernelshap(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, n_samples: int,
+                segments: int, compactness: float, **_: Any) -> torch.Tensor:
+    return _surrogate("kernelshap", model, x, t, ctx, n_samples, segments, compactness)
+
+
+@register_explainer("lime", gradient=False, defaults=SURROGATE_DEFAULTS,
+                    description="LIME on ~50 SLIC superpixels (or a 4-px grid), 200 samples, lasso "
+                                "(Ribeiro et al. 2016)")
+def _lime(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, n_samples: int,
+          segments: int, compactness: float, **_: Any) -> torch.Tensor:
+    return _surrogate("lime", model, x, t, ctx, n_samples, segments, compactness)
+
+
+MASK_OPTIONS = ("steps", "game", "perturbation")
+register_explainer("mask", kind="explanation", options=MASK_OPTIONS,
+                   description="meaningful perturbation, deletion game (Fong & Vedaldi 2017)")(
+    meaningful_perturbation)
+register_explainer("extremal", kind="explanation", options=(*MASK_OPTIONS, "areas"),
+                   description="extremal perturbation, areas 5/10/20% (Fong, Patrick & Vedaldi 2019)")(
+    extremal_perturbation)
+register_explainer("rise", kind="explanation", gradient=False,
+                   options=("n_masks", "cells", "keep", "batch_size"),
+                   description="RISE: score-weighted mean of random shifted low-res masks "
+                               "(Petsiuk, Das & Saenko 2018)")(rise)
+
+
+@register_explainer("random", gradient=False, baseline=True,
+                    description="uniform noise: the baseline every faithfulness score is compared with")
+def _random(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, **_: Any) -> torch.Tensor:
+    g = torch.Generator().manual_seed(ctx.seed)
+    return torch.rand(x.shape, generator=g).to(x.device)
 
 
 def explain(model: nn.Module, images: torch.Tensor,
@@ -126,20 +322,19 @@ def explain(model: nn.Module, images: torch.Tensor,
             seed: int = 0, **options: Any) -> Explanation:
     """Explain ``model``'s decision for ``target`` (default: the predicted class) on a batch.
 
-    ``images`` are (N, C, H, W) floats in [0, 1] (or uint8). ``layer`` picks the Grad-CAM
-    layer by dotted name. Extra ``options`` go to the method (e.g. ``areas`` for extremal,
-    ``steps`` for the masks, ``n_steps`` for ig).
+    ``images`` are (N, C, H, W) floats in [0, 1] (or uint8). ``method`` is any name in
+    :func:`~kangae.probes.registry.explainers`. ``layer`` picks the Grad-CAM layer by dotted
+    name. Extra ``options`` go to the method (e.g. ``areas`` for extremal, ``steps`` for the
+    masks, ``n_steps`` for ig).
     """
-    method = ALIASES.get(method, method)
-    if method not in METHODS:
-        raise UnknownNameError("explanation method", method, METHODS)
-    if method == "mask":
-        return meaningful_perturbation(model, images, None if target == "auto" else target,
-                                       seed=seed, **options)
-    if method == "extremal":
-        return extremal_perturbation(model, images, None if target == "auto" else target,
-                                     seed=seed, **options)
-    device = model_device(model)
+    spec = get_explainer(method)
+    method = spec.name
+    if spec.kind == "explanation":
+        if batch_size is not None and "batch_size" in spec.options:
+            options = {**options, "batch_size": batch_size}
+        return flag_degenerate(spec.fn(model, images, None if target == "auto" else target, seed=seed,
+                                       **spec.settings(options)))
+    device = module_device(model)
     x = images.to(device)
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
     if x.ndim == 3:
@@ -147,7 +342,7 @@ def explain(model: nn.Module, images: torch.Tensor,
     batch_size = chunk_size(batch_size, device, tuple(x.shape[1:]))
     if layer is not None:
         get_layer(model, layer)  # a clear error for an unknown name, before any work
-    elif method == "gradcam":
+    elif spec.needs_layer:
         layer = default_cam_layer(model, tuple(x.shape[1:]))
     tt = None  # explicit targets, expanded to one per image once
     if target is not None and not isinstance(target, str):
@@ -156,6 +351,7 @@ def explain(model: nn.Module, images: torch.Tensor,
             tt = tt.expand(len(x))
         if tt.numel() != len(x):
             raise KangaeError(f"{tt.numel()} targets for {len(x)} images")
+    settings = spec.settings(options)
     parts, targets, probs = [], [], []
     with frozen(model):
         for i in range(0, len(x), batch_size):
@@ -163,9 +359,15 @@ def explain(model: nn.Module, images: torch.Tensor,
             with torch.no_grad():
                 p = F.softmax(model(chunk).float(), dim=1)
             t = resolve_targets(p, target if tt is None else tt[i : i + batch_size])
-            a = _captum(method, model, chunk.clone().requires_grad_(True), t, layer, seed + i, options)
+            ctx = Context(layer, seed + i, *_chunk_options(chunk))
+            a = spec.fn(model, chunk.clone().requires_grad_(True), t, ctx, **settings)
             parts.append(a.detach().float().sum(1, keepdim=True).cpu())
             targets.append(t.cpu())
             probs.append(p.gather(1, t[:, None])[:, 0].cpu())
-    return Explanation(method=method, attribution=torch.cat(parts), target=torch.cat(targets),
-                       prob=torch.cat(probs), metrics={"method": method, "layer": layer, **options})
+    return flag_degenerate(Explanation(
+        method=method, attribution=torch.cat(parts), target=torch.cat(targets), prob=torch.cat(probs),
+        metrics={"method": method, "layer": layer, **options}))
+
+
+METHODS = explainer_names()
+ALIASES = aliases()

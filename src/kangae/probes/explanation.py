@@ -32,6 +32,13 @@ class Explanation:
     loss_curve: torch.Tensor | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
 
+    def warning(self, i: int) -> str | None:
+        """Why image ``i``'s map says nothing (a constant map, a mask that never moved), if so."""
+        for w in self.metrics.get("warnings", ()):
+            if w["image"] == i:
+                return w["reason"]
+        return None
+
     def __len__(self) -> int:
         return int(self.target.shape[0])
 
@@ -49,3 +56,27 @@ class Explanation:
         verb = "deleting" if self.game == "deletion" else "keeping"
         parts = [f"{float(a):.0%}: {float(p):.1%}" for a, p in zip(self.areas or (), after)]
         return f"{line} -> after {verb} " + ", ".join(parts)
+
+
+def degenerate(attribution: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
+    """(N,) True where a map is constant (all zero included) or not finite: it ranks nothing."""
+    a = attribution.detach().flatten(1).double()
+    spread = a.amax(1) - a.amin(1)
+    scale = a.abs().amax(1)
+    return ~torch.isfinite(a).all(1) | (spread <= rtol * scale) | (scale == 0)
+
+
+def flag_degenerate(e: Explanation, reasons: dict[int, str] | None = None) -> Explanation:
+    """Record in ``e.metrics["warnings"]`` (one ``{"image", "reason"}`` per image) every map
+    that is constant, with the method's own reason where it has one, so that an empty map is
+    never returned silently."""
+    reasons = {**{w["image"]: w["reason"] for w in e.metrics.get("warnings", ())}, **(reasons or {})}
+    if len(e):
+        flat = e.attribution.flatten(1)
+        for i in degenerate(e.attribution).nonzero().flatten().tolist():
+            value = float(flat[i, 0])
+            reasons.setdefault(i, f"the {e.method} map is constant ({value:.3g} everywhere): "
+                                  "it ranks no pixel above another")
+    if reasons:
+        e.metrics["warnings"] = [{"image": i, "reason": reasons[i]} for i in sorted(reasons)]
+    return e

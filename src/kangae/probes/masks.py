@@ -43,7 +43,7 @@ from torch import nn
 
 from ..utils.device import chunk_size
 from ._model import frozen, resolve_targets
-from .explanation import Explanation
+from .explanation import Explanation, degenerate, flag_degenerate
 from .inputs import model_device
 
 GAMES = ("deletion", "preservation")
@@ -206,12 +206,33 @@ def meaningful_perturbation(model: nn.Module, images: torch.Tensor,
     curve = [torch.cat(step) for step in zip(*[q[3] for q in parts])]
     attribution = (1 - m) if game == "deletion" else m
     area = attribution.flatten(1).mean(1)
-    return Explanation(
+    e = Explanation(
         method="mask", attribution=attribution.detach().cpu(), target=t.cpu(), prob=p0.cpu(),
         mask=m.detach().cpu(), perturbed=blend.cpu(), prob_after=p1.cpu(), area=area.cpu(),
         game=game, loss_curve=torch.stack(curve) if curve else None,
         metrics={"game": game, "perturbation": perturbation, "steps": steps, "l1": l1, "tv": tv,
                  "tv_beta": tv_beta, "upsample": upsample, "jitter": jitter, "lr": lr})
+    return flag_degenerate(e, _still_masks(e, stop, objective, steps))
+
+
+def _still_masks(e: Explanation, stop: float, objective: str, steps: int) -> dict[int, str]:
+    """Why each mask that never moved stayed put: the target already past the game's line
+    (the hinged objective is flat there, so only the area penalty acts, and it keeps the
+    start), or a gradient that never reached the mask."""
+    reasons = {}
+    game = e.game or "deletion"
+    for i in degenerate(e.attribution).nonzero().flatten().tolist():
+        p = float(e.prob[i])
+        if objective == "log-odds" and game == "deletion" and p <= stop:
+            reasons[i] = (f"the mask did not move: p(target) = {p:.2%} is already under the deletion "
+                          f"game's line (stop = {stop:.0%}), so there is nothing to delete")
+        elif objective == "log-odds" and game == "preservation" and p >= 1 - stop:
+            reasons[i] = (f"the mask did not move: p(target) = {p:.2%} is already over the preservation "
+                          f"game's line (1 - stop = {1 - stop:.0%}) with the mask's start")
+        else:
+            reasons[i] = (f"the mask did not move in {steps} steps: the target's score gave it no "
+                          "gradient (try objective='prob', more steps or another perturbation)")
+    return reasons
 
 
 def _axis_matrix(n_out: int, n_in: int, sigma: float, radius: int) -> torch.Tensor:

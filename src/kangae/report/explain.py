@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,27 @@ from ..data.preprocess import Preprocessed
 from ..data.store import cache_root
 from ..errors import KangaeError
 from ..probes.attribution import METHODS, explain
-from ..probes.explanation import Explanation
-from ..probes.faithfulness import deletion_insertion, pointing_hits, sanity_check
+from ..probes.explanation import Explanation, degenerate
+from ..probes.faithfulness import (
+    ROAD_FRACTIONS,
+    cascading_randomization,
+    centre_map,
+    complexity,
+    deletion_insertion,
+    difficult,
+    infidelity,
+    max_sensitivity,
+    pointing_hits,
+    random_logit,
+    road,
+    sparseness,
+)
+from ..probes.registry import explainers
 from ..render.explain import save_panel
 from ..render.images import save_image
-from ..utils.atomic import write_bytes, write_json
+from ..utils.atomic import atomic_path, write_bytes, write_json
 
-BENCH_METHODS = ("saliency", "inputxgrad", "ig", "smoothgrad", "gradcam", "occlusion", "deeplift",
-                 "mask", "extremal", "random")
+BENCH_METHODS = METHODS  # every registered method
 CLUTTERED_MODEL = "cluttered-global-cnn-v1"
 
 
@@ -81,6 +95,8 @@ def write_explanations(model: torch.nn.Module, classes: Sequence[str], images: t
         if i < len(pictures):
             entry["inverted"] = pictures[i].inverted
             entry["preprocessing"] = pictures[i].describe()
+        if e.warning(i):
+            entry["warning"] = e.warning(i)
         if e.prob_after is not None:
             entry["prob_after"] = e.prob_after[i].tolist()
             entry["area"] = e.area[i].tolist()
@@ -126,72 +142,224 @@ def _explainer(method: str, options: dict[str, Any]) -> Callable[..., torch.Tens
     return lambda m, x, t: explain(m, x, t, method=method, **options).attribution
 
 
+def _stat(values: torch.Tensor) -> tuple[list[float], int]:
+    """``[mean, standard error]`` over the finite values, and how many there were."""
+    v = values.double().flatten()
+    v = v[torch.isfinite(v)]
+    return list(_mean_se(v)), int(len(v))
+
+
+def _put(row: dict[str, Any], key: str, values: torch.Tensor) -> None:
+    row[key], row.setdefault("n", {})[key] = _stat(values)
+
+
+@dataclass(frozen=True)
+class BenchSizes:
+    """How many images each group of metrics uses (the expensive ones use fewer)."""
+
+    n: int = 100  # deletion, insertion, ROAD, infidelity, sparseness, complexity
+    n_pointing: int = 200  # cluttered canvases for the pointing game
+    n_sanity: int = 32  # cascading randomization and the random-logit test
+    n_robust: int = 16  # max-sensitivity (each image explained n_perturb times more)
+    n_perturb: int = 8
+
+
+def _faithfulness(row: dict[str, Any], model: torch.nn.Module, x: torch.Tensor, e: Explanation,
+                  explainer: Callable[..., torch.Tensor], sizes: BenchSizes, seed: int) -> None:
+    """The scores of one method's explanations ``e`` of ``x``, NaN (and so left out) for
+    degenerate maps, which are counted in ``row["degenerate"]``."""
+    a, t = e.attribution, e.target
+    row["images"] = len(x)
+    row["degenerate"] = int(degenerate(a).sum())
+    scores = deletion_insertion(model, x, a, t, seed=seed)
+    _put(row, "deletion", scores["deletion"])
+    _put(row, "insertion", scores["insertion"])
+    r = road(model, x, a, t, seed=seed)
+    _put(row, "road_morf", r["morf_mean"])
+    _put(row, "road_lerf", r["lerf_mean"])
+    ok = ~degenerate(a)
+    row["road_curves"] = {"fractions": list(ROAD_FRACTIONS),
+                          "morf": r["morf"][ok].mean(0).tolist() if ok.any() else [],
+                          "lerf": r["lerf"][ok].mean(0).tolist() if ok.any() else []}
+    _put(row, "infidelity", infidelity(model, x, a, t, seed=seed))
+    k = min(sizes.n_robust, len(x))
+    if k:
+        _put(row, "max_sensitivity", max_sensitivity(explainer, model, x[:k], t[:k], sizes.n_perturb,
+                                                     seed=seed))
+    _put(row, "sparseness", sparseness(a))
+    _put(row, "complexity", complexity(a))
+
+
+def _sanity(row: dict[str, Any], model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+            explainer: Callable[..., torch.Tensor], num_classes: int, seed: int) -> None:
+    """Cascading randomization (its last step is the full randomization, reported as
+    ``sanity_spearman`` as before) and the random-logit test."""
+    cascade = cascading_randomization(explainer, model, x, y, seed=seed)
+    row["cascade"] = {"layers": cascade.layers,
+                      "spearman": [_stat(v)[0] for v in cascade.spearman],
+                      "ssim": [_stat(v)[0] for v in cascade.ssim],
+                      "degenerate": cascade.degenerate.sum(1).tolist()}
+    if len(cascade.layers):
+        _put(row, "sanity_spearman", cascade.spearman[-1])
+        _put(row, "sanity_ssim", cascade.ssim[-1])
+        row["sanity_degenerate"] = int(cascade.degenerate[-1].sum())
+    logit = random_logit(explainer, model, x, y, num_classes, seed=seed)
+    row["sanity_images"] = len(x)
+    row["random_logit_degenerate"] = int(torch.isnan(logit["ssim"]).sum())
+    _put(row, "random_logit_ssim", logit["ssim"])
+    _put(row, "random_logit_spearman", logit["spearman"])
+
+
 def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BENCH_METHODS,
                   n: int = 100, n_pointing: int = 200, n_sanity: int = 32, mask_steps: int = 150,
                   cluttered_run: Any = None, seed: int = 0,
                   log: Callable[[str], None] = lambda s: None,
-                  data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Deletion/insertion AUC and a sanity check on ``run``'s test set, and the pointing game
-    on cluttered MNIST, for every method; writes ``bench.json`` and ``bench.md``."""
+                  data_dir: str | os.PathLike | None = None, n_robust: int = 16,
+                  options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Every faithfulness score of every method on ``run``'s test set, and the pointing game
+    on cluttered MNIST (with a centre baseline and the difficult subset); writes
+    ``bench.json``, ``bench.md``, ``pointing.csv`` and ``cascade.png``. ``options`` gives
+    per-method settings (e.g. ``{"rise": {"n_masks": 1000}}``)."""
+    specs = explainers()
     for m in methods:
-        if m not in METHODS:
-            raise KangaeError(f"unknown method '{m}'; valid: {', '.join(METHODS)}")
+        if m not in specs:
+            raise KangaeError(f"unknown method '{m}'; valid: {', '.join(specs)}")
+    sizes = BenchSizes(n, n_pointing, n_sanity, n_robust)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     test = run.dataset("test", data_dir=data_dir).subset(n, seed=seed)
     x, y = test.floats(), test.labels
     model = run.model
+    num_classes = len(run.meta.classes)
     conv = any(isinstance(mod, torch.nn.Conv2d) for mod in model.modules())
     if cluttered_run is None and n_pointing > 0:
         log("pointing game: loading (or training once) the cluttered-MNIST model")
         cluttered_run = cluttered_model(data_dir)
     clut = load_cluttered("test", data_dir) if n_pointing > 0 else None
+    baselines: dict[str, Any] = {}
     if clut is not None:
         xc, yc = clut.data.floats()[:n_pointing], clut.data.labels[:n_pointing]
         boxes = clut.boxes[:n_pointing]
+        hard = difficult(xc, boxes, POINTING_TOLERANCE)
+        centre = pointing_hits(centre_map(len(xc), tuple(xc.shape[-2:])), boxes, POINTING_TOLERANCE)
+        baselines["center"] = _pointing_row(centre.float(), hard)
     rows: dict[str, dict[str, Any]] = {}
     for method in methods:
-        opts = {"steps": mask_steps} if method in ("mask", "extremal") else {}
+        spec = specs[method]
+        opts = {"steps": mask_steps} if "steps" in spec.options else {}
+        opts.update((options or {}).get(method, {}))
         row: dict[str, Any] = {}
         start = time.perf_counter()
-        if method == "gradcam" and not conv:
+        explainer = _explainer(method, {**opts, "seed": seed})
+        if spec.needs_conv and not conv:
             row["skipped"] = "the model has no convolutional layer"
         else:
             e: Explanation = explain(model, x, y, method=method, seed=seed, **opts)
-            scores = deletion_insertion(model, x, e.attribution, e.target, seed=seed)
-            row["deletion"] = _mean_se(scores["deletion"])
-            row["insertion"] = _mean_se(scores["insertion"])
+            _faithfulness(row, model, x, e, explainer, sizes, seed)
             k = min(n_sanity, len(x))
-            rho = sanity_check(_explainer(method, {**opts, "seed": seed}), model, x[:k], y[:k], seed=seed)
-            row["sanity_spearman"] = _mean_se(rho)
+            _sanity(row, model, x[:k], y[:k], explainer, num_classes, seed)
         if clut is not None:
             ec = explain(cluttered_run.model, xc, yc, method=method, seed=seed, **opts)
-            row["pointing"] = _mean_se(pointing_hits(ec.attribution, boxes).float())
+            bad = degenerate(ec.attribution)
+            hits = pointing_hits(ec.attribution, boxes, POINTING_TOLERANCE).float()
+            hits = hits.masked_fill(bad, float("nan"))
+            point = _pointing_row(hits, hard)
+            row.setdefault("n", {}).update(point.pop("n"))
+            row.update(point)
+            row["pointing_degenerate"] = int(bad.sum())
         row["seconds"] = time.perf_counter() - start
         rows[method] = row
         log(_format_row(method, row))
     goals = _goals(rows)
     result = {"model": run.meta.model, "run": str(run.path), "n": len(x), "n_pointing": n_pointing,
-              "n_sanity": n_sanity, "mask_steps": mask_steps, "methods": rows, "goals": goals,
+              "n_sanity": n_sanity, "n_robust": n_robust, "mask_steps": mask_steps, "methods": rows,
+              "goals": goals, "pointing_baselines": baselines,
+              "n_difficult": int(hard.sum()) if clut is not None else 0,
               "pointing_model": str(cluttered_run.path) if cluttered_run is not None else None,
-              "pointing_tolerance_px": 1}
+              "pointing_tolerance_px": POINTING_TOLERANCE, "road_fractions": list(ROAD_FRACTIONS)}
     write_json(out / "bench.json", result)
     write_bytes(out / "bench.md", markdown_table(result).encode())
+    if clut is not None:
+        write_bytes(out / "pointing.csv", pointing_csv(result).encode())
+    if any("cascade" in r for r in rows.values()):
+        plot_cascade(rows, out / "cascade.png", f"Cascading randomization: {run.meta.model}")
     return result
 
 
-def _fmt(v: Any, pct: bool = False) -> str:
+POINTING_TOLERANCE = 1
+
+
+def _pointing_row(hits: torch.Tensor, hard: torch.Tensor) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    _put(row, "pointing", hits)
+    _put(row, "pointing_difficult", hits[hard])
+    return row
+
+
+def pointing_csv(result: dict[str, Any]) -> str:
+    """The pointing game in the layout of TorchRay's ``pointing.csv``: one row per method
+    (and the centre baseline), the hit rate in percent on all canvases and on the difficult
+    ones."""
+    lines = ["method,all,difficult"]
+    rows = {**result.get("pointing_baselines", {}), **result["methods"]}
+    for name, row in rows.items():
+        if "pointing" not in row:
+            continue
+        cells = ["" if math.isnan(row[k][0]) else f"{100 * row[k][0]:.1f}"
+                 for k in ("pointing", "pointing_difficult")]
+        lines.append(",".join([name, *cells]))
+    return "\n".join(lines) + "\n"
+
+
+def plot_cascade(rows: dict[str, dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Spearman rho and SSIM against the trained model's map, per randomization step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    layers: list[str] = []
+    for method, row in rows.items():
+        c = row.get("cascade")
+        if not c or not c["layers"]:
+            continue
+        layers = c["layers"]
+        steps = range(len(layers) + 1)
+        for ax, key in zip(axes, ("spearman", "ssim")):
+            ax.plot(steps, [1.0] + [v[0] for v in c[key]], marker="o", ms=3, label=method)
+    for ax, name in zip(axes, ("Spearman rank correlation (|a|)", "SSIM")):
+        ax.set_xticks(range(len(layers) + 1))
+        ax.set_xticklabels(["trained", *layers], rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel(name)
+        ax.axhline(0, color="0.8", lw=0.8)
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.suptitle(title + " (layers randomized from the top, cumulatively)")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _fmt(v: Any, pct: bool = False, n: int | None = None, total: int | None = None) -> str:
     if not isinstance(v, (list, tuple)) or math.isnan(v[0]):
         return "-"
-    return f"{v[0]:.1%} ± {v[1]:.1%}" if pct else f"{v[0]:.3f} ± {v[1]:.3f}"
+    if pct:
+        text = f"{v[0]:.1%} ± {v[1]:.1%}"
+    elif 0 < abs(v[0]) < 0.01:
+        text = f"{v[0]:.2e} ± {v[1]:.1e}"
+    else:
+        text = f"{v[0]:.3f} ± {v[1]:.3f}"
+    return text + (f" (n={n})" if n is not None and total is not None and n < total else "")
 
 
 def _format_row(method: str, row: dict[str, Any]) -> str:
     if "skipped" in row and "pointing" not in row:
-        return f"{method:11s} skipped: {row['skipped']}"
-    return (f"{method:11s} deletion {_fmt(row.get('deletion'))}  insertion {_fmt(row.get('insertion'))}"
-            f"  pointing {_fmt(row.get('pointing'), True)}  sanity rho {_fmt(row.get('sanity_spearman'))}"
-            f"  ({row['seconds']:.1f} s)")
+        return f"{method:15s} skipped: {row['skipped']}"
+    degen = f"  degenerate {row['degenerate']}/{row['images']}" if row.get("degenerate") else ""
+    return (f"{method:15s} deletion {_fmt(row.get('deletion'))}  insertion {_fmt(row.get('insertion'))}"
+            f"  ROAD MoRF {_fmt(row.get('road_morf'))}  pointing {_fmt(row.get('pointing'), True)}"
+            f"  sanity rho {_fmt(row.get('sanity_spearman'))}{degen}  ({row['seconds']:.1f} s)")
 
 
 def _goals(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -208,22 +376,62 @@ def _goals(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+TABLES = [
+    ("Faithfulness", [("deletion", "deletion AUC ↓"), ("insertion", "insertion AUC ↑"),
+                      ("road_morf", "ROAD MoRF ↓"), ("road_lerf", "ROAD LeRF ↑"),
+                      ("infidelity", "infidelity ↓"), ("max_sensitivity", "max-sensitivity ↓")]),
+    ("Sanity", [("sanity_spearman", "randomized ρ ↓"), ("sanity_ssim", "randomized SSIM ↓"),
+                ("random_logit_ssim", "random-logit SSIM ↓"),
+                ("random_logit_spearman", "random-logit ρ ↓")]),
+    ("Maps", [("sparseness", "sparseness (Gini) ↑"), ("complexity", "complexity (entropy) ↓"),
+              ("pointing", "pointing game ↑"), ("pointing_difficult", "pointing, difficult ↑")]),
+]
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     lines = [f"# Faithfulness of explanations: {result['model']} ({result['run']})", "",
-             f"Deletion/insertion AUC on {result['n']} test images (lower deletion and higher "
-             "insertion are better; pixels go to 0 in the explanation's order). Pointing game on "
-             f"{result['n_pointing']} cluttered-MNIST canvases (hit: maximum within 1 px of the digit's "
-             f"box). Sanity: Spearman correlation with the explanation of a randomized model on "
-             f"{result['n_sanity']} images (lower means the method depends on the weights). "
-             "Mean ± standard error.", "",
-             "| method | deletion AUC ↓ | insertion AUC ↑ | pointing game ↑ | sanity ρ ↓ | seconds |",
-             "|---|---|---|---|---|---|"]
-    for m, row in result["methods"].items():
-        lines.append(f"| {m} | {_fmt(row.get('deletion'))} | {_fmt(row.get('insertion'))} | "
-                     f"{_fmt(row.get('pointing'), True)} | {_fmt(row.get('sanity_spearman'))} | "
-                     f"{row['seconds']:.1f} |")
+             f"Deletion/insertion AUC and ROAD (noisy linear imputation; mean over fractions "
+             f"{', '.join(f'{f:g}' for f in result.get('road_fractions', ()))}) on {result['n']} test "
+             "images, infidelity on the same, max-sensitivity on the first "
+             f"{result.get('n_robust', 0)} (lower deletion and MoRF, higher insertion and LeRF are "
+             "better). Pointing game on "
+             f"{result['n_pointing']} cluttered-MNIST canvases (hit: maximum within "
+             f"{result.get('pointing_tolerance_px', 1)} px of the digit's box; difficult: "
+             f"{result.get('n_difficult', 0)} canvases with clutter within that tolerance). Sanity: "
+             "Spearman correlation and SSIM with the explanation of the fully randomized model, and "
+             f"with the explanation of a random other class, on {result['n_sanity']} images (lower "
+             "means the method depends on the weights and the class). Mean ± standard error over the "
+             "images; a constant map ranks nothing and is counted as degenerate and left out of "
+             "every mean ((n=k) marks a mean over fewer images).", ""]
+    for title, cols in TABLES:
+        lines += [f"## {title}", "",
+                  "| method | images | degenerate | " + " | ".join(c[1] for c in cols) + " | seconds |",
+                  "|---|---|---|" + "---|" * len(cols) + "---|"]
+        for m, row in result["methods"].items():
+            counts = row.get("n", {})
+            images = row.get("sanity_images", "-") if title == "Sanity" else row.get("images", "-")
+            degen = (f"{row.get('sanity_degenerate', 0)} randomized, {row.get('random_logit_degenerate', 0)} "
+                     "random-logit" if title == "Sanity" else row.get("degenerate", 0))
+            cells = []
+            for key, _ in cols:
+                total = (result.get("n_robust") if key == "max_sensitivity" else
+                         row.get("sanity_images") if title == "Sanity" else
+                         result["n_pointing"] if key == "pointing" else None)
+                total = min(total, row.get("images", total)) if key == "max_sensitivity" else total
+                total = total if total is not None else row.get("images")
+                if key == "pointing_difficult":
+                    total = result.get("n_difficult")
+                cells.append(_fmt(row.get(key), key.startswith("pointing"), counts.get(key), total))
+            lines.append(f"| {m} | {images} | {degen} | " + " | ".join(cells)
+                         + f" | {row['seconds']:.1f} |")
+        lines.append("")
+    base = result.get("pointing_baselines", {}).get("center")
+    if base:
+        lines.append(f"Pointing-game centre baseline: {_fmt(base['pointing'], True)} on all canvases, "
+                     f"{_fmt(base['pointing_difficult'], True)} on the difficult ones.")
+        lines.append("")
     g = result["goals"]
-    lines += ["", f"- mask deletion AUC beats saliency: {g['mask_deletion_beats_saliency']}; "
+    lines += [f"- mask deletion AUC beats saliency: {g['mask_deletion_beats_saliency']}; "
               f"beats random: {g['mask_deletion_beats_random']}",
               f"- best pointing game: {g['best_pointing']['method']} "
               f"{g['best_pointing']['rate']:.1%} (goal ≥ 90%: {g['best_pointing']['met']})", ""]

@@ -42,6 +42,8 @@ class Settings:
     bench_pointing: int = 200
     bench_sanity: int = 32
     bench_mask_steps: int = 150
+    bench_robust: int = 16  # images for max-sensitivity
+    rise_masks: int = 4000
     cluttered_epochs: int | None = None
     cluttered_limit: int | None = None
     greedy_sweeps: int = 10
@@ -60,7 +62,8 @@ class Settings:
             return Settings(quick=False)
         return Settings(quick=True, main_epochs=2, mlp_epochs=2, softmax_epochs=2, explain_images=6,
                         mask_steps=150, bench_n=30, bench_pointing=60, bench_sanity=8,
-                        bench_mask_steps=60, cluttered_epochs=1, cluttered_limit=8000, greedy_sweeps=4,
+                        bench_mask_steps=60, bench_robust=8, rise_masks=1000,
+                        cluttered_epochs=1, cluttered_limit=8000, greedy_sweeps=4,
                         attack_n=300, pgd_steps=10, edit_images=3, gan_epochs=3, gan_limit=10000,
                         gan_judge_n=300)  # GAN: 82% read as the asked-for class (1 epoch: 10%)
 
@@ -183,11 +186,21 @@ def step_ideas(tour: Tour, out: Path) -> dict[str, Any]:
     return numbers
 
 
+def tour_shows(spec: Any, model: Any) -> bool:
+    """Whether the tour's picture has a column for the method: every explanation (not the
+    random baseline), and layer methods only on a model with a conv layer."""
+    from torch import nn
+
+    conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return not spec.baseline and (conv or not spec.needs_conv)
+
+
 def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
     from PIL import Image
 
     from ..probes.attribution import explain
-    from ..render.explain import heat_pil
+    from ..probes.registry import explainers
+    from ..render.explain import heat_pil, overlay_pil
     from ..render.images import to_pil
     from .explain import test_images, write_explanations
 
@@ -196,15 +209,17 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
     x, names = test_images(main, s.explain_images)
     masks = write_explanations(main.model, main.classes, x, out / "mask", "mask", "auto", sources=names,
                                steps=s.mask_steps)
-    # one row per method on the first three images, for a side-by-side look
-    methods = ["saliency", "ig", "smoothgrad", "gradcam", "occlusion", "deeplift", "mask"]
-    rows = []
-    for i in range(min(3, len(x))):
-        tiles = [to_pil(x[i], 4).convert("RGB")]
-        for m in methods:
-            opts = {"steps": s.mask_steps} if m == "mask" else {}
-            tiles.append(heat_pil(explain(main.model, x[i : i + 1], method=m, **opts).attribution[0], 4))
-        rows.append(tiles)
+    # one row per image (the first three), one column per registered method, side by side
+    methods = [spec for spec in explainers().values() if tour_shows(spec, main.model)]
+    shown = x[:3]
+    columns = []
+    for spec in methods:
+        opts = {"steps": s.mask_steps} if "steps" in spec.options else {}
+        if "n_masks" in spec.options:
+            opts["n_masks"] = s.rise_masks
+        columns.append(explain(main.model, shown, method=spec.name, **opts).attribution)
+    rows = [[to_pil(shown[i], 4).convert("RGB"), *(heat_pil(a[i], 4) for a in columns)]
+            for i in range(len(shown))]
     w, h = rows[0][0].size
     sheet = Image.new("RGB", (len(rows[0]) * (w + 4) + 4, len(rows) * (h + 4) + 4), (255, 255, 255))
     for r, tiles in enumerate(rows):
@@ -212,7 +227,17 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
             sheet.paste(tile, (4 + c * (w + 4), 4 + r * (h + 4)))
     with atomic_path(out / "methods.png") as tmp:
         sheet.save(tmp, format="PNG")
-    return {"masks": [e["summary"] for e in masks["images"]], "methods": ["input", *methods]}
+    # one picture per method: the same images, the heat map over each
+    (out / "methods").mkdir(exist_ok=True)
+    for spec, a in zip(methods, columns):
+        strip = Image.new("RGB", (len(shown) * (w + 4) + 4, h + 8), (255, 255, 255))
+        for i in range(len(shown)):
+            strip.paste(overlay_pil(shown[i], a[i], 4), (4 + i * (w + 4), 4))
+        with atomic_path(out / "methods" / f"{spec.name}.png") as tmp:
+            strip.save(tmp, format="PNG")
+    return {"masks": [e["summary"] for e in masks["images"]],
+            "methods": ["input", *(m.name for m in methods)],
+            "descriptions": {m.name: m.description for m in methods}}
 
 
 def step_faithfulness(tour: Tour, out: Path) -> dict[str, Any]:
@@ -223,7 +248,8 @@ def step_faithfulness(tour: Tour, out: Path) -> dict[str, Any]:
     clut = tour.trained("cluttered", "global-cnn", s.cluttered_epochs, dataset="cluttered-mnist",
                         limit=s.cluttered_limit, snapshots=False, tensorboard=False)
     res = explain_bench(main, out, n=s.bench_n, n_pointing=s.bench_pointing, n_sanity=s.bench_sanity,
-                        mask_steps=s.bench_mask_steps, cluttered_run=clut,
+                        mask_steps=s.bench_mask_steps, cluttered_run=clut, n_robust=s.bench_robust,
+                        options={"rise": {"n_masks": s.rise_masks}},
                         log=lambda line: tour.log("  " + line))
     return res
 

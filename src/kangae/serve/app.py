@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..probes.registry import explainer_names
 from .batcher import Busy
 from .engine import Engine, NotAvailable, _round
 from .inputs import BadInput, Seen, read_image
@@ -50,8 +51,8 @@ class ImageIn(BaseModel):
 
 class ExplainIn(ImageIn):
     target: int | Literal["auto"] = Field("auto", description="Class to explain; `auto`: the predicted one.")
-    method: str | None = Field(None, description="saliency, inputxgrad, ig, smoothgrad, gradcam, occlusion, "
-                                                 "deeplift, mask, extremal or random; default: the server's "
+    method: str | None = Field(None, description=f"{', '.join(explainer_names()[:-1])} or "
+                                                 f"{explainer_names()[-1]}; default: the server's "
                                                  "`--explain` (mask).")
 
 
