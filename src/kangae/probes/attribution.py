@@ -95,12 +95,20 @@ def _chunk_options(x: torch.Tensor) -> tuple[int, int]:
 
 @contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """``torch.manual_seed(seed)`` inside the block for methods that draw from the global RNG
-    (Captum's noise and samples); the caller's RNG state is restored on exit."""
+    """``torch.manual_seed(seed)`` (and numpy's, which GradientSHAP draws its baselines from)
+    inside the block for methods that draw from the global RNGs (Captum's noise and samples);
+    the caller's RNG states are restored on exit."""
+    import numpy as np
+
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+    numpy_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            yield
+    finally:
+        np.random.set_state(numpy_state)
 
 
 @register_explainer("saliency", description="|d logit / d x| (Simonyan et al. 2014)", defaults={"abs": True})
