@@ -32,11 +32,12 @@ def results():
         "curve": p.robustness_curve(model, x, target=y, eps_list=(0, 0.1), steps=2),
         "calibration": p.calibration(logits, labels, bins=5),
         "confusion": p.confusion(logits, labels),
+        "explanation": p.explain(model, x, target=y, method="mask", steps=5),
     }
 
 
 @pytest.mark.parametrize("name", ["prototypes", "attack", "edits", "template", "curve", "calibration",
-                                  "confusion"])
+                                  "confusion", "explanation"])
 def test_every_result_draws_itself_as_a_png(results, name):
     r = results[name]
     assert isinstance(r, Shows)

@@ -53,7 +53,7 @@ class Shows:
                 out[f.name] = value.detach().cpu().contiguous()
         return out
 
-    def summary(self) -> dict[str, Any]:
+    def record(self) -> dict[str, Any]:
         """The JSON side of the result: its plain fields and ``metrics``."""
         plain = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
@@ -71,7 +71,7 @@ class Shows:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         write_bytes(folder / self.picture_name, self._repr_png_())
-        write_json(folder / "metrics.json", self.summary())
+        write_json(folder / "metrics.json", self.record())
         tensors = self.tensors()
         if tensors:
             with atomic_path(folder / "tensors.safetensors") as tmp:

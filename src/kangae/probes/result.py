@@ -68,10 +68,10 @@ class PrototypeResult(Shows):
             save_file({"images": self.images.detach().float().contiguous().cpu(),
                        "targets": self.target.detach().long().contiguous().cpu()}, str(tmp))
         write_json(folder / "metrics.json", {"method": self.method, "targets": names,
-                                             "scores": self.scores.tolist(), **self.summary()})
+                                             "scores": self.scores.tolist(), **self.record()})
         return folder
 
-    def summary(self) -> dict[str, Any]:
+    def record(self) -> dict[str, Any]:
         from json import dumps, loads
 
         run = {k: v for k, v in self.metrics.items() if k != "objective_curve"}
