@@ -1,7 +1,7 @@
 """Training-dynamics overhead: epoch time with and without hidden-layer snapshots.
 
 Prints, in one run on this machine (goal from issue 6 in brackets): the time per epoch
-of a two-epoch fit of the seed 003 `cnn` and of `fast-cnn`, without snapshots and with them
+of a two-epoch fit of the post 003 `cnn` and of `fast-cnn`, without snapshots and with them
 (5,000 train + 1,000 test images of `hidden`, float16, every epoch), and the overhead
 [<= 10% of epoch time].
 

@@ -1,7 +1,7 @@
 """Prototype speed: kangae's batched searches beside the one-at-a-time methods they replace.
 
 Prints, in one run (goals from issue 4 in brackets):
-  1. greedy prototypes of 10 classes on `mlp`: the seed-style sequential reference (one
+  1. greedy prototypes of 10 classes on `mlp`: the post-style sequential reference (one
      class at a time, one forward per trial) against kangae, the ratio [>= 50x], and the
      maximum pixel difference between the two [must be 0];
   2. gradient activation maximization of 10 targets, one at a time against one batch,

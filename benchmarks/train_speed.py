@@ -92,7 +92,7 @@ def main() -> None:
 
         acc, secs = timed_train("fast-cnn", tmp, epochs=1, max_shift=0)
         print(f"time to 99.0%  fast-cnn 1 epoch: {secs:.1f} s, test accuracy {acc:.2%}  "
-              f"goal <= 20 s   (seed 003 CNN, plain loop: 98.37% after 73 s)")
+              f"goal <= 20 s   (post 003 CNN, plain loop: 98.37% after 73 s)")
         if args.quick:
             return
         acc, secs = timed_train("fast-cnn", tmp)

@@ -1,4 +1,4 @@
-"""``kangae gan``: train the seed's DCGAN and judge it with a classifier after every epoch."""
+"""``kangae gan``: train the post's DCGAN and judge it with a classifier after every epoch."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from ._options import data_dir_option, device_option, seed_option
 
 @click.command("gan")
 @click.option("--dataset", default="mnist", show_default=True,
-              help="Any MNIST-family dataset (`kangae datasets`), e.g. emnist-letters as in the seed.")
+              help="Any MNIST-family dataset (`kangae datasets`), e.g. emnist-letters as in the post.")
 @click.option("--epochs", type=click.IntRange(1), default=5, show_default=True,
               help="Epochs in all (with --resume: train on up to this many).")
 @click.option("--conditional", is_flag=True, default=None, help="Class-conditional: ask for 'a 7'.")
 @click.option("--arch", type=click.Choice(["seed", "small", "tiny"]), default=None,
-              help="seed: the seed's DCGAN (default); small, tiny: the same layers at 1/4, 1/8 width.")
+              help="seed: the post's DCGAN (default); small, tiny: the same layers at 1/4, 1/8 width.")
 @click.option("--init", type=click.Choice(["pytorch", "dcgan"]), default=None,
-              help="Initial weights: pytorch (the seed's default) or dcgan (N(0, 0.02); trains poorly here).")
+              help="Initial weights: pytorch (the post's default) or dcgan (N(0, 0.02); trains poorly here).")
 @click.option("--classifier", "classifier", type=click.Path(), default=None,
               help="Run folder of a kangae classifier trained on the dataset (default: train a small "
                    "one once and cache it).")
@@ -38,7 +38,7 @@ def gan(dataset: str, epochs: int, conditional: bool | None, arch: str | None, i
         classifier: str | None,
         out: str, limit: int | None, batch_size: int | None, lr: float | None, z_dim: int | None,
         judge_n: int, seed: int, device: str, resume: bool, progress: bool, data_dir: str | None) -> None:
-    """Train the DCGAN of seed 001 with kangae's trainer; print the Fréchet distance every epoch.
+    """Train the DCGAN of post 001 with kangae's trainer; print the Fréchet distance every epoch.
 
     The distance is measured in a kangae classifier's penultimate features, beside the floor
     of two halves of the real test set. Writes samples/progress.gif, samples/interpolation.gif,

@@ -1,4 +1,4 @@
-"""``kangae train``: train a zoo model (seed 001's solver); the run folder is a TensorBoard logdir."""
+"""``kangae train``: train a zoo model (post 001's solver); the run folder is a TensorBoard logdir."""
 
 from __future__ import annotations
 

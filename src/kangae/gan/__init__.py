@@ -1,4 +1,4 @@
-"""Generation: the DCGAN of seed 001, trained with kangae's trainer, judged by a classifier."""
+"""Generation: the DCGAN of post 001, trained with kangae's trainer, judged by a classifier."""
 
 from .frechet import GaussianStats, frechet_distance, frechet_from_stats, gaussian_stats
 from .judge import Judge, Judgement, judge, judge_classifier

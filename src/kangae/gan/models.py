@@ -1,17 +1,17 @@
-"""The DCGAN of seed 001 (Radford et al. 2016, "Unsupervised Representation Learning with
+"""The DCGAN of post 001 (Radford et al. 2016, "Unsupervised Representation Learning with
 Deep Convolutional GANs"), with an optional class-conditional variant.
 
-Generator (``arch="seed"``, as in the seed): z (100) -> Linear 1024 + BN + ReLU ->
+Generator (``arch="seed"``, as in the post): z (100) -> Linear 1024 + BN + ReLU ->
 Linear 256*5*5 + BN + ReLU -> ConvT 3x3 (5->7) + BN + ReLU -> ConvT 4x4 s2 (7->14) + BN
 + ReLU -> ConvT 4x4 s2 (14->28) -> sigmoid. The seed notes that without the BatchNorm in
 the linear part the generator never caught up with the discriminator.
 
-Discriminator: the mirror image, built with the seed's ``make_layer``: Conv 4x4 s2 (28->14)
+Discriminator: the mirror image, built with the post's ``make_layer``: Conv 4x4 s2 (28->14)
 -> Conv 4x4 s2 (14->7) + BN -> Conv 3x3 (7->5) + BN -> Linear 1024 + BN -> Linear 1 (a
-logit), with DCGAN's leaky ReLU (slope 0.2) where the seed's helper has a ReLU (the paper's
+logit), with DCGAN's leaky ReLU (slope 0.2) where the post's helper has a ReLU (the paper's
 choice for the discriminator).
 
-Weights start from PyTorch's default initialization, as in the seed (``init="pytorch"``).
+Weights start from PyTorch's default initialization, as in the post (``init="pytorch"``).
 Radford et al.'s N(0, 0.02) (``init="dcgan"``) is available but does not train this network
 on a CPU budget: with a sigmoid output the generator's last layer starts ~7x smaller than
 PyTorch's default, every sample is the same flat grey (per-pixel spread 0.009 across a batch),
@@ -61,7 +61,7 @@ def get_arch(name: str) -> Arch:
 
 def make_layer(in_channels: int, out_channels: int, kernel: int = 2, stride: int = 2, padding: int = 1,
                use_batchnorm: bool = True, deconv: bool = False, leak: float = 0.0) -> nn.Sequential:
-    """The seed's helper: (transposed) convolution, optional BatchNorm, ReLU (leaky if ``leak``)."""
+    """The post's helper: (transposed) convolution, optional BatchNorm, ReLU (leaky if ``leak``)."""
     conv_cls = nn.ConvTranspose2d if deconv else nn.Conv2d
     layers: list[nn.Module] = [conv_cls(in_channels, out_channels, kernel_size=kernel, stride=stride,
                                         padding=padding)]

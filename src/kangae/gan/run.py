@@ -172,7 +172,7 @@ def train_gan(dataset: str = "mnist", *, out: str | os.PathLike | None = None, e
               data_dir: str | os.PathLike | None = None,
               resume: bool = False, progress: bool = True, tensorboard: bool = True, echo: bool = True,
               callbacks: Sequence[Callback] = ()) -> GANRun:
-    """Train the seed's DCGAN with kangae's :class:`~kangae.train.Trainer` and judge it every epoch.
+    """Train the post's DCGAN with kangae's :class:`~kangae.train.Trainer` and judge it every epoch.
 
     Unset options default to the seed (``arch="seed"``, ``z_dim=100``) and to Radford et al.'s
     recipe (Adam, lr 2e-4, beta1 0.5) with batches of 128. ``limit`` trains on a stratified
@@ -180,7 +180,7 @@ def train_gan(dataset: str = "mnist", *, out: str | os.PathLike | None = None, e
     classifier is trained once and cached. ``resume=True`` continues the run in ``out`` (to
     ``epochs`` epochs in all). ``judge_n`` samples are scored per epoch against as many real
     test images (at most half the test split). ``real_target`` < 1 is one-sided label smoothing
-    (default 0.9 for conditional runs). ``init`` is ``"pytorch"`` (the seed's default
+    (default 0.9 for conditional runs). ``init`` is ``"pytorch"`` (the post's default
     initialization) or ``"dcgan"`` (Radford et al.'s N(0, 0.02), which does not train this
     sigmoid-output network in a few epochs; see :mod:`kangae.gan.models`).
     """

@@ -1,5 +1,5 @@
 """The GAN step plugged into kangae's :class:`~kangae.train.Trainer`, and the callbacks that
-sample, judge and animate a GAN run (the seed's ``Solver`` with callbacks).
+sample, judge and animate a GAN run (the post's ``Solver`` with callbacks).
 
 One Adam optimizer holds two parameter groups (generator, discriminator), so the trainer's
 checkpointing and exact resume work unchanged; each half-step leaves the other network's

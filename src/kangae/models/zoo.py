@@ -66,9 +66,9 @@ def _seq(*layers: tuple[str, nn.Module]) -> nn.Sequential:
 
 
 def softmax(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
-    """Softmax regression: one linear layer on the pixels (seed 002).
+    """Softmax regression: one linear layer on the pixels (post 002).
 
-    Weights start at zero, as in the seed: the problem is convex, and pixels that are never
+    Weights start at zero, as in the post: the problem is convex, and pixels that are never
     inked keep a zero weight, so the weight templates show digits rather than init noise.
     """
     model = _seq(
@@ -83,7 +83,7 @@ def softmax(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -
 
 def mlp(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
         hidden: int = 784) -> nn.Module:
-    """784-784-10 perceptron with one ReLU hidden layer (seed 000)."""
+    """784-784-10 perceptron with one ReLU hidden layer (post 000)."""
     d = in_channels * image_size**2
     return _seq(
         ("normalize", Normalize((0.1307,) * in_channels, (0.3081,) * in_channels)),
@@ -119,7 +119,7 @@ def _seed_block(cin: int, cout: int, dropout: float) -> nn.Sequential:
 
 def cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
         channels: int = 32, hidden: int = 512, dropout: float = 0.2) -> nn.Module:
-    """The seed 003 network: two blocks of two 2x2 convs (Keras 'same' padding), ReLU,
+    """The post 003 network: two blocks of two 2x2 convs (Keras 'same' padding), ReLU,
     max-pool and dropout 0.2; then Dense-512 named ``hidden``; then the class logits."""
     side = image_size // 4
     return _seq(
@@ -183,7 +183,7 @@ def _vgg_block(cin: int, cout: int, convs: int) -> nn.Sequential:
 def vgg_small(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
               widths: Sequence[int] = (32, 64, 128), hidden: int = 256,
               dropout: float = 0.3) -> nn.Module:
-    """VGG-style stacks of 3x3 convs, for filter visualizations (seed 004)."""
+    """VGG-style stacks of 3x3 convs, for filter visualizations (post 004)."""
     blocks = [(f"block{i + 1}", _vgg_block(cin, cout, 2))
               for i, (cin, cout) in enumerate(zip((in_channels, *widths[:-1]), widths))]
     side = image_size // 2 ** len(widths)
@@ -203,17 +203,17 @@ MODELS: dict[str, ModelEntry] = {
     for e in [
         ModelEntry("softmax", "linear softmax regression (784 -> 10)", softmax,
                    Recipe(epochs=5, batch_size=100, lr=0.05, optimizer="gd", schedule="constant"),
-                   "seed 002"),
+                   "post 002"),
         ModelEntry("mlp", "perceptron 784-784-10, ReLU", mlp,
-                   Recipe(epochs=5, batch_size=128, lr=1e-3), "seed 000"),
+                   Recipe(epochs=5, batch_size=128, lr=1e-3), "post 000"),
         ModelEntry("cnn", "two blocks of 2x2 convs, Dense-512 'hidden'", cnn,
-                   Recipe(epochs=4, batch_size=128, lr=2e-3), "seed 003"),
+                   Recipe(epochs=4, batch_size=128, lr=2e-3), "post 003"),
         ModelEntry("fast-cnn", "small batch-norm CNN tuned for time to 99% on CPU", fast_cnn,
                    Recipe(epochs=15, batch_size=64, lr=5e-3, max_shift=2), "kangae"),
         ModelEntry("global-cnn", "3 conv blocks + global max pool, any image size", global_cnn,
                    Recipe(epochs=4, batch_size=64, lr=5e-3), "kangae (cluttered MNIST)"),
         ModelEntry("vgg-small", "VGG-style 3x3 conv blocks (32-64-128)", vgg_small,
-                   Recipe(epochs=4, batch_size=128, lr=1e-3), "seed 004"),
+                   Recipe(epochs=4, batch_size=128, lr=1e-3), "post 004"),
     ]
 }
 

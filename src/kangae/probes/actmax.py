@@ -1,6 +1,6 @@
-"""Gradient activation maximization: inputs that excite a class or a channel (seed 004).
+"""Gradient activation maximization: inputs that excite a class or a channel (post 004).
 
-Seed 004 maximizes a class output and conv filters of VGG16 by gradient ascent on the
+Post 004 maximizes a class output and conv filters of VGG16 by gradient ascent on the
 input, replacing the final softmax by a linear output (Simonyan et al. 2013: with softmax
 a class can also be "raised" by pushing the others down), and regularizes the image.
 kangae does this for any ``nn.Module``, with every target (10 classes, 16 channels, or

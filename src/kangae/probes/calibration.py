@@ -1,4 +1,4 @@
-"""Does confidence mean accuracy? (seed 002, section 6)
+"""Does confidence mean accuracy? (post 002, section 6)
 
 Reliability statistics with equal-width confidence bins: expected and maximum calibration
 error (ECE, MCE; Naeini et al. 2015, Guo et al. 2017, 15 bins), negative log-likelihood

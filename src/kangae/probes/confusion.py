@@ -1,4 +1,4 @@
-"""Which classes does the model mix up, and on which images? (seed 003)"""
+"""Which classes does the model mix up, and on which images? (post 003)"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Maps of a hidden layer over training: UMAP per epoch, aligned so frames do not jump (seed 003).
+"""Maps of a hidden layer over training: UMAP per epoch, aligned so frames do not jump (post 003).
 
-Seed 003 fits UMAP to the CNN's Dense-512 output after every epoch and draws the frames
+Post 003 fits UMAP to the CNN's Dense-512 output after every epoch and draws the frames
 as an animation; separately fitted maps rotate, flip and jump between frames. kangae
 starts each epoch's UMAP from the previous epoch's layout and then rotates/reflects it
 onto the previous frame (orthogonal Procrustes), so motion in the animation is motion in

@@ -65,7 +65,7 @@ class Explanation(Shows):
         return sheet
 
     def summary(self, i: int, classes: Sequence[str] | None = None) -> str:
-        """One line per image, as in the seed: ``7: p=96.1% -> 1.3% after deleting 6.2% of pixels``."""
+        """One line per image, as in the post: ``7: p=96.1% -> 1.3% after deleting 6.2% of pixels``."""
         t = int(self.target[i])
         name = classes[t] if classes else str(t)
         line = f"{name}: p={float(self.prob[i]):.1%}"

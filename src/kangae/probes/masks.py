@@ -3,7 +3,7 @@
 Two methods, both batched (N images, and A areas, optimize as one tensor):
 
 * ``meaningful_perturbation`` -- Fong & Vedaldi, "Interpretable Explanations of Black Boxes
-  by Meaningful Perturbation" (ICCV 2017), the method of seed 001. A mask ``m`` in [0, 1]
+  by Meaningful Perturbation" (ICCV 2017), the method of post 001. A mask ``m`` in [0, 1]
   (1 keeps a pixel) blends the image with a perturbed copy, ``m*x + (1-m)*x0``. The
   *deletion game* finds the smallest region whose removal kills the class:
   ``min l1*mean(1-m) + tv*TV_beta(m) + p_c(blend)``; the *preservation game* the smallest

@@ -1,6 +1,6 @@
-"""Discrete black-box search for class prototypes, with forward passes only (seed 000).
+"""Discrete black-box search for class prototypes, with forward passes only (post 000).
 
-Seed 000 asked an MNIST MLP "what is your 5?" by sweeping the pixels of a binary image and
+Post 000 asked an MNIST MLP "what is your 5?" by sweeping the pixels of a binary image and
 keeping, for each pixel, the value that raised the class output (``greedy``), or by random
 single-pixel mutations kept when they helped (``mc``). kangae runs the same algorithms for
 every target and restart as one batch, and returns the *same images* as the one-forward-
@@ -425,7 +425,7 @@ def _proposals(method: str, n: int, dim: int, levels: torch.Tensor, steps: int,
     if method == "greedy":
         pixels = torch.arange(dim).expand(n, dim)
         values = levels.expand(n, dim, len(levels))
-    else:  # mc: a random pixel set to a random level, as in the seed
+    else:  # mc: a random pixel set to a random level, as in the post
         pixels = torch.randint(0, dim, (n, steps), generator=generator)
         values = levels[torch.randint(0, len(levels), (n, steps), generator=generator)][..., None]
     return pixels, values
@@ -548,7 +548,7 @@ def reference_search(model: nn.Module, targets: Sequence[int], *, method: str = 
                      restarts: int = 1, max_sweeps: int = 10, steps: int = 10_000,
                      score: ScoreKind = "logit", input_shape: tuple[int, ...] | None = None,
                      seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """The seed's algorithm as written: one class at a time, one forward pass per trial.
+    """The post's algorithm as written: one class at a time, one forward pass per trial.
 
     Kept to verify :func:`search_prototypes` (same images) and to measure its speed-up.
     Returns every chain's final image, ``(len(targets) * restarts, C, H, W)``.

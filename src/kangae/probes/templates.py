@@ -1,4 +1,4 @@
-"""What a linear model's weights look like as images (seed 002), and the nearest analogue
+"""What a linear model's weights look like as images (post 002), and the nearest analogue
 for non-linear models: the class-mean input gradient (Simonyan et al. 2013)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Animated embedding maps: train points by class, test points as stars (seed 003)."""
+"""Animated embedding maps: train points by class, test points as stars (post 003)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pictures of explanations: heat maps, overlays and the seed's four-panel figure."""
+"""Pictures of explanations: heat maps, overlays and the post's four-panel figure."""
 
 from __future__ import annotations
 

@@ -273,7 +273,7 @@ def step_calibration(tour: Tour, out: Path) -> dict[str, Any]:
 
 
 def step_fooling(tour: Tour, out: Path) -> dict[str, Any]:
-    """Seed 002's template addition on three models, PGD robustness, and seed 000's 0 -> 9."""
+    """Post 002's template addition on three models, PGD robustness, and post 000's 0 -> 9."""
     from .attacks import write_fool
 
     s = tour.settings
@@ -295,7 +295,7 @@ def step_fooling(tour: Tour, out: Path) -> dict[str, Any]:
 
 
 def step_dreams(tour: Tour, out: Path) -> dict[str, Any]:
-    """The seed-001 DCGAN (at a quarter of its width, for CPU time) judged by the main model."""
+    """The post-001 DCGAN (at a quarter of its width, for CPU time) judged by the main model."""
     import shutil
 
     from ..gan import load_gan, train_gan

@@ -78,8 +78,8 @@ def estimate_greedy_seconds(model: nn.Module, shape: tuple[int, ...], num_classe
 
 
 def compute_ideas(model: nn.Module, num_classes: int, method: str = "auto", steps: int = 128) -> Ideas:
-    """The class prototypes of seed 000 (binary greedy pixel search) when that is quick for
-    this model, else gradient activation maximization (seed 004); all classes as one batch."""
+    """The class prototypes of post 000 (binary greedy pixel search) when that is quick for
+    this model, else gradient activation maximization (post 004); all classes as one batch."""
     from ..probes import activation_maximization, search_prototypes
 
     shape = input_shape_of(model)

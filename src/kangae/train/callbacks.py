@@ -1,4 +1,4 @@
-"""Callbacks: the Solver idea of seed 001. The trainer calls them; they never own the loop."""
+"""Callbacks: the Solver idea of post 001. The trainer calls them; they never own the loop."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hidden-layer snapshots during training, for the embedding maps of seed 003.
+"""Hidden-layer snapshots during training, for the embedding maps of post 003.
 
 A callback records one layer's output on a fixed, stratified subsample (5,000 train and
 1,000 test images by default) for the untrained model (epoch 0) and after every epoch,
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 def default_layer(model: nn.Module) -> str:
-    """``hidden`` when the model has one (the seed's Dense-512), else the module that feeds
+    """``hidden`` when the model has one (the post's Dense-512), else the module that feeds
     the last Linear layer (the penultimate representation)."""
     names = dict(model.named_modules())
     if "hidden" in names:

@@ -1,4 +1,4 @@
-"""A training loop with callbacks (the ``Solver`` of seed 001, done well).
+"""A training loop with callbacks (the ``Solver`` of post 001, done well).
 
 The loop keeps per-batch work to what a hand-written loop does: loss and accuracy are
 summed as tensors and read at the end of the epoch (and every few batches by a progress

@@ -1,5 +1,5 @@
-"""Fooling a classifier (issue 7): template addition (seed 002), FGSM and PGD (Goodfellow et al.
-2015; Madry et al. 2018), the fewest pixel edits that change a reading (seed 000), and
+"""Fooling a classifier (issue 7): template addition (post 002), FGSM and PGD (Goodfellow et al.
+2015; Madry et al. 2018), the fewest pixel edits that change a reading (post 000), and
 input-gradient saliency. Every function takes any ``nn.Module`` and float images in [0, 1]
 (uint8 accepted), works batched on the model's device and never changes the model.
 """

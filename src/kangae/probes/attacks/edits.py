@@ -1,6 +1,6 @@
-"""The fewest pixel edits that make a model read an image as an intended class (seed 000).
+"""The fewest pixel edits that make a model read an image as an intended class (post 000).
 
-Seed 000 draws digits in the browser until its MLP recognizes them and turns a 0 into a 9
+Post 000 draws digits in the browser until its MLP recognizes them and turns a 0 into a 9
 with a few strokes. Here a greedy search does it: each step scores every candidate change
 (every not-yet-changed pixel set to every other level in ``levels``) of every image still
 below ``threshold`` in one chunked batch, and keeps each image's best change. For a model

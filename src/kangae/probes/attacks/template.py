@@ -1,6 +1,6 @@
-"""Template addition (seed 002): add ``alpha * template(target)`` to images and clip to [0, 1].
+"""Template addition (post 002): add ``alpha * template(target)`` to images and clip to [0, 1].
 
-Seed 002 adds the softmax model's weight image of "7" to 25 test digits and the model reads
+Post 002 adds the softmax model's weight image of "7" to 25 test digits and the model reads
 21 of them as 7. The template is scaled so its largest absolute value is 1: ``alpha`` is in
 pixel units. For non-linear models the template is the class-mean input gradient
 (``kangae.probes.templates``), or pass any template, e.g. another model's.

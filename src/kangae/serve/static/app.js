@@ -214,7 +214,7 @@
       if (!res.ok) { $("ideas-note").textContent = data.error; return; }
       if (!data.ready) { setTimeout(loadIdeas, 1000); return; }
       state.ideas = data;
-      const how = { greedy: "greedy pixel search (seed 000)", gradient: "gradient ascent (seed 004)" };
+      const how = { greedy: "greedy pixel search (post 000)", gradient: "gradient ascent (post 004)" };
       $("ideas-note").textContent = `The model's idea of each class: ${how[data.method] || data.method}` +
         (data.seconds ? ` (${data.seconds.toFixed(1)} s at start).` : ".");
       renderIdeas();
