@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -52,7 +53,8 @@ def test_a_before_after_sheet_has_three_rows_of_the_images(results):
     im = r.picture()
     # 6 images in a row at 8x (28 -> 224 px, 2 px padding), three rows: original, changed, change
     assert im.size == (6 * 226 + 2, 3 * 228)
-    top_left = torch.tensor(list(im.crop((2, 2, 226, 226)).convert("L").getdata()), dtype=torch.float32)
+    gray = np.asarray(im.crop((2, 2, 226, 226)).convert("L"), dtype=np.float32)
+    top_left = torch.from_numpy(gray.copy()).flatten()
     expected = (r.original[0, 0] * 255).round().repeat_interleave(8, 0).repeat_interleave(8, 1).flatten()
     assert (top_left - expected).abs().max() <= 1
 
