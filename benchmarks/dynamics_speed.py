@@ -21,8 +21,8 @@ import torch
 import kangae
 from kangae.data import BatchLoader, load_dataset
 from kangae.models import create_model
-from kangae.train import Trainer
-from kangae.train.snapshots import Snapshots
+from kangae.training import Trainer
+from kangae.training.snapshots import Snapshots
 
 EPOCHS = 2
 
@@ -60,7 +60,7 @@ def main() -> None:
 
 def umap_frames(run_dir: str) -> None:
     from kangae.probes.embeddings import embed_epochs
-    from kangae.train.snapshots import read_snapshot, read_subset, snapshot_epochs
+    from kangae.training.snapshots import read_snapshot, read_subset, snapshot_epochs
 
     subset, _ = read_subset(run_dir)
     last = read_snapshot(run_dir, snapshot_epochs(run_dir)[-1])

@@ -26,7 +26,7 @@ import kangae
 from kangae.data import BatchLoader, load_dataset
 from kangae.models import create_model
 from kangae.models.checkpoint import ModelMeta
-from kangae.train import Checkpointer, MetricsLog, TensorBoardLogger, Trainer
+from kangae.training import Checkpointer, MetricsLog, TensorBoardLogger, Trainer
 
 THROUGHPUT_EPOCHS = 2  # the one-time TensorBoard graph trace is part of the trainer's time
 

@@ -11,7 +11,7 @@ from PIL import Image
 import kangae
 from kangae.cli import cli
 from kangae.errors import KangaeError
-from kangae.train.adversarial import perturb
+from kangae.training.adversarial import perturb
 
 
 def run(*args):
@@ -163,7 +163,7 @@ def test_prototype_comparison_writes_both_models_and_their_numbers(small_run, bl
 
 
 def test_a_run_from_before_the_check_resumes_without_one(blob_data, tmp_path):
-    from kangae.train import Callback
+    from kangae.training import Callback
 
     class StopAfterFirstEpoch(Callback):
         def on_epoch_end(self, trainer, logs):

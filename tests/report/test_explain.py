@@ -90,7 +90,7 @@ def test_bench_carries_every_metric_and_counts_degenerate_maps(mlp_run, tmp_path
 
     from kangae.probes import registry
     from kangae.report.explain import explain_bench
-    from kangae.train.run import load
+    from kangae.training.run import load
 
     @registry.register_explainer("blank-test", gradient=False, description="all zero")
     def _blank(model, x, t, ctx, **_):
@@ -147,7 +147,7 @@ def test_explain_says_why_a_mask_did_not_move(mlp_run, tmp_path):
     import torch
 
     from kangae.report.explain import test_images
-    from kangae.train.run import load
+    from kangae.training.run import load
 
     run = load(mlp_run)
     x, _ = test_images(run, 2)

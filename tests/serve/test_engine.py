@@ -16,7 +16,7 @@ from torch import nn
 
 from kangae.serve.app import create_app
 from kangae.serve.engine import Engine
-from kangae.train.run import load
+from kangae.training.run import load
 
 
 class StandIn(nn.Module):

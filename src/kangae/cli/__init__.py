@@ -52,7 +52,7 @@ class _Group(click.Group):
         super().add_command(_with_threads(cmd) if not isinstance(cmd, click.Group) else cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
-        from ..train.trainer import TrainingInterrupted
+        from ..training.trainer import TrainingInterrupted
 
         warnings.showwarning = _warn
         try:

@@ -42,7 +42,7 @@ def layers(run_dir: str | None, model_name: str | None) -> None:
     """Layer names (for probes), output shapes and parameter counts."""
     from ..models.layers import describe_layers
     from ..models.zoo import create_model
-    from ..train.run import load
+    from ..training.run import load
 
     if bool(run_dir) == bool(model_name):
         raise click.UsageError("give a RUN_DIR or --model NAME (one of them)")

@@ -20,7 +20,7 @@ from ._options import data_dir_option, device_option, seed_option, table
 def eval_cmd(run_dir: str, dataset: str | None, split: str, as_json: bool, device: str,
              data_dir: str | None) -> None:
     """Accuracy and per-class accuracy of a trained run."""
-    from ..train.run import load
+    from ..training.run import load
 
     run = load(run_dir, device=device)
     res = run.evaluate(split=split, dataset=dataset, data_dir=data_dir)
@@ -43,7 +43,7 @@ def eval_cmd(run_dir: str, dataset: str | None, split: str, as_json: bool, devic
 def confusion_cmd(run_dir: str, split: str, out: str | None, top_pairs: int, data_dir: str | None) -> None:
     """Curves, the confusion matrix, and the most confused pairs with their images."""
     from ..report.diagnostics import write_confusion
-    from ..train.run import load
+    from ..training.run import load
 
     run = load(run_dir)
     out_dir = Path(out) if out else run.path / "confusion"
@@ -68,7 +68,7 @@ def calibrate(run_dir: str, split: str, bins: int, out: str | None, seed: int,
               data_dir: str | None) -> None:
     """Is confidence honest? ECE, MCE, NLL, Brier; temperature scaling before and after."""
     from ..report.diagnostics import write_calibration
-    from ..train.run import load
+    from ..training.run import load
 
     run = load(run_dir)
     out_dir = Path(out) if out else run.path / "calibration"
@@ -96,7 +96,7 @@ def dynamics(run_dir: str, layer: str | None, out: str | None, compare: bool, ne
              seed: int) -> None:
     """UMAP of a hidden layer after every epoch, aligned and animated, with metrics."""
     from ..report.dynamics import write_dynamics
-    from ..train.run import load
+    from ..training.run import load
 
     run = load(run_dir)
     out_dir = Path(out) if out else run.path / "dynamics"

@@ -54,7 +54,7 @@ def explain(ctx: click.Context, run_dir: str, images: tuple[str, ...], method: s
     from ..data.preprocess import load_pictures
     from ..errors import KangaeError
     from ..report.explain import parse_target, test_images, write_explanations
-    from ..train.run import load
+    from ..training.run import load
 
     if not images and n_test is None:
         raise click.UsageError("give image files, or --test N to explain test images")
@@ -132,7 +132,7 @@ def explain_bench(run_dir: str, methods: str, n: int, n_pointing: int, n_sanity:
     """Is each explanation true? Deletion/insertion AUC, ROAD, infidelity, max-sensitivity,
     cascading randomization, the random-logit test, sparseness, complexity and the pointing game."""
     from ..report.explain import explain_bench as bench
-    from ..train.run import load
+    from ..training.run import load
 
     run = load(run_dir, device=device)
     clut = load(cluttered_run, device=device) if cluttered_run else None

@@ -50,7 +50,7 @@ def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, re
     from ..errors import KangaeError
     from ..report.attacks import write_fool
     from ..report.ideas import parse_targets
-    from ..train.run import load
+    from ..training.run import load
 
     if restarts > 1 and attack != "pgd":
         raise click.BadParameter("restarts are for --attack pgd", param_hint="--restarts")

@@ -55,7 +55,7 @@ def ideas(ctx: click.Context, run_dir: str, method: str, targets: str, out: str 
           data_dir: str | None) -> None:
     """What the model thinks each class (or channel) looks like, verified."""
     from ..report.ideas import format_table, write_ideas
-    from ..train.run import load
+    from ..training.run import load
 
     refuse_inapplicable(ctx, method, APPLIES)
     level_values = tuple(numbers(levels, "--levels", low=0, high=1, what="levels"))

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import KangaeError
-from ..train.run import OPTIMIZERS, SCHEDULES
+from ..training.run import OPTIMIZERS, SCHEDULES
 from ._options import at_least, data_dir_option, device_option, seed_option
 
 
@@ -51,8 +51,8 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
     """Train a zoo model; the run folder is also a TensorBoard logdir."""
     from ..data.registry import get_spec
     from ..models.zoo import DEFAULT_MODEL, get_entry
-    from ..train.callbacks import kept_epoch
-    from ..train.run import train as run_train
+    from ..training.callbacks import kept_epoch
+    from ..training.run import train as run_train
 
     model_name = model_name or DEFAULT_MODEL
     get_entry(model_name)

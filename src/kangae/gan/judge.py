@@ -28,7 +28,7 @@ from torch import nn
 from ..data import ImageSet, load_dataset
 from ..errors import KangaeError, RunError
 from ..models.layers import capture, eval_mode, get_layer
-from ..train.snapshots import default_layer
+from ..training.snapshots import default_layer
 from ..utils.device import module_device
 from .frechet import GaussianStats, frechet_from_stats, gaussian_stats
 
@@ -138,7 +138,7 @@ def judge_classifier(dataset: str = "mnist", classifier: str | os.PathLike | Non
     The cached run is trained in a temporary folder renamed into place, so a killed process
     never leaves half a judge; a cache trained on other data files is retrained.
     """
-    from ..train.run import load, train
+    from ..training.run import load, train
 
     if classifier is not None:
         run = load(classifier, device=device)

@@ -26,9 +26,16 @@ from .. import __version__
 from ..data import BatchLoader, load_dataset
 from ..errors import KangaeError, RunError, UnknownNameError
 from ..models.checkpoint import MODEL_FILE, ModelMeta, read_meta
-from ..train.callbacks import Callback, Checkpointer, MetricsLog, ProgressBar, TensorBoardLogger, read_metrics
-from ..train.folders import restore, start_or_resume
-from ..train.run import find_checkpoint, run_folder_and_config
+from ..training.callbacks import (
+    Callback,
+    Checkpointer,
+    MetricsLog,
+    ProgressBar,
+    TensorBoardLogger,
+    read_metrics,
+)
+from ..training.folders import restore, start_or_resume
+from ..training.run import find_checkpoint, run_folder_and_config
 from ..utils.atomic import write_json
 from ..utils.device import pick_device
 from .judge import Judge, judge_classifier
@@ -172,7 +179,7 @@ def train_gan(dataset: str = "mnist", *, out: str | os.PathLike | None = None, e
               data_dir: str | os.PathLike | None = None,
               resume: bool = False, progress: bool = True, tensorboard: bool = True, echo: bool = True,
               callbacks: Sequence[Callback] = ()) -> GANRun:
-    """Train the post's DCGAN with kangae's :class:`~kangae.train.Trainer` and judge it every epoch.
+    """Train the post's DCGAN with kangae's :class:`~kangae.training.Trainer` and judge it every epoch.
 
     Unset options default to the seed (``arch="seed"``, ``z_dim=100``) and to Radford et al.'s
     recipe (Adam, lr 2e-4, beta1 0.5) with batches of 128. ``limit`` trains on a stratified

@@ -1,4 +1,4 @@
-"""The GAN step plugged into kangae's :class:`~kangae.train.Trainer`, and the callbacks that
+"""The GAN step plugged into kangae's :class:`~kangae.training.Trainer`, and the callbacks that
 sample, judge and animate a GAN run (the post's ``Solver`` with callbacks).
 
 One Adam optimizer holds two parameter groups (generator, discriminator), so the trainer's
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ..train.callbacks import Callback
-from ..train.trainer import Trainer
+from ..training.callbacks import Callback
+from ..training.trainer import Trainer
 from ..utils.atomic import atomic_path, write_json
 from .models import GAN
 

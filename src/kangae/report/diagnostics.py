@@ -10,7 +10,7 @@ from ..probes._model import logits_of
 from ..probes.calibration import CalibrationResult, calibration, temperature_scaling
 from ..probes.confusion import confusion
 from ..render.plots import plot_confused_pairs, plot_confusion, plot_curves, plot_reliability
-from ..train.run import Run
+from ..training.run import Run
 from ..utils.atomic import write_json
 
 

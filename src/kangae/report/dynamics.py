@@ -9,8 +9,8 @@ from typing import Any
 from ..errors import KangaeError
 from ..probes.embeddings import embed_epochs, warm_up
 from ..render.embedding import plot_dynamics_metrics, save_embedding_animation
-from ..train.run import Run
-from ..train.snapshots import read_snapshot, read_subset, snapshot_epochs
+from ..training.run import Run
+from ..training.snapshots import read_snapshot, read_subset, snapshot_epochs
 from ..utils.atomic import write_json
 
 

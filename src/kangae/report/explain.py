@@ -118,7 +118,7 @@ def _mean_se(values: torch.Tensor) -> tuple[float, float]:
 def cluttered_model(data_dir: str | None = None, progress: bool = False) -> Any:
     """The small cluttered-MNIST classifier the pointing game needs: loaded from the cache,
     or trained once (about a minute on 2 cores) and moved into the cache in one rename."""
-    from ..train.run import load, train
+    from ..training.run import load, train
 
     final = cache_root() / "models" / CLUTTERED_MODEL
     if (final / "checkpoints" / "latest.json").is_file():

@@ -105,7 +105,7 @@ class Tour:
 
     def trained(self, name: str, model: str, epochs: int | None, **kwargs: Any) -> Any:
         """The classifier run ``name`` (see :meth:`resumable`), kept for the other steps."""
-        from ..train.run import load, train
+        from ..training.run import load, train
 
         if name not in self.runs:
             self.runs[name] = self.resumable(

@@ -286,7 +286,7 @@ def app_for(folder: str | os.PathLike, *, workers: int = 2, ideas_method: str = 
             allowed_hosts: list[str] | None = None, **engine_options: Any) -> FastAPI:
     """Load a run or tour folder (see :mod:`kangae.serve.source`) and build its app;
     ``engine_options`` (``max_batch``, ``max_pending``, ``max_wait``, ...) go to :class:`Engine`."""
-    from ..train.run import load
+    from ..training.run import load
     from .source import load_prototypes, resolve
 
     run_path, protos_path = resolve(folder)

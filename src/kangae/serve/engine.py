@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import UnknownNameError
 from ..probes._model import input_shape_of
-from ..train.run import Run
+from ..training.run import Run
 from .batcher import Busy, MicroBatcher, run_by
 from .inputs import BadInput, Seen
 

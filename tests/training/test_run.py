@@ -10,7 +10,7 @@ import torch
 
 import kangae
 from kangae.errors import KangaeError, RunError
-from kangae.train import Callback, TrainingInterrupted, find_checkpoint
+from kangae.training import Callback, TrainingInterrupted, find_checkpoint
 
 FAST = dict(model="cnn", epochs=3, batch_size=64, lr=2e-3, progress=False)
 

@@ -6,8 +6,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from kangae.models.checkpoint import MODEL_FILE, ModelMeta, read_meta, read_training_state
-from kangae.train.adversarial import AdversarialTrainer, settings
-from kangae.train.callbacks import Callback, Checkpointer
+from kangae.training.adversarial import AdversarialTrainer, settings
+from kangae.training.callbacks import Callback, Checkpointer
 
 
 class ThresholdModel(nn.Module):

@@ -4,8 +4,8 @@ import json
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import kangae
-from kangae.train import ProgressBar
-from kangae.train.callbacks import read_metrics
+from kangae.training import ProgressBar
+from kangae.training.callbacks import read_metrics
 
 
 def test_tensorboard_gets_scalars_histograms_and_the_graph(blob_data, tmp_path):
@@ -34,7 +34,7 @@ def test_read_metrics_skips_a_line_cut_short(tmp_path):
 
 
 def test_kept_epoch_is_the_last_unless_an_early_stop_rolled_back():
-    from kangae.train.callbacks import kept_epoch
+    from kangae.training.callbacks import kept_epoch
 
     assert kept_epoch([]) == 0
     assert kept_epoch([{"epoch": 1}, {"epoch": 2}]) == 2

@@ -7,7 +7,7 @@
       metrics.jsonl        one line per epoch
       events.out.tfevents.*
       checkpoints/latest.json, checkpoints/epoch-NNNN/ (model + training state)
-      snapshots/           hidden-layer features per epoch (see ``train.snapshots``)
+      snapshots/           hidden-layer features per epoch (see ``training.snapshots``)
 """
 
 from __future__ import annotations
@@ -277,7 +277,7 @@ def train(model: str = DEFAULT_MODEL, dataset: str = "mnist", *,
     at epoch 0 and after every epoch, for ``kangae dynamics``.
     Under ``torchrun`` each process trains on its share of every batch (DDP; gloo on CPU).
     ``adversarial="fgsm-rs"`` or ``"pgd"`` with ``eps`` trains on L-infinity perturbed
-    batches (``train.adversarial``; ``adversarial_options``: alpha, steps, warmup_epochs,
+    batches (``training.adversarial``; ``adversarial_options``: alpha, steps, warmup_epochs,
     check_images, check_drop).
     """
     asked = RunConfig.build(model, dataset, seed=seed, limit=limit, model_args=model_args,

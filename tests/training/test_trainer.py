@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from kangae.data import BatchLoader, load_dataset
 from kangae.models import create_model
-from kangae.train import Callback, Trainer, TrainingInterrupted, evaluate
+from kangae.training import Callback, Trainer, TrainingInterrupted, evaluate
 
 
 class Recorder(Callback):

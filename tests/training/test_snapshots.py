@@ -7,8 +7,8 @@ import torch
 import kangae
 from kangae.errors import UnknownNameError
 from kangae.models import create_model
-from kangae.train import Callback, TrainingInterrupted
-from kangae.train.snapshots import default_layer, read_snapshot, read_subset, snapshot_epochs
+from kangae.training import Callback, TrainingInterrupted
+from kangae.training.snapshots import default_layer, read_snapshot, read_subset, snapshot_epochs
 
 
 def test_snapshots_exist_for_epoch_0_to_n_with_a_fixed_stratified_subset(blob_data, tmp_path):
@@ -23,7 +23,7 @@ def test_snapshots_exist_for_epoch_0_to_n_with_a_fixed_stratified_subset(blob_da
     assert last["test"].shape == (200, 24)
     assert not torch.equal(first["train"], last["train"])  # training moved the features
     # the last snapshot is the final model's `hidden` output on the recorded images
-    from kangae.train.snapshots import layer_features
+    from kangae.training.snapshots import layer_features
     again = layer_features(run.model, "hidden", subset["test_images"]).half()
     assert torch.allclose(again.float(), last["test"].float(), atol=1e-2)
     projector = (tmp_path / "r" / "projector_config.pbtxt").read_text()
