@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import ImageSet, load_dataset
-from ..errors import KangaeError, RunError
+from ..errors import KangaeError
 from ..models.layers import capture, eval_mode, get_layer
 from ..training.snapshots import default_layer
 from ..utils.device import module_device
@@ -146,32 +145,20 @@ def judge_classifier(dataset: str = "mnist", classifier: str | os.PathLike | Non
             raise KangaeError(f"classifier {classifier} was trained on '{run.meta.dataset}', "
                               f"not on '{dataset}'")
         return run.model, Path(run.path)
+    from ..training.folders import cached_run
+
     folder = _cache_dir(dataset)
     source = load_dataset(dataset, "train", data_dir=data_dir).source
-    if folder.is_dir():
-        try:
-            run = load(folder, device=device)
-            if run.config.get("train_source") == source:
-                return run.model, folder
-        except (RunError, KangaeError):
-            pass  # unreadable cache: train again
-    if progress:
-        print(f"training the judge classifier ({JUDGE_MODEL}, {JUDGE_EPOCHS} epochs on {dataset}) "
-              f"once, into {folder}", flush=True)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile
 
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    try:
-        train(JUDGE_MODEL, dataset, out=tmp, epochs=JUDGE_EPOCHS, data_dir=data_dir, progress=progress,
+    def train_judge(out: Path) -> None:
+        if progress:
+            print(f"training the judge classifier ({JUDGE_MODEL}, {JUDGE_EPOCHS} epochs on {dataset}) "
+                  f"once, into {folder}", flush=True)
+        train(JUDGE_MODEL, dataset, out=out, epochs=JUDGE_EPOCHS, data_dir=data_dir, progress=progress,
               tensorboard=False, snapshots=False, device=device)
-        old = folder.parent / f".{folder.name}.old.tmp"
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    # a cache trained on other data files is trained again
+    cached_run(folder, train_judge, lambda f: load(f).config.get("train_source") == source)
     return load(folder, device=device).model, folder
 
 

@@ -22,14 +22,10 @@ Two methods, both batched (N images, and A areas, optimize as one tensor):
   logit margin (TorchRay's ``contrastive_reward``); several areas are solved in one call.
   TorchRay's defaults at 224 px (parameters every 7 px, sigma 21, area weight 300 growing
   to ~16x) give masks far coarser than a 2-px pen stroke; at 28x28 kangae uses one
-  parameter per pixel, sigma 0.5 and weight 100 (on 16 MNIST test digits deleting 10% of
-  pixels brought the fast-cnn's p from 100% to 0.2% on average, against 2.6% with
-  parameters every 2 px and sigma 1). The ranking loss takes a top-K rather than a sort,
-  and tied mask values share its gradient evenly: a sort handed the ties of the 0.5 start
-  to whichever pixels it happened to order last (rows 7-13 at 28 px), and on 64 MNIST
-  test digits (fast-cnn, 1 epoch, 300 steps) the even share brought the deletion AUC from
-  0.184 to 0.150 and p after keeping 5% from 92% to 98%. Upsampling and blur are two fixed
-  matrix products, jitter a gather.
+  parameter per pixel, sigma 0.5 and weight 100. The ranking loss takes a top-K rather than
+  a sort, and tied mask values share its gradient evenly (a sort hands the ties of the 0.5
+  start to whichever pixels it orders last). Upsampling and blur are two fixed matrix
+  products, jitter a gather. The measurements behind these choices are in docs/explain.md.
 """
 
 from __future__ import annotations

@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -118,24 +116,13 @@ def _mean_se(values: torch.Tensor) -> tuple[float, float]:
 def cluttered_model(data_dir: str | None = None, progress: bool = False) -> Any:
     """The small cluttered-MNIST classifier the pointing game needs: loaded from the cache,
     or trained once (about a minute on 2 cores) and moved into the cache in one rename."""
+    from ..training.folders import cached_run
     from ..training.run import load, train
 
-    final = cache_root() / "models" / CLUTTERED_MODEL
-    if (final / "checkpoints" / "latest.json").is_file():
-        return load(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{CLUTTERED_MODEL}.", suffix=".tmp"))
-    try:
-        train("global-cnn", "cluttered-mnist", out=tmp / "run", data_dir=data_dir, progress=progress,
-              tensorboard=False, snapshots=False, device="cpu")
-        try:
-            os.replace(tmp / "run", final)
-        except OSError:  # another process finished first: use theirs
-            if not (final / "checkpoints" / "latest.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return load(final)
+    folder = cached_run(cache_root() / "models" / CLUTTERED_MODEL, lambda out: train(
+        "global-cnn", "cluttered-mnist", out=out, data_dir=data_dir, progress=progress,
+        tensorboard=False, snapshots=False, device="cpu"))
+    return load(folder)
 
 
 def _explainer(method: str, options: dict[str, Any]) -> Callable[..., torch.Tensor]:

@@ -128,7 +128,7 @@ class AdversarialTrainer(Trainer):
 
         Under DDP each process attacks its share and the counts are summed, so every process
         reads the same number and takes the same decision to stop."""
-        from ..probes.attacks import pgd
+        from ..probes import pgd
 
         assert self.check is not None
         x, y = self.check

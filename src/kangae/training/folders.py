@@ -4,6 +4,9 @@ to train over an existing run), or reopen one to resume from its newest checkpoi
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,3 +45,35 @@ def restore(trainer: Any, checkpoint: Path, load_weights: Callable[[Path], None]
     if state is None:
         raise RunError(f"{checkpoint}: holds weights but no training state to resume from")
     trainer.load_training_state(state)
+
+
+def cached_run(folder: Path, train_into: Callable[[Path], object],
+               is_current: Callable[[Path], bool] = lambda folder: True) -> Path:
+    """A run kept in the cache (a judge, the pointing game's model): ``folder`` when it holds
+    a finished run that ``is_current`` accepts, else trained once by ``train_into(path)`` in a
+    temporary folder beside it and renamed into place, so a killed process never leaves half
+    a run. When another process finished first, its run is used."""
+    finished = lambda: (folder / "checkpoints" / "latest.json").is_file()  # noqa: E731
+    if finished():
+        try:
+            if is_current(folder):
+                return folder
+        except KangaeError:
+            pass  # unreadable: train again
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    old = folder.parent / f".{folder.name}.old.tmp"
+    try:
+        train_into(tmp / "run")
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        try:
+            os.replace(tmp / "run", folder)
+        except OSError:  # another process finished first: use theirs
+            if not finished():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
