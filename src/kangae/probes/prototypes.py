@@ -32,6 +32,7 @@ forward is much cheaper than many small ones.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -293,10 +294,41 @@ class _Events:
         return torch.stack(out)
 
 
+@dataclass
+class _Chains:
+    """The chains still in a pass, copied out of the batch once (and again only when some
+    finish): ``ids`` (m,) into the batch; ``images`` (m, D); ``scores`` (m,); ``targets``
+    (m,); ``first_layer`` (m, P) or None; ``ptr`` (m,) the next proposal of each chain;
+    ``window`` (m,) how many proposals it scores a round; ``predicted`` (m, L + 1) the
+    predicted level of each proposal (-1: reject; column L absorbs masked writes);
+    ``changed`` (m,); and for mc the chains' own proposals ``pixels`` (m, L) and ``values``
+    (m, L, V)."""
+
+    ids: torch.Tensor
+    images: torch.Tensor
+    scores: torch.Tensor
+    targets: torch.Tensor
+    first_layer: torch.Tensor | None
+    ptr: torch.Tensor
+    window: torch.Tensor
+    predicted: torch.Tensor
+    changed: torch.Tensor
+    pixels: torch.Tensor | None
+    values: torch.Tensor | None
+
+    def keep(self, rows: torch.Tensor) -> _Chains:
+        return _Chains(*(None if t is None else t[rows] for t in (
+            self.ids, self.images, self.scores, self.targets, self.first_layer, self.ptr, self.window,
+            self.predicted, self.changed, self.pixels, self.values)))
+
+
 def _run_pass(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: torch.Tensor,
               targets: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor,
               active: torch.Tensor, events: _Events, offset: int, max_window: int) -> torch.Tensor:
     """One pass over each active chain's proposal sequence; returns which chains changed.
+
+    ``x`` (N, D) images, ``pre`` (N, P) their first-layer outputs or None, ``s`` (N,) their
+    scores, ``pixels`` (N, L) and ``values`` (N, L, V) each chain's proposals in order.
 
     Each round scores a window of proposals per chain, each on top of the image that the
     *predicted* decisions before it make (a decision predicted in an earlier round, or
@@ -304,7 +336,6 @@ def _run_pass(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: tor
     differs from its prediction, every prediction was right, so those decisions are
     exactly the sequential ones and are all applied at once, the first wrong one with its
     true decision; the decisions after it become the next round's predictions.
-    The chains of the pass are copied out once, and again only when some finish.
     """
     n_all, length = pixels.shape
     dev = x.device
@@ -314,69 +345,66 @@ def _run_pass(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: tor
     ids = active.nonzero().squeeze(1)
     if len(ids) == 0:
         return changed_all
-    xs, ss, ts = x[ids], s[ids], targets[ids]
-    ps = None if pre is None else pre[ids]
-    pix_all, val_all = (None, None) if sweep else (pixels[ids], values[ids])
-    levels = values[0, 0]
     m = len(ids)
-    ptr = torch.zeros(m, dtype=torch.long, device=dev)
-    changed = torch.zeros(m, dtype=torch.bool, device=dev)
-    win = torch.full((m,), min(_MIN_WINDOW, max_window), dtype=torch.long, device=dev)
-    # predicted level of each proposal (-1: reject); column `length` absorbs masked writes
-    pred = torch.full((m, length + 1), -1, dtype=torch.long, device=dev)
+    ch = _Chains(ids, x[ids], s[ids], targets[ids], None if pre is None else pre[ids],
+                 ptr=torch.zeros(m, dtype=torch.long, device=dev),
+                 window=torch.full((m,), min(_MIN_WINDOW, max_window), dtype=torch.long, device=dev),
+                 predicted=torch.full((m, length + 1), -1, dtype=torch.long, device=dev),
+                 changed=torch.zeros(m, dtype=torch.bool, device=dev),
+                 pixels=None if sweep else pixels[ids], values=None if sweep else values[ids])
+    levels = values[0, 0]
     per_row = (scorer.width if scorer.incremental else scorer.dim) * 8
     span_all = torch.arange(max(max_window, 1), device=dev)
     neg = torch.full((1, 1), -1, dtype=torch.long, device=dev)
 
     def store() -> None:
-        x[ids], s[ids] = xs, ss
+        x[ch.ids], s[ch.ids] = ch.images, ch.scores
         if pre is not None:
-            pre[ids] = ps
-        changed_all[ids] |= changed
+            pre[ch.ids] = ch.first_layer
+        changed_all[ch.ids] |= ch.changed
 
     while True:
-        live = ptr < length
+        live = ch.ptr < length
         if not bool(live.all()):  # some chains finished the pass: store them, drop them
             store()
-            keep = live.nonzero().squeeze(1)
-            if len(keep) == 0:
+            rows = live.nonzero().squeeze(1)
+            if len(rows) == 0:
                 return changed_all
-            ids, xs, ss, ts, ptr, win, pred, changed = (t[keep] for t in (ids, xs, ss, ts, ptr, win,
-                                                                          pred, changed))
-            ps = None if ps is None else ps[keep]
-            if not sweep:
-                pix_all, val_all = pix_all[keep], val_all[keep]
-            m = len(ids)
+            ch = ch.keep(rows)
+        m = len(ch.ids)
         cap = max(1, min(max_window, _BATCH_BYTES // (per_row * m)))
-        k = min(cap, int((win.sum() + m - 1) // m))  # the mean window: few wasted rows
-        span = span_all[:k]
-        at = ptr[:, None] + span  # proposal index of each window position
-        valid = (at < length) & (span < win[:, None])
+        k = min(cap, int((ch.window.sum() + m - 1) // m))  # the mean window: few wasted rows
+        span = span_all[:k]  # (k,) positions in the window
+        at = ch.ptr[:, None] + span  # (m, k) proposal index of each window position
+        valid = (at < length) & (span < ch.window[:, None])
         slot = torch.where(valid, at, length)
-        guess = pred.gather(1, slot)  # -1 outside the window too
+        guess = ch.predicted.gather(1, slot)  # (m, k) predicted level, -1 outside the window too
         if sweep:  # greedy: proposal g is pixel g with the same levels everywhere
-            pix = at.clamp(max=length - 1)
-            vals = levels.expand(m, k, len(levels))
-            pv = levels[guess.clamp(min=0)]
-            ahead = xs.gather(1, pix)  # distinct pixels: nothing before k touches pixel k
+            pix = at.clamp(max=length - 1)  # (m, k)
+            vals = levels.expand(m, k, len(levels))  # (m, k, V)
+            guessed_value = levels[guess.clamp(min=0)]  # (m, k)
+            ahead = ch.images.gather(1, pix)  # distinct pixels: nothing before k touches pixel k
         else:
             at_c = at.clamp(max=length - 1)
-            pix = pix_all.gather(1, at_c)
-            vals = val_all.gather(1, at_c[..., None].expand(-1, -1, val_all.shape[2]))
-            pv = vals.gather(2, guess.clamp(min=0)[..., None]).squeeze(2)
+            pix = ch.pixels.gather(1, at_c)
+            vals = ch.values.gather(1, at_c[..., None].expand(-1, -1, ch.values.shape[2]))
+            guessed_value = vals.gather(2, guess.clamp(min=0)[..., None]).squeeze(2)
             same = (pix[:, :, None] == pix[:, None, :]) & (guess >= 0)[:, None, :] & \
                 (span[None, :, None] > span[None, None, :])
             prev = torch.where(same, span, -1).amax(2)
-            ahead = torch.where(prev >= 0, pv.gather(1, prev.clamp(min=0)), xs.gather(1, pix))
-        delta = torch.where(guess >= 0, pv - ahead, 0)
+            ahead = torch.where(prev >= 0, guessed_value.gather(1, prev.clamp(min=0)),
+                                ch.images.gather(1, pix))
+        # ahead (m, k): the pixel's value once the predicted changes before it are made
+        delta = torch.where(guess >= 0, guessed_value - ahead, 0)
         guess = guess.masked_fill_(delta == 0, -1)  # a "change" to the current value is none
         todo = (vals != ahead[..., None]) & valid[..., None]
-        best, level = scorer.window(xs, ps, ts, pix, vals, ahead, pv, delta, todo)
+        best, level = scorer.window(ch.images, ch.first_layer, ch.targets, pix, vals, ahead,
+                                    guessed_value, delta, todo)
         # the threshold at k: the score after the last predicted change before k (which,
         # up to the first wrong prediction, is the decision taken there: its best score)
         upto = torch.where(guess >= 0, span, -1).cummax(1).values
         before = torch.cat([neg.expand(m, 1), upto[:, :-1]], 1)
-        base = torch.where(before >= 0, best.gather(1, before.clamp(min=0)), ss[:, None])
+        base = torch.where(before >= 0, best.gather(1, before.clamp(min=0)), ch.scores[:, None])
         decision = level.masked_fill_(best <= base + _tol(base), -1)
         wrong = valid & (decision != guess)
         any_wrong = wrong.any(1)
@@ -384,10 +412,10 @@ def _run_pass(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: tor
         settled = span < done[:, None]
         accept = settled & (decision >= 0)
         # later decisions were made on a wrong prefix: they are the next round's predictions
-        pred.scatter_(1, slot.masked_fill_(settled, length), decision)
-        ptr += done
-        win = torch.where(any_wrong, torch.maximum(3 * done, win // 2).clamp_(min=_MIN_WINDOW),
-                          2 * win).clamp_(max=max_window)
+        ch.predicted.scatter_(1, slot.masked_fill_(settled, length), decision)
+        ch.ptr += done
+        ch.window = torch.where(any_wrong, torch.maximum(3 * done, ch.window // 2).clamp_(min=_MIN_WINDOW),
+                                2 * ch.window).clamp_(max=max_window)
         if not bool(accept.any()):
             continue
         c, j = accept.nonzero(as_tuple=True)
@@ -397,12 +425,12 @@ def _run_pass(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: tor
             later = (pix[:, :, None] == pix[:, None, :]) & accept[:, None, :] & \
                 (span[None, None, :] > span[None, :, None])
             final = ~later.any(2)[c, j]
-        scorer.commit(xs, ps, c, p, v, v - ahead[c, j], final)
+        scorer.commit(ch.images, ch.first_layer, c, p, v, v - ahead[c, j], final)
         last = torch.where(accept, span, -1).amax(1, keepdim=True)
         hit = last[:, 0] >= 0
-        ss = torch.where(hit, best.gather(1, last.clamp(min=0))[:, 0], ss)
-        changed |= hit
-        events.add(offset + at[c, j] + 1, ids[c], p, v)
+        ch.scores = torch.where(hit, best.gather(1, last.clamp(min=0))[:, 0], ch.scores)
+        ch.changed |= hit
+        events.add(offset + at[c, j] + 1, ch.ids[c], p, v)
 
 
 def _initial(init: str | torch.Tensor, n: int, shape: tuple[int, ...], dtype: torch.dtype,
