@@ -39,7 +39,7 @@ class ImageSet:
         if n is None or n >= len(self):
             return self
         g = torch.Generator().manual_seed(seed)
-        if not stratified:
+        if not stratified or bool((self.labels < 0).any()):  # unlabelled pictures: plain sample
             idx = torch.randperm(len(self), generator=g)[:n]
         else:
             perm = torch.randperm(len(self), generator=g)

@@ -22,6 +22,9 @@ def layer_names(model: nn.Module) -> list[str]:
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name`` (e.g. ``"block1.conv2"``); the error lists valid names."""
     modules = dict(model.named_modules())
+    prefix = getattr(model, "inner_prefix", "")  # a wrapped user model also answers to its own names
+    if name and name not in modules and prefix and prefix + name in modules:
+        return modules[prefix + name]
     if not name or name not in modules:
         raise UnknownNameError("layer", name, layer_names(model))
     return modules[name]

@@ -27,7 +27,11 @@ from torch import nn
 from .. import __version__
 from ..data import BatchLoader, ImageSet, load_dataset
 from ..errors import KangaeError, RunError
+from ..data.pictures import PictureError
+from ..data.registry import DATASETS
+from ..models.card import ModelCard
 from ..models.checkpoint import ModelMeta, read_checkpoint
+from ..models.open import open_net
 from ..models.layers import eval_mode
 from ..models.zoo import DEFAULT_MODEL, Recipe, check_model_arguments, create_model, get_entry
 from ..utils.atomic import write_json
@@ -83,6 +87,9 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: str = ""  # why training stopped early (empty when it ran every epoch)
+    card: ModelCard | None = None  # what the model expects (kangae runs: from the checkpoint)
+    images: ImageSet | None = None  # the user's pictures (``--images``), used instead of a dataset
+    image_errors: list[PictureError] = field(default_factory=list)  # the pictures that were left out
 
     @property
     def classes(self) -> list[str]:
@@ -93,6 +100,12 @@ class Run:
         return module_device(self.model)
 
     def dataset(self, split: str = "test", data_dir: str | os.PathLike | None = None) -> ImageSet:
+        """The user's ``images`` when given, else the split of the dataset the model knows."""
+        if self.images is not None:
+            return self.images
+        if not self.meta.dataset:
+            raise KangaeError(f"{self.meta.model}: the model card names no dataset kangae can load; "
+                              "give pictures with --images FOLDER")
         return load_dataset(self.meta.dataset, split, data_dir=data_dir)
 
     def evaluate(self, split: str = "test", dataset: str | None = None,
@@ -136,7 +149,49 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
     kept = kept_epoch(history)
     stopped = (f"stopped early after epoch {len(history)}; weights of epoch {kept}"
                if kept < len(history) else "")
-    return Run(path=run_dir, model=model, meta=meta, config=config, history=history, stopped=stopped)
+    model.input_shape = tuple(meta.input_shape)
+    return Run(path=run_dir, model=model, meta=meta, config=config, history=history, stopped=stopped,
+               card=card_of_meta(meta))
+
+
+def card_of_meta(meta: ModelMeta) -> ModelCard:
+    """A kangae checkpoint's card: its models normalize themselves; digits are preprocessed as MNIST."""
+    c, h, w = meta.input_shape
+    digits = c == 1 and (h, w) == (28, 28)
+    return ModelCard(channels=c, size=(h, w), normalizes_itself=True, classes=tuple(meta.classes),
+                     dataset=meta.dataset, name=meta.model, preprocess="mnist" if digits else "stretch",
+                     source="run")
+
+
+def open_model(spec: str | os.PathLike, *, weights: str | os.PathLike | None = None,
+               card: ModelCard | str | os.PathLike | dict[str, Any] | None = None,
+               device: str | torch.device = "cpu", images: str | os.PathLike | None = None,
+               out_root: str | os.PathLike = "kangae-out") -> Run:
+    """Open any image classifier named by ``spec`` (see :mod:`kangae.models.open`): a kangae run,
+    a zoo name or factory with ``weights``, TorchScript, ``.pt2``, ONNX, ``torchvision:NAME`` or
+    ``timm:NAME``. ``images`` is a folder of the user's pictures (see
+    :func:`kangae.data.folder.read_image_folder`). Runs that kangae did not train write their
+    outputs under ``out_root/<name>``."""
+    from ..data.folder import read_image_folder
+
+    path = Path(spec)
+    if path.is_dir() and ((path / "model.json").is_file() or (path / "checkpoints").is_dir()):
+        if weights is not None or card is not None:
+            raise RunError(f"{spec}: a kangae run carries its own weights and card; "
+                           "--weights and --card are for other models")
+        run = load(path, device=device)
+    else:
+        model, full = open_net(spec, weights=weights, card=card)
+        meta = ModelMeta(model=full.name, dataset=full.dataset if full.dataset in DATASETS else "",
+                         classes=list(full.classes or ()), input_shape=list(full.input_shape),
+                         normalization={"mean": list(full.mean), "std": list(full.std)} if full.mean else {})
+        config = {"spec": str(spec), "weights": str(weights) if weights else None, "card": full.to_dict()}
+        run = Run(path=Path(out_root) / full.name, model=model.to(pick_device(device)), meta=meta,
+                  config=config, card=full)
+    if images is not None:
+        folder = read_image_folder(images, run.card)  # type: ignore[arg-type]
+        run.images, run.image_errors = folder.images, folder.errors
+    return run
 
 
 def _optimizer(name: str, params: Any, recipe: Recipe) -> torch.optim.Optimizer:
