@@ -18,7 +18,7 @@ import torch
 
 from ..errors import DataError, KangaeError
 from ..utils.threads import apply_threads
-from ._options import as_flags, threads_option
+from ._options import SPEC_HELP, as_flags, threads_option
 
 
 def _warn(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
@@ -49,6 +49,8 @@ class _Group(click.Group):
     """Turns kangae's user-facing errors into one line on stderr and an exit code."""
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if any(p.name == "spec" for p in cmd.params) and cmd.help and SPEC_HELP not in cmd.help:
+            cmd.help = f"{cmd.help}\n\n{SPEC_HELP}"
         super().add_command(_with_threads(cmd) if not isinstance(cmd, click.Group) else cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:

@@ -110,3 +110,79 @@ def refuse_inapplicable(ctx: click.Context, method: str, applies: Mapping[str, I
         if method not in methods:
             flag = next((p.opts[0] for p in ctx.command.params if p.name == param), f"--{param}")
             raise click.UsageError(f"{flag} applies to {what} {' or '.join(methods)}, not {method}")
+
+
+SPEC_HELP = ("SPEC is a kangae run folder, a zoo name or module:factory / file.py:factory with --weights, "
+             "a TorchScript, .pt2 or .onnx file, or torchvision:NAME / timm:NAME.")
+
+
+def model_options(f: F) -> F:
+    """``--weights`` and ``--card``: what a ``SPEC`` that is not a kangae run needs."""
+    f = click.option("--card", type=click.Path(dir_okay=False), default=None,
+                     help="Model card (JSON): input size, mean/std, resize, class names. "
+                          "Default: <weights>.card.json or card.json beside the weights.")(f)
+    return click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                        help="Weights for a zoo name or factory SPEC: .safetensors or a state-dict .pt.")(f)
+
+
+def images_option(f: F) -> F:
+    return click.option("--images", "images", type=click.Path(file_okay=False), default=None,
+                        help="A folder of your pictures: one subfolder per class (labelled) or flat "
+                             "(unlabelled), resized and cropped as the model card says.")(f)
+
+
+def open_run(spec: str, weights: str | None = None, card: str | None = None, device: str = "cpu",
+             images: str | None = None) -> Any:
+    """Open ``SPEC`` for a command; every picture ``--images`` could not read is one line on stderr."""
+    from ..training.run import open_model
+
+    run = open_model(spec, weights=weights, card=card, device=device, images=images)
+    for err in run.image_errors:
+        click.echo(f"error: {err}", err=True)
+    if run.images is not None:
+        labels = run.images.labels
+        kind = (f"in {len(set(labels.tolist()))} classes" if bool((labels >= 0).all())
+                else "(no class folders: unlabelled)")
+        left = f", {len(run.image_errors)} left out" if run.image_errors else ""
+        click.echo(f"{images}: {len(labels)} pictures {kind}{left}", err=True)
+    return run
+
+
+def needs_labels(run: Any, what: str) -> None:
+    """Refuse an unlabelled ``--images`` folder for a command that compares with the truth."""
+    from ..errors import KangaeError
+
+    if run.images is not None and bool((run.images.labels < 0).any()):
+        raise KangaeError(f"{what} needs labels, and {run.images.source} has no class subfolders "
+                          "(explain, ideas and predictions work without)")
+
+
+class PictureFiles:
+    """Picture files from the command line, as float ``(C, H, W)`` images prepared for ``run``."""
+
+    def __init__(self, images: list[Any], sources: list[str], errors: list[Any], digits: list[Any]):
+        self.images, self.sources, self.errors, self.digits = images, sources, errors, digits
+
+
+def read_picture_files(run: Any, files: Iterable[str]) -> PictureFiles:
+    """Decode and prepare picture files as the run's card says (MNIST-style for digit models,
+    resize and crop for others); each bad file is one ``error:`` line and the rest go on."""
+    files = list(files)
+    if not files:
+        return PictureFiles([], [], [], [])
+    if run.card is None or run.card.preprocess == "mnist":
+        from ..data.preprocess import load_pictures
+
+        digits, errors = load_pictures(files)
+        images, sources = [p.image for p in digits], [p.source for p in digits]
+        for p in digits:
+            if p.inverted:
+                click.echo(f"{p.source}: inverted (dark ink on a light background)")
+    else:
+        from ..data.folder import prepare_pictures
+
+        batch, sources, errors = prepare_pictures(files, run.card)
+        images, digits = list(batch.float().div_(255)), []
+    for err in errors:
+        click.echo(f"error: {err}", err=True)
+    return PictureFiles(images, list(sources), list(errors), digits)

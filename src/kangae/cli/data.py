@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._options import data_dir_only_option, table
+from ._options import data_dir_only_option, model_options, open_run, table
 
 
 @click.command()
@@ -36,19 +36,23 @@ def models() -> None:
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(), required=False)
+@click.argument("spec", metavar="SPEC", required=False)
 @click.option("--model", "model_name", default=None, help="A zoo model instead of a run.")
-def layers(run_dir: str | None, model_name: str | None) -> None:
+@model_options
+def layers(spec: str | None, model_name: str | None, weights: str | None, card: str | None) -> None:
     """Layer names (for probes), output shapes and parameter counts."""
     from ..models.layers import describe_layers
     from ..models.zoo import create_model
-    from ..training.run import load
 
-    if bool(run_dir) == bool(model_name):
-        raise click.UsageError("give a RUN_DIR or --model NAME (one of them)")
-    if run_dir:
-        run = load(run_dir)
+    if bool(spec) == bool(model_name):
+        raise click.UsageError("give a SPEC or --model NAME (one of them)")
+    if spec:
+        run = open_run(spec, weights, card)
         model, shape = run.model, tuple(run.meta.input_shape)
+        if run.card is not None and run.card.source != "run":
+            said = {k: v for k, v in run.card.to_dict().items() if k != "classes" and v not in (None, "", [])}
+            click.echo(f"card: {said}; classes: {len(run.classes)}"
+                       f" (inferred: {', '.join(run.card.inferred) or 'nothing'})")
     else:
         model, shape = create_model(model_name), (1, 28, 28)
     rows = [["  " * info.depth + info.name, info.kind,

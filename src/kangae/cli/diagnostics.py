@@ -7,45 +7,60 @@ from pathlib import Path
 
 import click
 
-from ._options import data_dir_option, device_option, seed_option, table
+from ._options import (
+    data_dir_option,
+    device_option,
+    images_option,
+    model_options,
+    needs_labels,
+    open_run,
+    seed_option,
+    table,
+)
 
 
 @click.command("eval")
-@click.argument("run_dir", type=click.Path())
+@click.argument("spec", metavar="SPEC")
 @click.option("--dataset", default=None, help="Default: the dataset the model was trained on.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @device_option()
 @data_dir_option
-def eval_cmd(run_dir: str, dataset: str | None, split: str, as_json: bool, device: str,
-             data_dir: str | None) -> None:
-    """Accuracy and per-class accuracy of a trained run."""
-    from ..training.run import load
-
-    run = load(run_dir, device=device)
+@model_options
+@images_option
+def eval_cmd(spec: str, dataset: str | None, split: str, as_json: bool, device: str,
+             data_dir: str | None, weights: str | None, card: str | None, images: str | None) -> None:
+    """Accuracy and per-class accuracy of a model, on its test set or --images."""
+    run = open_run(spec, weights, card, device, images)
+    needs_labels(run, "eval")
     res = run.evaluate(split=split, dataset=dataset, data_dir=data_dir)
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return
-    click.echo(f"{run.meta.model} on {res['dataset']} {split}: accuracy {res['accuracy']:.2%} "
+    click.echo(f"{run.meta.model} on {res['dataset']} {res['split']}: accuracy {res['accuracy']:.2%} "
                f"(n={res['n']:,}, loss {res['loss']:.4f})")
-    rows = [[c, f"{a:.2%}"] for c, a in zip(res["classes"], res["per_class_accuracy"])]
-    click.echo(table(rows, ["class", "accuracy"]))
+    rows = [[c, f"{a:.2%}", f"{n:,}"] for c, a, n in zip(res["classes"], res["per_class_accuracy"],
+                                                          res["per_class_n"]) if n]
+    click.echo(table(rows, ["class", "accuracy", "n"]))
 
 
 @click.command("confusion")
-@click.argument("run_dir", type=click.Path())
+@click.argument("spec", metavar="SPEC")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Default: RUN_DIR/confusion.")
+              help="Default: SPEC/confusion for a run, kangae-out/NAME/confusion otherwise.")
 @click.option("--pairs", "top_pairs", type=click.IntRange(1, 50), default=6, show_default=True)
 @data_dir_option
-def confusion_cmd(run_dir: str, split: str, out: str | None, top_pairs: int, data_dir: str | None) -> None:
+@model_options
+@images_option
+@device_option()
+def confusion_cmd(spec: str, split: str, out: str | None, top_pairs: int, data_dir: str | None,
+                  weights: str | None, card: str | None, images: str | None, device: str) -> None:
     """Curves, the confusion matrix, and the most confused pairs with their images."""
     from ..report.diagnostics import write_confusion
-    from ..training.run import load
 
-    run = load(run_dir)
+    run = open_run(spec, weights, card, device, images)
+    needs_labels(run, "confusion")
     out_dir = Path(out) if out else run.path / "confusion"
     res = write_confusion(run, out_dir, split=split, data_dir=data_dir, top_pairs=top_pairs)
     files = ", ".join(sorted(p.name for p in out_dir.iterdir()))
@@ -57,20 +72,23 @@ def confusion_cmd(run_dir: str, split: str, out: str | None, top_pairs: int, dat
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path())
+@click.argument("spec", metavar="SPEC")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--bins", type=click.IntRange(2, 100), default=15, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Default: RUN_DIR/calibration.")
+              help="Default: SPEC/calibration for a run, kangae-out/NAME/calibration otherwise.")
 @seed_option("Which half fits T.")
 @data_dir_option
-def calibrate(run_dir: str, split: str, bins: int, out: str | None, seed: int,
-              data_dir: str | None) -> None:
+@model_options
+@images_option
+@device_option()
+def calibrate(spec: str, split: str, bins: int, out: str | None, seed: int, data_dir: str | None,
+              weights: str | None, card: str | None, images: str | None, device: str) -> None:
     """Is confidence honest? ECE, MCE, NLL, Brier; temperature scaling before and after."""
     from ..report.diagnostics import write_calibration
-    from ..training.run import load
 
-    run = load(run_dir)
+    run = open_run(spec, weights, card, device, images)
+    needs_labels(run, "calibrate")
     out_dir = Path(out) if out else run.path / "calibration"
     res = write_calibration(run, out_dir, split=split, data_dir=data_dir, bins=bins, seed=seed)
     click.echo(f"temperature T = {res['temperature']:.3f}, fitted on {res['fit_examples']:,} "

@@ -8,7 +8,17 @@ import click
 
 from ..probes.attribution import METHODS
 from ..probes.registry import explainers
-from ._options import data_dir_option, device_option, numbers, refuse_inapplicable, seed_option
+from ._options import (
+    data_dir_option,
+    device_option,
+    images_option,
+    model_options,
+    numbers,
+    open_run,
+    read_picture_files,
+    refuse_inapplicable,
+    seed_option,
+)
 
 
 def _applies() -> dict[str, tuple[str, ...]]:
@@ -21,15 +31,15 @@ def _applies() -> dict[str, tuple[str, ...]]:
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path())
-@click.argument("images", nargs=-1, type=click.Path())
+@click.argument("spec", metavar="SPEC")
+@click.argument("files", nargs=-1, type=click.Path())
 @click.option("--method", type=click.Choice(METHODS), default="mask", show_default=True)
 @click.option("--target", default="auto", show_default=True,
               help="auto (the predicted class), or a class index or name.")
 @click.option("--test", "n_test", type=click.IntRange(1, 10000), default=None,
-              help="Explain the first N test images instead of files.")
+              help="Explain the first N test images (or --images pictures) instead of files.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Default: RUN_DIR/explain-METHOD.")
+              help="Default: SPEC/explain-METHOD for a run, kangae-out/NAME/explain-METHOD otherwise.")
 @click.option("--steps", type=click.IntRange(1, 100000), default=None,
               help="Mask optimization steps (mask: 300, extremal: 300).")
 @click.option("--game", type=click.Choice(["deletion", "preservation"]), default=None,
@@ -42,21 +52,22 @@ def _applies() -> dict[str, tuple[str, ...]]:
 @seed_option()
 @device_option()
 @data_dir_option
+@model_options
+@images_option
 @click.pass_context
-def explain(ctx: click.Context, run_dir: str, images: tuple[str, ...], method: str, target: str,
+def explain(ctx: click.Context, spec: str, files: tuple[str, ...], method: str, target: str,
             n_test: int | None, out: str | None, steps: int | None, game: str | None,
             perturbation: str | None, areas: str | None, layer: str | None, n_masks: int | None,
-            seed: int, device: str, data_dir: str | None) -> None:
-    """Which pixels does the decision rest on? One panel per image (PNG/JPEG of any size:
-    preprocessed the way MNIST was made) and explanations.json."""
+            seed: int, device: str, data_dir: str | None, weights: str | None, card: str | None,
+            images: str | None) -> None:
+    """Which pixels does the decision rest on? One panel per image (PNG/JPEG of any size,
+    prepared as the model card says: MNIST-style for digit models) and explanations.json."""
     import torch
 
-    from ..data.preprocess import load_pictures
     from ..errors import KangaeError
     from ..report.explain import parse_target, test_images, write_explanations
-    from ..training.run import load
 
-    if not images and n_test is None:
+    if not files and n_test is None:
         raise click.UsageError("give image files, or --test N to explain test images")
     refuse_inapplicable(ctx, method, _applies())
     options: dict = {}
@@ -74,20 +85,12 @@ def explain(ctx: click.Context, run_dir: str, images: tuple[str, ...], method: s
             raise click.BadParameter(f"each area must lie between 0 and 1, got {areas}", param_hint="--areas")
     if layer:
         options["layer"] = layer
-    run = load(run_dir, device=device)
+    run = open_run(spec, weights, card, device, images)
     classes = run.meta.classes
     goal = parse_target(target, len(classes), classes)
-    pictures, errors = load_pictures(images) if images else ([], [])
-    for err in errors:
-        click.echo(f"error: {err}", err=True)
-    sources = [p.source for p in pictures]
-    batch = [p.image for p in pictures]
-    side = tuple(run.meta.input_shape[-2:])
-    if pictures and side != (28, 28):
-        raise KangaeError(f"{run_dir} takes {side[0]}x{side[1]} images; files are preprocessed to 28x28")
-    for p in pictures:
-        if p.inverted:
-            click.echo(f"{p.source}: inverted (dark ink on a light background)")
+    read = read_picture_files(run, files)
+    errors, sources, pictures = read.errors, list(read.sources), read.digits
+    batch = list(read.images)
     if n_test:
         x, names = test_images(run, n_test, data_dir)
         batch += list(x)
@@ -108,7 +111,7 @@ def explain(ctx: click.Context, run_dir: str, images: tuple[str, ...], method: s
 
 
 @click.command("explain-bench")
-@click.argument("run_dir", type=click.Path())
+@click.argument("spec", metavar="SPEC")
 @click.option("--methods", default=",".join(m for m in METHODS), show_default=True)
 @click.option("--n", "n", type=click.IntRange(2, 10000), default=100, show_default=True,
               help="Test images for deletion/insertion.")
@@ -122,19 +125,22 @@ def explain(ctx: click.Context, run_dir: str, images: tuple[str, ...], method: s
 @click.option("--cluttered-run", type=click.Path(), default=None,
               help="A run trained on cluttered-mnist (default: train one once and cache it).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Default: RUN_DIR/explain-bench.")
+              help="Default: SPEC/explain-bench for a run, kangae-out/NAME/explain-bench otherwise.")
 @seed_option()
 @device_option()
 @data_dir_option
-def explain_bench(run_dir: str, methods: str, n: int, n_pointing: int, n_sanity: int, n_robust: int,
+@model_options
+@images_option
+def explain_bench(spec: str, methods: str, n: int, n_pointing: int, n_sanity: int, n_robust: int,
                   mask_steps: int, rise_masks: int, cluttered_run: str | None, out: str | None, seed: int,
-                  device: str, data_dir: str | None) -> None:
+                  device: str, data_dir: str | None, weights: str | None, card: str | None,
+                  images: str | None) -> None:
     """Is each explanation true? Deletion/insertion AUC, ROAD, infidelity, max-sensitivity,
     cascading randomization, the random-logit test, sparseness, complexity and the pointing game."""
     from ..report.explain import explain_bench as bench
     from ..training.run import load
 
-    run = load(run_dir, device=device)
+    run = open_run(spec, weights, card, device, images)
     clut = load(cluttered_run, device=device) if cluttered_run else None
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     out_dir = Path(out) if out else run.path / "explain-bench"

@@ -6,11 +6,21 @@ from pathlib import Path
 
 import click
 
-from ._options import data_dir_option, device_option, numbers, seed_option, table
+from ._options import (
+    data_dir_option,
+    device_option,
+    images_option,
+    model_options,
+    numbers,
+    open_run,
+    read_picture_files,
+    seed_option,
+    table,
+)
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path())
+@click.argument("spec", metavar="SPEC")
 @click.option("--attack", type=click.Choice(["template", "fgsm", "pgd", "edit"]), required=True)
 @click.option("--target", default=None,
               help="Class to push towards (index or name). template: default 7; edit: required.")
@@ -22,7 +32,7 @@ from ._options import data_dir_option, device_option, numbers, seed_option, tabl
 @click.option("--alphas", default="0,0.1,0.2,0.3,0.5,0.75,1", show_default=True,
               help="Template strengths (template scaled to max |value| 1).")
 @click.option("--image", "image_files", multiple=True, type=click.Path(),
-              help="Picture file(s) instead of test images (MNIST-style preprocessing).")
+              help="Picture file(s) instead of test images (prepared as the model card says).")
 @click.option("--n", "n_images", type=click.IntRange(1, 10000), default=None,
               help="Test images to attack (default 1000; edit: 8).")
 @click.option("--levels", default="0,1", show_default=True, help="edit: pixel values to try.")
@@ -35,22 +45,27 @@ from ._options import data_dir_option, device_option, numbers, seed_option, tabl
               help="edit: fix test digits the model misreads (target: each one's true label).")
 @click.option("--also", "also", multiple=True, type=click.Path(),
               help="template: other runs to compare side by side.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Default: RUN_DIR/fool-ATTACK.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Default: SPEC/fool-ATTACK for a run, kangae-out/NAME/fool-ATTACK otherwise.")
 @seed_option()
 @device_option()
 @data_dir_option
-def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, restarts: int, alphas: str,
+@model_options
+@images_option
+def fool(spec: str, attack: str, target: str | None, eps: str, steps: int, restarts: int, alphas: str,
          image_files: tuple[str, ...], n_images: int | None, levels: str, threshold: float,
          max_edits: int, source_class: str | None, misread: bool, also: tuple[str, ...], out: str | None,
-         seed: int, device: str, data_dir: str | None) -> None:
-    """Fool a model: add a class template, FGSM/PGD, or the fewest pixel edits to a target."""
+         seed: int, device: str, data_dir: str | None, weights: str | None, card: str | None,
+         images: str | None) -> None:
+    """Fool a model: add a class template, FGSM/PGD, or the fewest pixel edits to a target.
+    Epsilons are in pixel units on the [0, 1] scale (8/255 = 0.031 for ImageNet-style models),
+    whatever normalization the model applies inside."""
     import torch
 
-    from ..data.preprocess import load_pictures
     from ..errors import KangaeError
     from ..report.attacks import write_fool
     from ..report.ideas import parse_targets
-    from ..training.run import load
+    from ..training.run import open_model
 
     if restarts > 1 and attack != "pgd":
         raise click.BadParameter("restarts are for --attack pgd", param_hint="--restarts")
@@ -58,7 +73,7 @@ def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, re
     level_values = numbers(levels, "--levels", low=0, high=1, what="levels")
     if not 0 < threshold < 1:
         raise click.BadParameter(f"must be in (0, 1), got {threshold}", param_hint="--threshold")
-    run = load(run_dir, device=device)
+    run = open_run(spec, weights, card, device, images)
     shape = tuple(run.meta.input_shape)
     k = None
     k_targets = None
@@ -69,27 +84,23 @@ def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, re
         k = idx[0]
     sources = None
     if image_files:
-        pictures, errors = load_pictures(image_files)
-        for e in errors:
-            click.echo(f"error: {e}", err=True)
-        if not pictures:
+        read = read_picture_files(run, image_files)
+        errors = read.errors
+        if not read.images:
             raise KangaeError("none of the images could be read")
-        for p in pictures:
-            if p.inverted:
-                click.echo(f"{p.source}: inverted (dark ink on a light background)")
-        images = torch.stack([p.image for p in pictures])
+        batch = torch.stack(read.images)
         labels = None
-        sources = [Path(p.source).name for p in pictures]
+        sources = [Path(s).name for s in read.sources]
     else:
         n = n_images or (8 if attack == "edit" else 1000)
         data = run.dataset("test", data_dir=data_dir)
-        images, labels = data.floats(), data.labels.long()
+        batch, labels = data.floats(), data.labels.long()
         if misread:
             if attack != "edit" or k is not None:
                 raise KangaeError("--misread goes with --attack edit and no --target")
             from ..probes._model import logits_of
 
-            pick = (logits_of(run.model, images).argmax(1) != labels).nonzero().flatten()[:n]
+            pick = (logits_of(run.model, batch).argmax(1) != labels).nonzero().flatten()[:n]
             k_targets = labels[pick]
         elif source_class is not None:  # e.g. 0 -> 9
             src = parse_targets(source_class, run.model, run.classes, shape).indices
@@ -99,16 +110,16 @@ def fool(run_dir: str, attack: str, target: str | None, eps: str, steps: int, re
         elif attack == "edit" and k is not None:  # digits of other classes
             pick = (labels != k).nonzero().flatten()[:n]
         else:
-            pick = torch.arange(min(n, len(images)))
-        images, labels = images[pick], labels[pick]
+            pick = torch.arange(min(n, len(batch)))
+        batch, labels = batch[pick], labels[pick]
         sources = [f"test #{int(i)}" for i in pick]
-    others = [(Path(p).name, load(p).model) for p in also]
+    others = [(Path(p).name, open_model(p, device=device).model) for p in also]
     out_dir = Path(out) if out else run.path / f"fool-{attack}"
-    res = write_fool(run.model, run.classes, attack, out_dir, images, labels,
+    res = write_fool(run.model, run.classes, attack, out_dir, batch, labels,
                      target=k_targets if k_targets is not None else k, eps=eps_values,
                      steps=steps, restarts=restarts, alphas=numbers(alphas, "--alphas"), levels=level_values,
                      threshold=threshold, max_edits=max_edits, others=others, sources=sources, seed=seed,
-                     source=f"{run.meta.model} on {run.meta.dataset} ({run.path})",
+                     source=f"{run.meta.model} on {run.meta.dataset or 'your pictures'} ({run.path})",
                      name=Path(run.path).resolve().name)
     click.echo(table(res["table"]["rows"], res["table"]["header"]))
     click.echo(f"wrote {out_dir}/: fool.json, {', '.join(res['files'])} ({res['seconds']:.1f}s)")

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import click
 
-from ._options import at_least, data_dir_option, device_option, numbers, refuse_inapplicable, seed_option
+from ._options import (
+    at_least,
+    data_dir_option,
+    device_option,
+    images_option,
+    model_options,
+    numbers,
+    open_run,
+    refuse_inapplicable,
+    seed_option,
+)
 
 SEARCH = ("greedy", "mc", "block")
 # which methods use each option: any other method refuses it when it is given
@@ -17,13 +27,13 @@ APPLIES = {"levels": SEARCH, "init": SEARCH, "restarts": SEARCH, "score": SEARCH
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path())
+@click.argument("spec", metavar="SPEC")
 @click.option("--method", type=click.Choice(["greedy", "mc", "block", "gradient", "template"]),
               default="greedy", show_default=True)
 @click.option("--targets", default="all", show_default=True,
               help="all, 3,7, class names, or layer:NAME[:0-15] (channels; gradient only).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Default: RUN_DIR/ideas-METHOD.")
+              help="Default: SPEC/ideas-METHOD for a run, kangae-out/NAME/ideas-METHOD otherwise.")
 @click.option("--check-with", multiple=True, type=click.Path(),
               help="Another run: the share of prototypes it reads as the target.")
 @click.option("--levels", default="0,1", show_default=True, help="Pixel values to try (search).")
@@ -46,16 +56,18 @@ APPLIES = {"levels": SEARCH, "init": SEARCH, "restarts": SEARCH, "score": SEARCH
 @seed_option()
 @device_option()
 @data_dir_option
+@model_options
+@images_option
 @click.pass_context
-def ideas(ctx: click.Context, run_dir: str, method: str, targets: str, out: str | None,
+def ideas(ctx: click.Context, spec: str, method: str, targets: str, out: str | None,
           check_with: tuple[str, ...], levels: str, init: str, restarts: int, sweeps: int,
           steps: int | None, score: str,
           objective: str | None, param: str, lr: float, jitter: int | None, tv: float, l1: float,
           lp: float, blur_every: int, per_target: int, diversity: float, seed: int, device: str,
-          data_dir: str | None) -> None:
+          data_dir: str | None, weights: str | None, card: str | None, images: str | None) -> None:
     """What the model thinks each class (or channel) looks like, verified."""
     from ..report.ideas import format_table, write_ideas
-    from ..training.run import load
+    from ..training.run import open_model
 
     refuse_inapplicable(ctx, method, APPLIES)
     level_values = tuple(numbers(levels, "--levels", low=0, high=1, what="levels"))
@@ -63,8 +75,8 @@ def ideas(ctx: click.Context, run_dir: str, method: str, targets: str, out: str 
                         ("--per-target", per_target)):
         at_least(value, name)
     at_least(lr, "--lr", 0, strict=True)
-    run = load(run_dir, device=device)
-    others = [load(p, device=device).model for p in check_with]
+    run = open_run(spec, weights, card, device, images)
+    others = [open_model(p, device=device).model for p in check_with]
     images = labels = None
     if method in ("greedy", "mc", "block"):
         options = {"levels": level_values, "init": init, "restarts": restarts,
@@ -87,7 +99,7 @@ def ideas(ctx: click.Context, run_dir: str, method: str, targets: str, out: str 
     out_dir = Path(out) if out else run.path / f"ideas-{method}"
     metrics = write_ideas(run.model, run.classes, method, targets, out_dir, check_with=others,
                           images=images, labels=labels, options=options,
-                          source=f"{run.meta.model} on {run.meta.dataset}")
+                          source=f"{run.meta.model} on {run.meta.dataset or 'your pictures'}")
     click.echo(format_table(metrics))
     files = ", ".join(sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("target-")))
     click.echo(f"wrote {out_dir}/: {files} and one PNG per target ({metrics['seconds']:.1f}s)")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DataError, UnknownNameError
+from ..errors import KangaeError, UnknownNameError
 from .imageset import ImageSet
 from .pictures import PictureError, read_pictures
 
@@ -76,7 +76,7 @@ def prepare_picture(img: Image.Image, card: Card, source: str = "") -> torch.Ten
 
         return preprocess(img, source=source).image.mul(255).round_().to(torch.uint8)
     if card.channels not in (1, 3):
-        raise DataError(f"{source or 'picture'}: kangae reads pictures as grey or RGB, but the model takes "
+        raise KangaeError(f"{source or 'picture'}: kangae reads pictures as grey or RGB, but the model takes "
                         f"{card.channels} channels")
     rgb = _resized(_on_white(img), card)
     if card.channels == 1:
@@ -135,7 +135,7 @@ def read_image_folder(folder: str | os.PathLike, card: Card) -> PictureSet:
     """Every picture under ``folder``, prepared as ``card`` says (see the module docstring)."""
     root = Path(folder)
     if not root.is_dir():
-        raise DataError(f"{root}: no such folder of pictures")
+        raise KangaeError(f"{root}: no such folder of pictures")
     classes = tuple(card.classes or ())
     subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     labelled = [d for d in subfolders if _pictures_in(d)]
@@ -155,12 +155,12 @@ def read_image_folder(folder: str | os.PathLike, card: Card) -> PictureSet:
         labels = [UNLABELLED] * len(paths)
         errors = []
     if not paths:
-        raise DataError(f"{root}: no pictures here (kangae reads {', '.join(PICTURE_SUFFIXES)}, in the "
+        raise KangaeError(f"{root}: no pictures here (kangae reads {', '.join(PICTURE_SUFFIXES)}, in the "
                         "folder itself or one subfolder per class)")
     images, sources, bad = prepare_pictures(paths, card)
     by_source = dict(zip(map(str, paths), labels))
     y = torch.tensor([by_source[s] for s in sources], dtype=torch.int64)
     if not len(sources):
-        raise DataError(f"{root}: none of its {len(paths)} pictures could be read (first: {bad[0]})")
+        raise KangaeError(f"{root}: none of its {len(paths)} pictures could be read (first: {bad[0]})")
     data = ImageSet(images, y, classes, root.name, "images", str(root))
     return PictureSet(data, list(sources), errors + bad)

@@ -132,7 +132,8 @@ def card_from_dict(d: Any, source: str = "", folder: Path | None = None) -> Mode
     """A card from parsed JSON; unknown keys and wrong types are one line naming the field."""
     where = source or "model card"
     if not isinstance(d, dict):
-        raise _error(where, "a model card is a JSON object such as {\"size\": 224, \"classes\": \"imagenet\"}")
+        raise _error(where, "a model card is a JSON object such as "
+                            "{\"size\": 224, \"classes\": \"imagenet\"}")
     unknown = sorted(set(d) - set(_FIELDS))
     if unknown:
         raise _error(where, f"unknown field '{unknown[0]}'; a card has {', '.join(_FIELDS)}")
@@ -158,7 +159,8 @@ def card_from_dict(d: Any, source: str = "", folder: Path | None = None) -> Mode
         kw["resize"] = r
     if "preprocess" in d:
         if d["preprocess"] not in PREPROCESS:
-            raise _error(where, f"'preprocess' must be one of {', '.join(PREPROCESS)}, not {d['preprocess']!r}")
+            raise _error(where, f"'preprocess' must be one of {', '.join(PREPROCESS)}, "
+                                f"not {d['preprocess']!r}")
         kw["preprocess"] = d["preprocess"]
     if "classes" in d:
         kw["classes"] = _classes(d["classes"], folder, where)
@@ -200,7 +202,8 @@ def check_card(card: ModelCard) -> ModelCard:
         missing = "std" if card.std is None else "mean"
         raise _error(where, f"'{missing}' is missing: give both 'mean' and 'std', or neither")
     if card.normalizes_itself and card.mean is not None:
-        raise _error(where, "'normalizes_itself' is true but 'mean' and 'std' are given too; say one or the other")
+        raise _error(where, "'normalizes_itself' is true but 'mean' and 'std' are given too; "
+                            "say one or the other")
     if card.mean is not None and card.std is not None:
         if len(card.mean) != len(card.std):
             raise _error(where, f"'mean' has {len(card.mean)} values but 'std' has {len(card.std)}")
@@ -246,7 +249,8 @@ def _infer_shape(card: ModelCard, model: nn.Module) -> tuple[ModelCard, list[str
         raise _error(card.where, "'channels' is missing and the model's first layer does not say it; "
                                  "add e.g. \"channels\": 3")
     if size is None:
-        raise _error(card.where, "'size' is missing: say the input size the model expects, e.g. \"size\": 224")
+        raise _error(card.where, "'size' is missing: say the input size the model expects, "
+                                 "e.g. \"size\": 224")
     return replace(card, channels=channels, size=size), sorted(set(inferred))
 
 
@@ -279,7 +283,8 @@ def complete_card(card: ModelCard, model: nn.Module) -> ModelCard:
     n = _trial_outputs(model, card.input_shape, card.where)
     classes = card.classes
     if classes is None:
-        classes = imagenet_classes() if card.dataset == "imagenet" and n == 1000 else tuple(map(str, range(n)))
+        imagenet = card.dataset == "imagenet" and n == 1000
+        classes = imagenet_classes() if imagenet else tuple(map(str, range(n)))
         inferred.append("classes")
     elif len(classes) != n:
         raise _error(card.where, f"'classes' has {len(classes)} names but the model has {n} outputs")

@@ -117,7 +117,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as e:
         raise _refused_pickle(path, _unpickler_reason(str(e))) from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise RunError(f"{path}: not a readable PyTorch weights file ({' '.join(str(e).split())[:200]})") from None
+        detail = " ".join(str(e).split())[:200]
+        raise RunError(f"{path}: not a readable PyTorch weights file ({detail})") from None
     return _tensors_in(obj, path)
 
 
@@ -241,7 +242,8 @@ def _onnx2torch() -> Any:
 
     ops.nms = ops.roi_align = ops.batched_nms = unavailable  # type: ignore[attr-defined]
     stand_in.ops = ops  # type: ignore[attr-defined]
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "torchvision" or k.startswith("torchvision.")}
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules)
+             if k == "torchvision" or k.startswith("torchvision.")}
     sys.modules.update({"torchvision": stand_in, "torchvision.ops": ops})
     try:
         import onnx2torch
@@ -304,7 +306,8 @@ def _torchvision(name: str) -> tuple[nn.Module, ModelCard]:
     crop = list(getattr(t, "crop_size", [224]))
     resize = list(getattr(t, "resize_size", [round(crop[0] / 0.875)]))
     card = ModelCard(channels=3, size=(crop[0], crop[-1]), resize=resize[0],
-                     mean=tuple(getattr(t, "mean", IMAGENET_MEAN)), std=tuple(getattr(t, "std", IMAGENET_STD)),
+                     mean=tuple(getattr(t, "mean", IMAGENET_MEAN)),
+                     std=tuple(getattr(t, "std", IMAGENET_STD)),
                      classes=tuple(weights.meta["categories"]), dataset="imagenet", name=name)
     return net, card
 

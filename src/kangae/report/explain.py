@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from ..data.cluttered import load_cluttered
-from ..data.dataset import load_dataset
 from ..data.preprocess import Preprocessed
 from ..data.store import cache_root
 from ..errors import KangaeError
@@ -427,8 +426,10 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 def test_images(run: Any, count: int, data_dir: str | os.PathLike | None = None
                 ) -> tuple[torch.Tensor, list[str]]:
-    """The first ``count`` test images of the run's dataset, with names for their files."""
-    data = load_dataset(run.meta.dataset, "test", data_dir=data_dir)
+    """The first ``count`` test images of the run's dataset (or its ``--images`` pictures),
+    with names for their files."""
+    data = run.dataset("test", data_dir=data_dir)
     count = min(count, len(data))
-    names = [f"test-{i}-label-{data.classes[int(data.labels[i])]}" for i in range(count)]
+    label = lambda i: data.classes[int(data.labels[i])] if int(data.labels[i]) >= 0 else "unknown"
+    names = [f"{data.split}-{i}-label-{label(i)}" for i in range(count)]
     return data.floats()[:count], names

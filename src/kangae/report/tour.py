@@ -68,10 +68,14 @@ class Settings:
                         gan_judge_n=300)  # GAN: 82% read as the asked-for class (1 epoch: 10%)
 
 
+class Skipped(Exception):
+    """A step that does not apply (e.g. training dynamics of a model kangae did not train)."""
+
+
 @dataclass
 class StepResult:
     name: str
-    status: str  # "ok", "failed"
+    status: str  # "ok", "failed", "skipped"
     seconds: float
     numbers: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
@@ -85,6 +89,18 @@ class Tour:
     log: Callable[[str], None] = print
     runs: dict[str, Any] = field(default_factory=dict)
     progress: bool = True  # per-epoch lines (a bar on a terminal) while models train
+    user: Any = None  # the user's own model (``kangae tour --model SPEC``): every step probes it
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the user's pictures carry labels (always true for kangae's own datasets)."""
+        data = self.user.images if self.user is not None else None
+        return data is None or bool((data.labels >= 0).all())
+
+    def need_labels(self, what: str) -> None:
+        if not self.labelled:
+            raise Skipped(f"{what} needs labelled pictures: give --images a folder with one subfolder "
+                          "per class")
 
     def run_folder(self, name: str) -> Path:
         return self.out / "runs" / name
@@ -116,6 +132,8 @@ class Tour:
         return self.runs[name]
 
     def main_run(self) -> Any:
+        if self.user is not None:
+            return self.user
         s = self.settings
         return self.trained("main", s.main_model, s.main_epochs)
 
@@ -136,6 +154,9 @@ class Tour:
         try:
             numbers = fn(self, folder)
             status, error = "ok", ""
+        except Skipped as e:
+            numbers, status, error = {}, "skipped", str(e)
+            self.log(f"[{name}] skipped: {e}")
         except Exception as e:  # a failing step is reported; the others still run
             numbers = {}
             status = "failed"
@@ -148,13 +169,35 @@ class Tour:
                             "error": error, "quick": self.settings.quick})
         if status == "ok":
             self.log(f"[{name}] done in {seconds:.1f} s")
+        if status == "skipped":
+            record.unlink(missing_ok=True)  # nothing to keep: a rerun decides again
         return StepResult(name, status, seconds, numbers, files, error)
 
 
 # ----------------------------------------------------------------------------- steps
 
 
+def _user_models(tour: Tour) -> dict[str, Any]:
+    """The user's model: accuracy on labelled pictures, else what it predicts."""
+    from ..probes._model import logits_of
+
+    run = tour.user
+    data = run.dataset("test")
+    row: dict[str, Any] = {"model": run.meta.model, "epochs": "-", "run": run.config.get("spec", ""),
+                           "pictures": len(data), "accuracy": None, "loss": None}
+    if tour.labelled:
+        ev = run.evaluate()
+        row.update(accuracy=ev["accuracy"], loss=ev["loss"])
+    top = logits_of(run.model, data.images).argmax(1)
+    counts = torch.bincount(top, minlength=len(run.classes))
+    row["predicted"] = {run.classes[int(k)]: int(counts[k]) for k in counts.argsort(descending=True)[:5]
+                        if counts[k]}
+    return {"yours": row}
+
+
 def step_models(tour: Tour, out: Path) -> dict[str, Any]:
+    if tour.user is not None:
+        return _user_models(tour)
     s = tour.settings
     main = tour.main_run()
     mlp = tour.trained("mlp", "mlp", s.mlp_epochs, snapshots=False)
@@ -167,10 +210,29 @@ def step_models(tour: Tour, out: Path) -> dict[str, Any]:
     return numbers
 
 
+def _user_targets(tour: Tour, most: int = 8) -> list[int]:
+    """The classes the user's pictures are predicted as most often (up to ``most``)."""
+    from ..probes._model import logits_of
+
+    run = tour.user
+    if len(run.classes) <= most:
+        return list(range(len(run.classes)))
+    counts = torch.bincount(logits_of(run.model, run.dataset("test").images).argmax(1),
+                            minlength=len(run.classes))
+    return [int(k) for k in counts.argsort(descending=True)[:most]]
+
+
 def step_ideas(tour: Tour, out: Path) -> dict[str, Any]:
     from .ideas import write_ideas
 
     s = tour.settings
+    if tour.user is not None:  # the model's idea of the classes it sees most in the pictures
+        run = tour.user
+        side = max(run.model.input_shape[1:])
+        options = {"steps": 64 if s.quick else 256, "param": "fourier" if side > 32 else "pixel"}
+        targets = ",".join(map(str, _user_targets(tour)))
+        return {"gradient": write_ideas(run.model, run.classes, "gradient", targets, out / "gradient",
+                                        source=run.meta.model, options=options)}
     main, mlp, soft = tour.main_run(), tour.runs.get("mlp"), tour.runs.get("softmax")
     mlp = mlp or tour.trained("mlp", "mlp", s.mlp_epochs, snapshots=False)
     soft = soft or tour.trained("softmax", "softmax", s.softmax_epochs, snapshots=False)
@@ -195,6 +257,9 @@ def tour_shows(spec: Any, model: Any) -> bool:
     return not spec.baseline and (conv or not spec.needs_conv)
 
 
+LARGE_IMAGE_METHODS = ("saliency", "ig", "smoothgrad", "gradcam", "rise", "extremal", "mask")
+
+
 def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
     from PIL import Image
 
@@ -211,6 +276,8 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
                                steps=s.mask_steps)
     # one row per image (the first three), one column per registered method, side by side
     methods = [spec for spec in explainers().values() if tour_shows(spec, main.model)]
+    if max(x.shape[-2:]) > 64:  # at photo sizes the sampling methods take minutes per image on a CPU
+        methods = [spec for spec in methods if spec.name in LARGE_IMAGE_METHODS]
     shown = x[:3]
     columns = []
     for spec in methods:
@@ -218,7 +285,8 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
         if "n_masks" in spec.options:
             opts["n_masks"] = s.rise_masks
         columns.append(explain(main.model, shown, method=spec.name, **opts).attribution)
-    rows = [[to_pil(shown[i], 4).convert("RGB"), *(heat_pil(a[i], 4) for a in columns)]
+    scale = max(1, 112 // max(shown.shape[-2:]))
+    rows = [[to_pil(shown[i], scale).convert("RGB"), *(heat_pil(a[i], scale) for a in columns)]
             for i in range(len(shown))]
     w, h = rows[0][0].size
     sheet = Image.new("RGB", (len(rows[0]) * (w + 4) + 4, len(rows) * (h + 4) + 4), (255, 255, 255))
@@ -232,7 +300,7 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
     for spec, a in zip(methods, columns):
         strip = Image.new("RGB", (len(shown) * (w + 4) + 4, h + 8), (255, 255, 255))
         for i in range(len(shown)):
-            strip.paste(overlay_pil(shown[i], a[i], 4), (4 + i * (w + 4), 4))
+            strip.paste(overlay_pil(shown[i], a[i], scale), (4 + i * (w + 4), 4))
         with atomic_path(out / "methods" / f"{spec.name}.png") as tmp:
             strip.save(tmp, format="PNG")
     return {"masks": [e["summary"] for e in masks["images"]],
@@ -241,10 +309,17 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
 
 
 def step_faithfulness(tour: Tour, out: Path) -> dict[str, Any]:
-    from .explain import explain_bench
+    from .explain import BENCH_METHODS, explain_bench
 
     s = tour.settings
     main = tour.main_run()
+    if tour.user is not None:  # no boxes to point at in the user's pictures: no pointing game
+        side = max(main.model.input_shape[1:])
+        methods = [m for m in BENCH_METHODS if side <= 64 or m in LARGE_IMAGE_METHODS]
+        return explain_bench(main, out, methods, n=min(s.bench_n, len(main.dataset("test"))), n_pointing=0,
+                             n_sanity=min(s.bench_sanity, 8), mask_steps=s.bench_mask_steps, n_robust=0,
+                             options={"rise": {"n_masks": s.rise_masks}},
+                             log=lambda line: tour.log("  " + line))
     clut = tour.trained("cluttered", "global-cnn", s.cluttered_epochs, dataset="cluttered-mnist",
                         limit=s.cluttered_limit, snapshots=False, tensorboard=False)
     res = explain_bench(main, out, n=s.bench_n, n_pointing=s.bench_pointing, n_sanity=s.bench_sanity,
@@ -260,6 +335,12 @@ def step_learning(tour: Tour, out: Path) -> dict[str, Any]:
 
     s = tour.settings
     main = tour.main_run()
+    if tour.user is not None:
+        tour.need_labels("the confusion matrix")
+        numbers = {"confusion": write_confusion(main, out)}
+        numbers["dynamics"] = {"skipped": "training dynamics need the model's training history, which "
+                                          "only a model kangae trained has"}
+        return numbers
     numbers = {"confusion": write_confusion(main, out)}
     numbers["dynamics"] = write_dynamics(main, out, compare_unaligned=False,
                                          n_neighbors=s.dynamics_neighbors, progress=tour.progress)
@@ -269,6 +350,7 @@ def step_learning(tour: Tour, out: Path) -> dict[str, Any]:
 def step_calibration(tour: Tour, out: Path) -> dict[str, Any]:
     from .diagnostics import write_calibration
 
+    tour.need_labels("calibration")
     return write_calibration(tour.main_run(), out)
 
 
@@ -278,6 +360,16 @@ def step_fooling(tour: Tour, out: Path) -> dict[str, Any]:
 
     s = tour.settings
     main = tour.main_run()
+    if tour.user is not None:  # PGD on the user's model; the template and edit steps are for digits
+        from ..probes._model import logits_of
+
+        data = main.dataset("test")
+        x = data.floats()[: s.attack_n]
+        y = data.labels[: s.attack_n] if tour.labelled else logits_of(main.model, x).argmax(1)
+        photo = max(x.shape[-2:]) > 32  # photos: the 1/255-step radii of the robustness literature
+        eps = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255) if photo else (0.0, 0.05, 0.1, 0.2, 0.3)
+        return {"pgd": write_fool(main.model, main.classes, "pgd", out / "pgd", x, y, steps=s.pgd_steps,
+                                  eps=eps, name=main.meta.model, source=main.meta.model)}
     mlp = tour.trained("mlp", "mlp", s.mlp_epochs, snapshots=False)
     soft = tour.trained("softmax", "softmax", s.softmax_epochs, snapshots=False)
     test = main.dataset("test")
@@ -301,6 +393,9 @@ def step_dreams(tour: Tour, out: Path) -> dict[str, Any]:
     from ..gan import load_gan, train_gan
 
     s = tour.settings
+    if tour.user is not None:
+        raise Skipped("the GAN trains on a dataset and is judged by a model trained on it; "
+                      "this tour probes a model kangae did not train")
     main = tour.main_run()
     what = (f"a conditional DCGAN (arch small, {s.gan_epochs} epochs, {s.gan_limit or 'all'} images, "
             f"lr {s.gan_lr:g})")
@@ -342,7 +437,7 @@ def _data_uri(path: Path) -> str:
 
 
 def render_report(out: Path, results: list[StepResult], settings: Settings,
-                  titles: dict[str, str], seconds: float) -> Path:
+                  titles: dict[str, str], seconds: float, user: dict[str, Any] | None = None) -> Path:
     """Write ``report.html`` (every image inlined) and ``report.json`` (every number)."""
     from importlib.resources import files
 
@@ -359,7 +454,7 @@ def render_report(out: Path, results: list[StepResult], settings: Settings,
         for f in r.files:
             images[f] = _data_uri(out / f)
     page = template.render(
-        steps=results, titles=titles, settings=settings, images=images, total_seconds=seconds,
+        steps=results, user=user, titles=titles, settings=settings, images=images, total_seconds=seconds,
         by_name={r.name: r for r in results}, generated=time.strftime("%Y-%m-%d %H:%M"),
         esc=html.escape)
     write_bytes(out / "report.html", page.encode())
@@ -373,17 +468,19 @@ def render_report(out: Path, results: list[StepResult], settings: Settings,
 def run_tour(out: str | os.PathLike = "tour", quick: bool = False,
              log: Callable[[str], None] = print, only: list[str] | None = None,
              settings: Settings | None = None, progress: bool = True,
-             threads: int | None = None) -> dict[str, Any]:
+             threads: int | None = None, model: Any = None) -> dict[str, Any]:
     """Run every step (skipping finished ones) and write the report; returns report.json's data.
 
     ``threads`` fixes torch's thread count; by default it is chosen again before every step
     from the CPUs other programs leave free (a busy core stalls every intra-op thread), and
-    each choice is logged."""
+    each choice is logged. ``model`` is the user's own :class:`~kangae.training.run.Run` (see
+    :func:`kangae.open_model`, with its ``images``): every step then probes it instead of
+    training kangae's models, and steps that need a training history say they were skipped."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = settings or Settings.make(quick)
     quick = settings.quick
-    tour = Tour(out, settings, log, progress=progress)
+    tour = Tour(out, settings, log, progress=progress, user=model)
     mode = "quick: smaller models and settings, numbers are rougher" if quick else "full settings"
     log(f"kangae tour -> {out}/ ({mode})")
     start = time.perf_counter()
@@ -401,11 +498,15 @@ def run_tour(out: str | os.PathLike = "tour", quick: bool = False,
     titles = {name: title for name, title, _ in STEPS}
     main = tour.run_folder("main")
     info: dict[str, Any] = {"serve_run": str(main.relative_to(out)), "quick": quick}
+    if model is not None:
+        info = {"serve_model": model.config, "quick": quick}
     protos = out / "ideas" / "gradient" / "prototypes.safetensors"
     if protos.is_file():
         info["prototypes"] = str(protos.relative_to(out))
     write_json(out / "tour.json", info)
-    path = render_report(out, results, settings, titles, seconds)
-    failed = [r.name for r in results if r.status != "ok"]
+    user = None if model is None else {"model": model.meta.model, "spec": model.config.get("spec"),
+                                       "pictures": model.images.source if model.images is not None else None}
+    path = render_report(out, results, settings, titles, seconds, user)
+    failed = [r.name for r in results if r.status == "failed"]
     log(f"wrote {path} in {seconds:.0f} s" + (f"; failed steps: {', '.join(failed)}" if failed else ""))
     return {"report": str(path), "seconds": seconds, "failed": failed}

@@ -26,13 +26,13 @@ from torch import nn
 
 from .. import __version__
 from ..data import BatchLoader, ImageSet, load_dataset
-from ..errors import KangaeError, RunError
 from ..data.pictures import PictureError
 from ..data.registry import DATASETS
+from ..errors import KangaeError, RunError
 from ..models.card import ModelCard
 from ..models.checkpoint import ModelMeta, read_checkpoint
-from ..models.open import open_net
 from ..models.layers import eval_mode
+from ..models.open import open_net
 from ..models.zoo import DEFAULT_MODEL, Recipe, check_model_arguments, create_model, get_entry
 from ..utils.atomic import write_json
 from ..utils.device import module_device, pick_device
@@ -111,13 +111,14 @@ class Run:
     def evaluate(self, split: str = "test", dataset: str | None = None,
                  data_dir: str | os.PathLike | None = None, batch_size: int = 1000) -> dict[str, Any]:
         """Accuracy, cross-entropy and per-class accuracy on a dataset split."""
-        data = load_dataset(dataset or self.meta.dataset, split, data_dir=data_dir)
+        data = (load_dataset(dataset, split, data_dir=data_dir) if dataset
+                else self.dataset(split, data_dir=data_dir))
         if data.num_classes != len(self.meta.classes):
             raise KangaeError(
                 f"dataset '{data.name}' has {data.num_classes} classes but the model was "
                 f"trained on {len(self.meta.classes)} ({self.meta.dataset})")
         result = evaluate(self.model, BatchLoader(data, batch_size), num_classes=data.num_classes)
-        result.update(dataset=data.name, split=split, classes=list(data.classes))
+        result.update(dataset=data.name, split=data.split, classes=list(data.classes))
         return result
 
     @torch.no_grad()

@@ -284,5 +284,6 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         "loss": float(loss_sum) / len(label),
         "accuracy": float((pred == label).double().mean()),
         "per_class_accuracy": (per_class_right / per_class_total.clamp(min=1)).tolist(),
+        "per_class_n": per_class_total.long().tolist(),
         "n": len(label),
     }
