@@ -81,7 +81,7 @@ def prepare_picture(img: Image.Image, card: Card, source: str = "") -> torch.Ten
     rgb = _resized(_on_white(img), card)
     if card.channels == 1:
         rgb = rgb.convert("L")
-    a = np.asarray(rgb, dtype=np.uint8)
+    a = np.array(rgb, dtype=np.uint8)  # a writable copy
     a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(a))
 
