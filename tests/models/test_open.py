@@ -1,4 +1,5 @@
-"""kangae.open_model: every model source loads the same weights and gives the same logits; pickles are refused."""
+"""kangae.open_model: every model source loads the same weights and gives the same logits;
+pickles are refused."""
 
 from __future__ import annotations
 
@@ -151,10 +152,12 @@ def test_bad_specs_get_one_line(zoo, monkeypatch, spec, message):
     ({"mean": MEAN, "std": STD}, "'size' is missing"),
     ({"size": 24}, "give 'mean' and 'std'"),
     ({"size": 24, "mean": MEAN}, "'std' is missing"),
-    ({"size": 24, "mean": [0.5, 0.5], "std": [0.2, 0.2], "channels": 3}, "'mean' has 2 values for 3 channels"),
+    ({"size": 24, "mean": [0.5, 0.5], "std": [0.2, 0.2], "channels": 3},
+     "'mean' has 2 values for 3 channels"),
     ({"size": 24, "normalizes_itself": True, "mean": MEAN, "std": STD}, "say one or the other"),
     ({"size": 24, "mean": [124, 116, 104], "std": [58, 57, 57]}, "look like 0-255 values"),
-    ({"size": 24, "normalizes_itself": True, "classes": ["a", "b"]}, "'classes' has 2 names but the model has 4"),
+    ({"size": 24, "normalizes_itself": True, "classes": ["a", "b"]},
+     "'classes' has 2 names but the model has 4"),
     ({"size": 24, "normalizes_itself": True, "channels": 1}, "does not take a batch of \\[1, 24, 24\\]"),
     ({"size": 24, "normalizes_itself": True, "resize": 16}, "'resize' 16 is smaller than the crop"),
     ({"size": 24, "normalizes_itself": True, "colour": "rgb"}, "unknown field 'colour'"),
@@ -180,8 +183,8 @@ def test_inferred_fields_are_said(zoo, monkeypatch):
 
 def test_a_linear_first_layer_gives_the_size(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "mlp.py").write_text("from torch import nn\n"
-                                     "def mlp():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n")
+    (tmp_path / "mlp.py").write_text(
+        "from torch import nn\ndef mlp():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n")
     run = open_model("mlp.py:mlp", card={"normalizes_itself": True})
     assert run.model.input_shape == (1, 28, 28)
 
