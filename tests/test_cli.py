@@ -45,7 +45,7 @@ def test_train_eval_layers_end_to_end(blob_data, tmp_path):
     (["train", "--dataset", "mnits"], "Did you mean 'mnist'"),
     (["train", "--epochs", "0"], "must be at least 1"),
     (["eval", "/no/such/run"], "no such run folder"),
-    (["layers"], "give a RUN_DIR or --model"),
+    (["layers"], "give a SPEC or --model"),
     (["train", "--model", "fast-cnn", "--model-arg", "widht=8"], "Did you mean 'width'"),
     (["train", "--model", "fast-cnn", "--model-arg", "width=wide"], "width takes an integer"),
     (["train", "--model", "fast-cnn", "--model-arg", "width=8.5"], "width takes an integer"),

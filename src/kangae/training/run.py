@@ -176,7 +176,7 @@ def open_model(spec: str | os.PathLike, *, weights: str | os.PathLike | None = N
     from ..data.folder import read_image_folder
 
     path = Path(spec)
-    if path.is_dir() and ((path / "model.json").is_file() or (path / "checkpoints").is_dir()):
+    if path.is_dir():  # a run or checkpoint folder (load says what is missing from one)
         if weights is not None or card is not None:
             raise RunError(f"{spec}: a kangae run carries its own weights and card; "
                            "--weights and --card are for other models")
