@@ -23,8 +23,10 @@ PROBES_DIR = Path(p.__file__).parent
 
 def _tiny_cnn() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                         nn.Linear(64, 10)).eval()
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                          nn.Linear(64, 10)).eval()
+    model.input_shape = (1, 28, 28)  # a conv net takes any size: it says which one it wants
+    return model
 
 
 def _images(n: int = 4) -> torch.Tensor:

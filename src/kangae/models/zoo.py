@@ -212,8 +212,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG16_CONVS = (2, 2, 3, 3, 3)  # 3x3 convs per block (configuration D)
 # post 004's Keras layer names (each includes its ReLU) -> this layout's ReLU after that conv
-VGG16_KERAS_NAMES = {f"block{b + 1}_conv{k + 1}": f"features.{sum(2 * n + 1 for n in VGG16_CONVS[:b]) + 2 * k + 1}"
-                     for b, n in enumerate(VGG16_CONVS) for k in range(n)}
+VGG16_KERAS_NAMES = {
+    f"block{b + 1}_conv{k + 1}": f"features.{sum(2 * n + 1 for n in VGG16_CONVS[:b]) + 2 * k + 1}"
+    for b, n in enumerate(VGG16_CONVS) for k in range(n)}
 
 
 def vgg16(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from ..models.layers import eval_mode
+from ..models.layers import eval_mode, forward_hooks
 from ..models.zoo import Normalize
 from ..utils.device import chunk_size
 from .inputs import ProbeInputError, as_target, model_device
-
 
 # modules that pass the picture on unchanged in shape: a wrapper may put them before the model
 _SHAPE_KEEPING = (nn.Identity, nn.Dropout)
@@ -94,10 +93,37 @@ def input_shape_of(model: nn.Module) -> tuple[int, int, int]:
     if isinstance(first, nn.Conv2d):
         c = first.in_channels
         raise ProbeInputError(f"cannot tell the input size of {name} (its first conv takes {c} "
-                              f"channels, of any size): give input_shape=({c}, H, W) or set "
+                              f"channel{'s' * (c != 1)}, of any size): give input_shape=({c}, H, W) or set "
                               f"model.input_shape = ({c}, H, W)")
     raise ProbeInputError(f"cannot tell the input shape of {name}: give input_shape=(C, H, W) "
                           "or set model.input_shape")
+
+
+class _Reached(Exception):
+    """Raised by a forward hook to stop the forward pass at a layer, carrying its output."""
+
+    def __init__(self, output: torch.Tensor):
+        super().__init__("layer reached")
+        self.output = output
+
+
+@contextmanager
+def stop_at(model: nn.Module, layer: str) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """Inside the block, ``run(x)`` returns the output of ``layer`` for ``x`` without computing
+    the layers after it (a hook ends the forward pass there; it is removed on exit)."""
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        raise _Reached(output)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        try:
+            model(x)
+        except _Reached as reached:
+            return reached.output
+        raise ProbeInputError(f"layer '{layer}' is not used by the model's forward pass")
+
+    with forward_hooks(model, {layer: hook}):
+        yield run
 
 
 @contextmanager
