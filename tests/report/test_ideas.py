@@ -64,8 +64,11 @@ def test_layer_targets_make_a_4x4_filter_grid(blob_data, tmp_path):
     (["--method", "gradient", "--objective", "channel"], "does not fit class targets"),
     (["--method", "gradient", "--lr", "0"], "must be positive"),
     (["--method", "mc", "--steps", "0"], "must be at least 1"),
-    (["--steps", "50"], "--steps applies to --method mc or block or gradient, not greedy"),
-    (["--method", "greedy", "--lr", "0.1"], "--lr applies to --method gradient, not greedy"),
+    (["--steps", "50"], "--steps applies to --method mc or block or gradient or dream, not greedy"),
+    (["--method", "greedy", "--lr", "0.1"], "--lr applies to --method gradient or dream, not greedy"),
+    (["--method", "gradient", "--patch", "4"], "--patch applies to --method greedy or mc or block"),
+    (["--method", "dream", "--targets", "layer:hidden"], "needs a picture: --image FILE"),
+    (["--image", "x.png"], "--image applies to --method dream, not greedy"),
     (["--method", "gradient", "--levels", "0,1"], "--levels applies to --method greedy or mc or block"),
     (["--method", "template", "--sweeps", "3"], "--sweeps applies to --method greedy, not template"),
 ])
