@@ -1,3 +1,5 @@
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,20 +9,38 @@ from kangae.models import MODELS, Normalize, create_model
 from kangae.models.layers import layer_names
 from kangae.models.zoo import SameConv2d
 
+# ImageNet-sized layouts at a small width, so the test takes milliseconds
+SMALL = {"vgg16": {"widths": (4, 8, 8, 16, 16), "hidden": 32, "image_size": 32}}
+TORCHVISION_NAMED = {"vgg16"}  # named as torchvision names them: features.N, classifier.N
+
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_models_map_images_to_logits(name):
-    model = create_model(name).eval()
-    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
-    wide = create_model(name, num_classes=47).eval()
-    assert wide(torch.rand(2, 1, 28, 28)).shape == (2, 47)
+def test_models_map_images_to_logits_and_carry_their_input_shape(name):
+    model = create_model(name, num_classes=10, in_channels=1, **SMALL.get(name, {})).eval()
+    default = inspect.signature(MODELS[name].build).parameters["image_size"].default
+    size = SMALL.get(name, {}).get("image_size", default)
+    assert model.input_shape == (1, size, size)
+    assert model(torch.rand(3, *model.input_shape)).shape == (3, 10)
+    wide = create_model(name, num_classes=47, in_channels=3, **SMALL.get(name, {})).eval()
+    assert wide.input_shape[0] == 3 and wide(torch.rand(2, *wide.input_shape)).shape == (2, 47)
+
+
+def test_input_shape_follows_the_arguments_and_the_defaults():
+    assert create_model("cnn").input_shape == (1, 28, 28)
+    assert create_model("global-cnn", in_channels=3, image_size=56).input_shape == (3, 56, 56)
+    assert create_model("mlp", image_size=16).hidden.in_features == 256
+    small = create_model("vgg16", **{k: v for k, v in SMALL["vgg16"].items() if k != "image_size"})
+    assert small.input_shape == (3, 224, 224) and small.classifier[6].out_features == 1000
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_models_normalize_first_and_name_hidden_and_logits(name):
-    model = create_model(name)
+    model = create_model(name, **SMALL.get(name, {}))
     names = layer_names(model)
     assert names[0] == "normalize" and isinstance(model.normalize, Normalize)
+    if name in TORCHVISION_NAMED:
+        assert {"features", "avgpool", "classifier"} <= set(names)
+        return
     assert "logits" in names
     if name != "softmax":
         assert "hidden" in names

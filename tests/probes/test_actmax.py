@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -95,3 +97,118 @@ def test_bad_objective_and_layer():
         activation_maximization(model, [0], objective="channel")
     with pytest.raises(KeyError, match="unknown layer 'hiden'"):
         activation_maximization(model, [0], objective="channel", layer="hiden")
+
+
+def _plain_loop(model, targets, steps, lr=0.05, seed=0):
+    """Activation maximization of digits as kangae did it before size-dependent defaults:
+    sigmoid pixels, Adam, a random shift of up to 1 px each step (zeros fill)."""
+    from kangae.data.loader import random_shift
+
+    gen = torch.Generator().manual_seed(seed)
+    raw = torch.nn.Parameter(torch.randn(len(targets), 1, 28, 28, generator=gen) * 0.01)
+    opt = torch.optim.Adam([raw], lr=lr)
+    t = torch.tensor(targets)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for _ in range(steps):
+        logits = model(random_shift(torch.sigmoid(raw), 1, gen))
+        opt.zero_grad()
+        (-logits[torch.arange(len(t)), t]).sum().backward()
+        opt.step()
+    return torch.sigmoid(raw).detach()
+
+
+def test_digits_keep_their_defaults_and_results():
+    torch.manual_seed(0)
+    model = create_model("cnn", channels=4, hidden=16).eval()
+    r = activation_maximization(model, [1, 3, 5], steps=25, frames=0)
+    assert r.metrics["param"] == "pixel" and r.metrics["regularizers"]["transforms"] == "shift"
+    assert r.metrics["regularizers"]["jitter"] == 1
+    assert torch.equal(r.images, _plain_loop(copy.deepcopy(model), [1, 3, 5], 25))
+
+
+def test_standard_transforms_are_exact_integer_shifts_without_scale_or_rotation():
+    from kangae.probes import standard_transforms
+
+    x = torch.arange(4 * 3 * 32 * 32, dtype=torch.float32).view(4, 3, 32, 32) / (4 * 3 * 32 * 32)
+    out = standard_transforms(x, jitter=8, scale=0.0, rotate=0, generator=torch.Generator().manual_seed(2))
+    padded = torch.nn.functional.pad(x, (8,) * 4, value=0.5)
+    shifts = []
+    for b in range(4):  # each image is its input moved by a whole number of px, grey outside
+        found = [(dy, dx) for dy in range(-8, 9) for dx in range(-8, 9)
+                 if torch.allclose(out[b], padded[b, :, 8 + dy : 40 + dy, 8 + dx : 40 + dx], atol=1e-5)]
+        assert len(found) == 1, b
+        shifts.append(found[0])
+    assert len(set(shifts)) > 1  # each image draws its own
+    same = standard_transforms(x, 1, 0.0, 0, torch.Generator())
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)  # jitter 1: no move at all
+
+
+def test_standard_transforms_scale_and_rotate_about_the_centre():
+    from kangae.probes import standard_transforms
+
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    blob = (((yy - 31.5) ** 2 + (xx - 31.5) ** 2) < 10**2).float().expand(16, 3, 64, 64) * 0.5 + 0.5
+    out = standard_transforms(blob, 1, 0.1, 10, torch.Generator().manual_seed(0)) - 0.5
+    mass = out.sum((1, 2, 3))
+    assert ((mass / (blob - 0.5).sum((1, 2, 3)) - 1).abs() < 0.25).all()  # scaled by 0.9-1.1, squared
+    assert len(set(mass.round(decimals=1).tolist())) > 2  # different scales per image
+    cy = (out[:, 0] * yy).sum((1, 2)) / out[:, 0].sum((1, 2))
+    cx = (out[:, 0] * xx).sum((1, 2)) / out[:, 0].sum((1, 2))
+    assert (cy - 31.5).abs().max() < 0.5 and (cx - 31.5).abs().max() < 0.5
+
+
+def _rgb_linear(side: int = 64):
+    """Class k scores <W_k, x>: W_k likes colour k in a disc and dislikes it elsewhere, so its
+    best input in [0, 1] is W_k > 0 (the template's positive part)."""
+    yy, xx = torch.meshgrid(torch.arange(float(side)), torch.arange(float(side)), indexing="ij")
+    colours = torch.tensor([[1, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, 1, -1]]).float()
+    w = torch.zeros(4, 3, side, side)
+    for k, (cy, cx) in enumerate([(0.3, 0.3), (0.3, 0.7), (0.7, 0.3), (0.7, 0.7)]):
+        disc = ((yy - cy * side) ** 2 + (xx - cx * side) ** 2 < (side / 5) ** 2).float() * 2 - 1
+        w[k] = colours[k][:, None, None] * disc
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * side * side, 4, bias=False))
+    model[1].weight.data = w.flatten(1) / w[0].numel()
+    return model, w
+
+
+def test_rgb_activation_maximization_finds_the_weight_template():
+    model, w = _rgb_linear()
+    assert activation_maximization(model, [0], steps=1, frames=0).images.shape == (1, 3, 64, 64)
+    plain = activation_maximization(model, "all", steps=150, lr=0.1, param="pixel", frames=0,
+                                    regularizers=Regularizers(transforms="none"))
+    assert torch.equal(plain.images > 0.5, w > 0)
+    lucid = activation_maximization(model, "all", steps=150, lr=0.1, frames=0)  # the 64 px defaults
+    assert lucid.metrics["param"] == "fourier" and lucid.metrics["regularizers"]["transforms"] == "standard"
+    agree = ((lucid.images > 0.5) == (w > 0)).float().mean((1, 2, 3))
+    assert (agree > 0.65).all() and agree.mean() > 0.8
+
+
+def test_rgb_conv_channels_at_64_px_stop_the_forward_at_the_layer():
+    torch.manual_seed(0)
+    model = create_model("vgg16", widths=(4, 8, 8, 8, 8), hidden=8, image_size=64).eval()
+    calls = []
+    model.classifier.register_forward_pre_hook(lambda m, i: calls.append(1))
+    r = activation_maximization(model, [0, 1, 2], objective="channel", layer="features.3", steps=30,
+                                frames=3)
+    assert r.images.shape == (3, 3, 64, 64) and r.frames.shape == (3, 3, 3, 64, 64)
+    assert not calls  # nothing after features.3 ran
+    curve = torch.tensor(r.metrics["objective_curve"])
+    assert (curve[:, -1] > curve[:, 0]).all()
+    assert _hooks(model) == 0
+
+
+def test_filter_grid_makes_post_004s_4x4_grid_of_a_layer():
+    from kangae.probes import filter_grid
+
+    torch.manual_seed(0)
+    model = create_model("vgg-small", widths=(20, 8, 8)).eval()
+    r = filter_grid(model, "block1.relu2", steps=20)
+    assert r.images.shape == (16, 1, 28, 28) and r.metrics["objective"] == "channel"
+    assert r.target.tolist() == sorted(r.target.tolist()) and len(set(r.target.tolist())) == 16
+    assert r.target.max() < 20 and r.target.tolist() != list(range(16))  # drawn, as the post does
+    assert torch.equal(filter_grid(model, "block1.relu2", steps=20).images, r.images)
+    picture = r.picture()
+    assert picture.width == picture.height  # 4 x 4
+    ones = filter_grid(model, "block1.relu2", target=[3, 5], steps=5)
+    assert ones.target.tolist() == [3, 5]

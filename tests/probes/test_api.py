@@ -23,8 +23,10 @@ PROBES_DIR = Path(p.__file__).parent
 
 def _tiny_cnn() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                         nn.Linear(64, 10)).eval()
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                          nn.Linear(64, 10)).eval()
+    model.input_shape = (1, 28, 28)  # a conv net takes any size: it says which one it wants
+    return model
 
 
 def _images(n: int = 4) -> torch.Tensor:
@@ -38,6 +40,10 @@ def _calls() -> dict[str, object]:
     calls = {
         "search_prototypes": lambda: p.search_prototypes(lin, target=[1, 2], max_sweeps=1, frames=2),
         "activation_maximization": lambda: p.activation_maximization(cnn, target=[1, 2], steps=3, frames=2),
+        "activation_maximization:64px": lambda: p.activation_maximization(
+            cnn, target=[1, 2], steps=3, frames=2, input_shape=(1, 64, 64)),  # standard transforms
+        "filter_grid": lambda: p.filter_grid(cnn, "1", steps=3),
+        "deep_dream": lambda: p.deep_dream(cnn, x, layer="1", target=2, steps=2),
         "weight_templates": lambda: p.weight_templates(cnn, x, target=y),
         "verify_prototypes": lambda: p.verify_prototypes(cnn, x, target=y, noise_samples=2, max_shift=1),
         "fgsm": lambda: p.fgsm(cnn, x, target=y, eps=0.1),
@@ -91,7 +97,8 @@ def test_every_probe_takes_target_returns_cpu_tensors_and_leaves_the_rng_alone(n
 
 
 def test_kangae_probes_exports_every_probe():
-    for name in ["search_prototypes", "activation_maximization", "weight_templates", "verify_prototypes",
+    for name in ["search_prototypes", "activation_maximization", "filter_grid", "deep_dream",
+                 "weight_templates", "verify_prototypes",
                  "explain", "meaningful_perturbation", "extremal_perturbation", "deletion_insertion",
                  "pointing_hits", "sanity_check", "calibration", "calibration_of", "temperature_scaling",
                  "confusion", "confusion_of", "embed_epochs", "fgsm", "pgd", "robustness_curve",

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kangae.models import Normalize, create_model
@@ -167,3 +168,81 @@ def test_first_layer_columns_read_off_the_weights_match_an_identity_batch():
     assert torch.allclose(_linear_columns(prefix, (1, 28, 28)), expected, rtol=0, atol=1e-12)
     conv = create_model("cnn", channels=4, hidden=16).double()
     assert _linear_columns(_affine_prefix(conv)[0], (1, 28, 28)) is None
+
+
+def _rgb_linear(side=32, seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * side * side, 4)).eval()
+    model.input_shape = (3, side, side)
+    return model
+
+
+def test_rgb_greedy_finds_the_weight_template_channel_by_channel_and_patch_by_patch():
+    model = _rgb_linear()
+    w = model[1].weight.detach().view(4, 3, 32, 32)
+    pixels = search_prototypes(model, "all", frames=0)
+    assert pixels.metrics["patch"] == 1 and pixels.metrics["units"] == 3 * 32 * 32
+    assert torch.equal(pixels.images, (w > 0).float())
+    patches = search_prototypes(model, "all", patch=8, frames=3)
+    assert patches.metrics["units"] == 3 * 16
+    # the best image constant on each 8x8 patch of each channel: on where the patch's weights sum > 0
+    on = F.avg_pool2d(w, 8) > 0
+    assert torch.equal(patches.images, on.float().repeat_interleave(8, 2).repeat_interleave(8, 3))
+    assert patches.frames.shape == (3, 4, 3, 32, 32) and torch.equal(patches.frames[-1], patches.images)
+
+
+@pytest.mark.parametrize("kw", [
+    {"patch": 4},
+    {"patch": 4, "init": "random", "levels": (0.0, 0.5, 1.0), "incremental": False},
+    {"patch": 5, "method": "mc", "steps": 300, "restarts": 2},
+    {"patch": 4, "method": "mc", "steps": 200, "init": "given"},
+])
+def test_patch_search_gives_the_same_images_as_the_sequential_reference(kw):
+    torch.manual_seed(0)
+    model = create_model("mlp", in_channels=3, image_size=32, hidden=16).eval()
+    if kw.get("init") == "given":
+        kw = {**kw, "init": torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))}
+    fast = search_prototypes(model, [0, 2], max_sweeps=3, frames=0, **kw)
+    ref = reference_search(model, [0, 2], max_sweeps=3, **{k: v for k, v in kw.items() if k != "incremental"})
+    restarts = kw.get("restarts", 1)
+    best = torch.tensor(fast.metrics["restart_scores"]).argmax(1)
+    ref = ref.view(2, restarts, *ref.shape[1:])[torch.arange(2), best]
+    assert torch.equal(fast.images, ref) and sum(fast.metrics["changes"]) > 0
+    assert fast.metrics["incremental"] == kw.get("incremental", True)
+
+
+def test_patches_of_a_conv_net_and_segments_of_a_label_map_match_the_reference():
+    torch.manual_seed(1)
+    conv = create_model("cnn", in_channels=3, image_size=16, channels=4, hidden=8).eval()
+    fast = search_prototypes(conv, [1, 3], patch=4, max_sweeps=2, frames=0)
+    assert fast.metrics["incremental"]  # the first conv's columns, one per patch of a channel
+    assert torch.equal(fast.images, reference_search(conv, [1, 3], patch=4, max_sweeps=2))
+    labels = (torch.arange(16)[:, None] // 3 + torch.arange(16)[None, :] // 5 * 7) % 9 + 100  # 9 odd segments
+    seg = search_prototypes(conv, [1], patch=labels, max_sweeps=2, frames=0)
+    assert seg.metrics["units"] == 27 and seg.metrics["patch"] is None
+    assert torch.equal(seg.images, reference_search(conv, [1], patch=labels, max_sweeps=2))
+    for value in torch.unique(labels):  # constant on each segment of each channel
+        inside = seg.images[0][:, labels == value]
+        assert (inside == inside[:, :1]).all()
+
+
+def test_block_mode_over_patches_ends_at_a_local_optimum():
+    model = _rgb_linear(16, seed=2)
+    result = search_prototypes(model, [1], method="block", patch=4, steps=500, frames=0)
+    assert torch.equal(result.images, search_prototypes(model, [1], patch=4, frames=0).images)
+
+
+def test_large_images_are_searched_in_patches_and_the_cost_is_said_first():
+    from kangae.probes.prototypes import auto_patch, estimate_search
+
+    assert auto_patch((1, 28, 28)) == 1 and auto_patch((3, 64, 64)) == 1 and auto_patch((3, 224, 224)) == 8
+    mlp = create_model("mlp", hidden=16).eval()
+    cost = estimate_search(mlp, "all")
+    assert cost.trials == (2 * 784 * 10, 10 * 784 * 10) and cost.incremental
+    assert cost.line().startswith("search cost: 784 pixel values, 15,680-78,400 forward passes at ")
+    vgg = create_model("vgg16", widths=(4, 4, 4, 4, 4), hidden=8, num_classes=20).eval()
+    cost = estimate_search(vgg, list(range(8)), method="mc", steps=100, restarts=2)
+    assert cost.units == 3 * 28 * 28 and cost.trials == (1600, 1600) and not cost.incremental
+    assert "2,352 units (3 channels x 784 patches of 8x8 px), 1,600 forward passes" in cost.line()
+    with pytest.raises(ValueError, match="patch labels are \\(4, 4\\)"):
+        search_prototypes(mlp, [0], patch=torch.zeros(4, 4))

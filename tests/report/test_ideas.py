@@ -64,8 +64,11 @@ def test_layer_targets_make_a_4x4_filter_grid(blob_data, tmp_path):
     (["--method", "gradient", "--objective", "channel"], "does not fit class targets"),
     (["--method", "gradient", "--lr", "0"], "must be positive"),
     (["--method", "mc", "--steps", "0"], "must be at least 1"),
-    (["--steps", "50"], "--steps applies to --method mc or block or gradient, not greedy"),
-    (["--method", "greedy", "--lr", "0.1"], "--lr applies to --method gradient, not greedy"),
+    (["--steps", "50"], "--steps applies to --method mc or block or gradient or dream, not greedy"),
+    (["--method", "greedy", "--lr", "0.1"], "--lr applies to --method gradient or dream, not greedy"),
+    (["--method", "gradient", "--patch", "4"], "--patch applies to --method greedy or mc or block"),
+    (["--method", "dream", "--targets", "layer:hidden"], "needs a picture: --image FILE"),
+    (["--image", "x.png"], "--image applies to --method dream, not greedy"),
     (["--method", "gradient", "--levels", "0,1"], "--levels applies to --method greedy or mc or block"),
     (["--method", "template", "--sweeps", "3"], "--sweeps applies to --method greedy, not template"),
 ])
@@ -86,3 +89,31 @@ def test_parse_targets_accepts_names_ranges_and_all():
     assert parse_targets("layer:hidden", model, classes, shape).indices == list(range(16))
     with pytest.raises(KangaeError, match="valid: a, b, c"):
         parse_targets("z", model, classes, shape)
+
+
+def test_search_says_its_cost_before_it_starts(mlp_run, tmp_path):
+    res = run("ideas", mlp_run, "--targets", "3", "--out", tmp_path / "x", "--sweeps", "2")
+    assert res.exit_code == 0, res.output
+    first = res.output.splitlines()[0]
+    assert first.startswith("search cost: 784 pixel values, 1,568 forward passes at "), first
+
+
+def test_dream_of_a_users_picture_from_the_cli(mlp_run, tmp_path):
+    import numpy as np
+
+    picture = tmp_path / "my photo.png"
+    rgb = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(picture)  # colour, another size: made grey 28x28 for the model
+    out = tmp_path / "dream"
+    res = run("ideas", mlp_run, "--method", "dream", "--image", picture, "--targets", "layer:hidden",
+              "--steps", "5", "--out", out)
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "dream" and metrics["targets"] == ["my photo"]
+    assert metrics["scores"][0] > metrics["run"]["start_norm"][0]
+    assert (out / "target-00-my_photo.png").is_file() and (out / "search.gif").is_file()
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a picture")
+    res = run("ideas", mlp_run, "--method", "dream", "--image", bad, "--targets", "layer:hidden",
+              "--out", out)
+    assert res.exit_code == 2 and "broken.png" in res.output and "Traceback" not in res.output

@@ -23,10 +23,20 @@ from ..errors import KangaeError, UnknownNameError
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel, with mean and std stored in the checkpoint."""
 
-    def __init__(self, mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,)):
+    def __init__(self, mean: Sequence[float] = (0.1307,), std: Sequence[float] = (0.3081,),
+                 required: bool = True):
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+        self.required = required  # False: a state dict without them (another library's) keeps ours
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        missing = args[2]  # (local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        if not self.required:
+            for key in (prefix + "mean", prefix + "std"):
+                if key in missing:
+                    missing.remove(key)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -198,6 +208,70 @@ def vgg_small(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
     )
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+VGG16_CONVS = (2, 2, 3, 3, 3)  # 3x3 convs per block (configuration D)
+# post 004's Keras layer names (each includes its ReLU) -> this layout's ReLU after that conv
+VGG16_KERAS_NAMES = {
+    f"block{b + 1}_conv{k + 1}": f"features.{sum(2 * n + 1 for n in VGG16_CONVS[:b]) + 2 * k + 1}"
+    for b, n in enumerate(VGG16_CONVS) for k in range(n)}
+
+
+def vgg16(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
+          widths: Sequence[int] = (64, 128, 256, 512, 512), hidden: int = 4096, dropout: float = 0.5,
+          mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> nn.Module:
+    """VGG16 (Simonyan & Zisserman 2014, configuration D): 13 3x3 convs with ReLU in 5 blocks
+    (64-128-256-512-512), a 2x2 max-pool after each block, an adaptive average pool to 7x7,
+    then ``hidden``-``hidden``-``num_classes`` fully connected layers with dropout; the last
+    one gives the logits (no softmax, as post 004 asks).
+
+    Module names follow torchvision's ``features.N``, ``avgpool`` and ``classifier.N``, so its
+    ImageNet state dicts load unchanged (``VGG16_KERAS_NAMES`` maps post 004's Keras layer
+    names to them). A ``normalize`` module in front (ImageNet's mean and std for 3 channels;
+    a state dict without them keeps these) lets it take pixels in [0, 1]. Random initialization as
+    torchvision's; the ReLUs are not in-place, so a hook on a conv sees its own output.
+    """
+    if image_size < 2 ** len(widths):
+        raise ValueError(f"vgg16 needs images of at least {2 ** len(widths)} px (it halves them "
+                         f"{len(widths)} times), not {image_size}")
+    if len(widths) != len(VGG16_CONVS):
+        raise ValueError(f"vgg16 has {len(VGG16_CONVS)} blocks: give {len(VGG16_CONVS)} widths")
+    grey = ((0.1307,) * in_channels, (0.3081,) * in_channels)
+    mean = tuple(mean) if mean is not None else IMAGENET_MEAN if in_channels == 3 else grey[0]
+    std = tuple(std) if std is not None else IMAGENET_STD if in_channels == 3 else grey[1]
+    features: list[nn.Module] = []
+    cin = in_channels
+    for width, convs in zip(widths, VGG16_CONVS):
+        for _ in range(convs):
+            features += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU()]
+            cin = width
+        features.append(nn.MaxPool2d(2))
+    model = _seq(
+        ("normalize", Normalize(mean, std, required=False)),
+        ("features", nn.Sequential(*features)),
+        ("avgpool", nn.AdaptiveAvgPool2d(7)),
+        ("flatten", nn.Flatten()),
+        ("classifier", nn.Sequential(
+            nn.Linear(cin * 49, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes))),
+    )
+    for m in model.modules():  # torchvision's VGG initialization
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+    model.input_shape = (in_channels, image_size, image_size)
+    return model
+
+
+VGG16_ENTRY = ModelEntry("vgg16", "VGG16 layout (13 3x3 convs 64-512, 4096-4096-N), torchvision's "
+                         "names; for ImageNet-scale weights and tests", vgg16,
+                         Recipe(epochs=4, batch_size=32, lr=1e-3, optimizer="sgd"), "post 004")
+
+
 MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in [
@@ -214,6 +288,7 @@ MODELS: dict[str, ModelEntry] = {
                    Recipe(epochs=4, batch_size=64, lr=5e-3), "kangae (cluttered MNIST)"),
         ModelEntry("vgg-small", "VGG-style 3x3 conv blocks (32-64-128)", vgg_small,
                    Recipe(epochs=4, batch_size=128, lr=1e-3), "post 004"),
+        VGG16_ENTRY,
     ]
 }
 
@@ -248,7 +323,18 @@ def check_model_arguments(name: str, args: dict[str, Any]) -> None:
             raise KangaeError(f"model '{name}' has no argument '{key}' ({takes}).{hint}")
 
 
-def create_model(name: str, num_classes: int = 10, in_channels: int = 1, **kwargs: Any) -> nn.Module:
-    """Build a zoo model by name, e.g. ``create_model("cnn", num_classes=10)``."""
+def create_model(name: str, num_classes: int | None = None, in_channels: int | None = None,
+                 **kwargs: Any) -> nn.Module:
+    """Build a zoo model by name, e.g. ``create_model("cnn", num_classes=10)``; an argument
+    left out takes the model's own default (10 grey 28 px digits for most, ImageNet's 1000
+    classes at 3x224 for ``vgg16``). The model carries ``input_shape`` (C, H, W)."""
     check_model_arguments(name, kwargs)
-    return get_entry(name).build(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    build = get_entry(name).build
+    given = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels)) if v is not None}
+    model = build(**given, **kwargs)
+    if getattr(model, "input_shape", None) is None:
+        args = inspect.signature(build).bind(**given, **kwargs)
+        args.apply_defaults()
+        size = args.arguments.get("image_size", 28)
+        model.input_shape = (int(args.arguments.get("in_channels", 1)), int(size), int(size))
+    return model

@@ -6,8 +6,9 @@ device, leaves the model's mode, flags, hooks and the global RNG as it found the
 returns a small dataclass of CPU tensors with a ``metrics`` dict.
 
 - prototypes (what the model thinks a class looks like): :func:`search_prototypes`
-  (post 000's pixel search), :func:`activation_maximization` (post 004),
-  :func:`weight_templates` (post 002), checked by :func:`verify_prototypes`;
+  (post 000's pixel search), :func:`activation_maximization` and :func:`filter_grid`
+  (post 004), :func:`weight_templates` (post 002), checked by :func:`verify_prototypes`;
+  :func:`deep_dream` of the user's own pictures (post 004's next step);
 - explanations (where a decision rests): :func:`explain` with any registered method,
   :func:`meaningful_perturbation`, :func:`extremal_perturbation` (post 001);
 - faithfulness (are the explanations true): :func:`deletion_insertion`,
@@ -20,7 +21,7 @@ returns a small dataclass of CPU tensors with a ``metrics`` dict.
 Probes never import the CLI, the reports or the server; those import the probes.
 """
 
-from .actmax import Regularizers, activation_maximization
+from .actmax import Regularizers, activation_maximization, filter_grid, standard_transforms
 from .attacks import (
     AttackResult,
     EditResult,
@@ -37,6 +38,7 @@ from .attribution import METHODS as EXPLAIN_METHODS
 from .attribution import explain
 from .calibration import CalibrationResult, calibration, calibration_of, fit_temperature, temperature_scaling
 from .confusion import ConfusionResult, confusion, confusion_of
+from .dream import deep_dream
 from .embeddings import EmbeddingResult, embed_epochs
 from .explanation import Explanation
 from .faithfulness import deletion_insertion, pointing_hits, sanity_check
@@ -51,9 +53,10 @@ __all__ = [
     "EXPLAIN_METHODS", "AttackResult", "CalibrationResult", "ConfusionResult", "EditResult",
     "EmbeddingResult", "Explanation", "PrototypeResult", "Regularizers", "RobustnessCurve",
     "TemplateResult", "activation_maximization", "as_classes", "as_images", "as_target", "calibration",
-    "calibration_of", "confusion", "confusion_of", "deletion_insertion", "embed_epochs", "explain",
-    "extremal_perturbation", "fewest_pixel_edits", "fgsm", "fit_temperature", "is_linear",
+    "calibration_of", "confusion", "confusion_of", "deep_dream", "deletion_insertion", "embed_epochs",
+    "explain", "extremal_perturbation", "fewest_pixel_edits", "fgsm", "filter_grid", "fit_temperature",
+    "is_linear",
     "meaningful_perturbation", "model_device", "pgd", "pointing_hits", "robustness_curve", "saliency",
-    "sanity_check", "search_prototypes", "template_attack", "temperature_scaling", "verify_prototypes",
-    "weight_templates",
+    "sanity_check", "search_prototypes", "standard_transforms", "template_attack", "temperature_scaling",
+    "verify_prototypes", "weight_templates",
 ]

@@ -31,6 +31,7 @@ forward is much cheaper than many small ones.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -44,8 +45,9 @@ from ._affine import affine_prefix as _affine_prefix
 from ._affine import leaves as _leaves
 from ._affine import linear_columns as _linear_columns
 from ._model import eval_copy, input_shape_of
-from .inputs import Target, as_classes, model_device, renamed
+from .inputs import ProbeInputError, Target, as_classes, model_device, renamed
 from .result import PrototypeResult
+from .superpixels import grid_segments
 
 ScoreKind = Literal["logit", "prob", "logprob"]
 SCORES = ("logit", "prob", "logprob")
@@ -70,11 +72,21 @@ def _pick(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tenso
 
 
 class _Scorer:
-    """Scores candidate images: all chains, window positions and levels in one batch."""
+    """Scores candidate images: all chains, window positions and levels in one batch.
 
-    def __init__(self, model: nn.Module, shape: tuple[int, ...], kind: str, incremental: bool):
+    One API for every search: :meth:`state` (the first layer's output of images, or None),
+    :meth:`score` (the current images), :meth:`window` (the best level of each proposal in a
+    window, each on top of the predicted changes before it) and :meth:`commit` (apply
+    accepted changes). Images are rows of ``dim`` search units; ``units`` ``(C*H*W,)`` maps
+    each pixel to its unit (a patch of one channel), ``None`` when units are pixels.
+    """
+
+    def __init__(self, model: nn.Module, shape: tuple[int, ...], kind: str, incremental: bool,
+                 units: torch.Tensor | None = None):
         self.model, self.shape, self.kind = model, shape, kind
-        self.dim = int(torch.tensor(shape).prod())
+        self.pixels = int(torch.tensor(shape).prod())  # values per image the model sees
+        self.units = units
+        self.dim = self.pixels if units is None else int(units.max()) + 1  # values the search sets
         self.incremental = False
         self.head: tuple[list[nn.Module], torch.Tensor, torch.Tensor | None] | None = None
         self.cheap = False  # a candidate costs about one first-layer column
@@ -91,14 +103,20 @@ class _Scorer:
             width = zero[0].numel()
             if self.dim * width * 8 > _MAX_COLUMN_BYTES:
                 return
-            self.columns = _linear_columns(self.prefix, shape)
-            if self.columns is None:
-                cols = []
-                eye = torch.eye(self.dim, dtype=dtype, device=device)
-                for chunk in eye.split(max(1, _BATCH_BYTES // (width * 8))):
-                    cols.append(self.prefix(chunk.view(-1, *shape)).flatten(1) - zero.flatten(1))
-                self.columns = torch.cat(cols)
-        # self.columns (D, P): prefix(x + d e_p) = prefix(x) + d * columns[p]
+            columns = _linear_columns(self.prefix, shape) if self.pixels * width * 8 <= _MAX_COLUMN_BYTES \
+                else None
+            if columns is not None and units is not None:  # a unit's column: the sum of its pixels'
+                columns = columns.new_zeros(self.dim, width).index_add_(0, units.to(device), columns)
+            if columns is None:
+                cols, step = [], max(1, _BATCH_BYTES // (width * 8))
+                for lo in range(0, self.dim, step):
+                    n = min(step, self.dim - lo)
+                    eye = torch.zeros(n, self.dim, dtype=dtype, device=device)
+                    eye[torch.arange(n), torch.arange(lo, lo + n)] = 1
+                    cols.append(self.prefix(self.image(eye)).flatten(1) - zero.flatten(1))
+                columns = torch.cat(cols)
+            self.columns = columns
+        # self.columns (U, P): prefix(x + d e_u) = prefix(x) + d * columns[u]
         self.width = width
         self.incremental = True
         rest = _leaves(self.rest) if isinstance(self.rest, nn.Sequential) else [self.rest]
@@ -109,50 +127,26 @@ class _Scorer:
             # only the target's row of the last layer is needed: one dot product per candidate
             self.head = (body, last.weight, last.bias)
 
+    def image(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows of unit values ``(n, U)`` as the model's images ``(n, C, H, W)``."""
+        if self.units is not None:
+            x = x.index_select(1, self.units.to(x.device))
+        return x.reshape(-1, *self.shape)
+
+    @property
+    def row_bytes(self) -> int:
+        """Memory of one candidate in a batch: a first-layer output, or a whole image."""
+        return (self.width if self.incremental else self.pixels) * 8
+
     @torch.no_grad()
     def state(self, x: torch.Tensor) -> torch.Tensor | None:
-        return self.prefix(x.view(-1, *self.shape)).flatten(1) if self.incremental else None
+        return self.prefix(self.image(x)).flatten(1) if self.incremental else None
 
     @torch.no_grad()
     def score(self, x: torch.Tensor, pre: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
         if pre is not None:
             return _pick(self.rest(pre.view(-1, *self.pre_shape)), targets, self.kind)
-        return _pick(self.model(x.view(-1, *self.shape)), targets, self.kind)
-
-    @torch.no_grad()
-    def candidates(self, x: torch.Tensor, pre: torch.Tensor | None, targets: torch.Tensor,
-                   pixels: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Scores ``(n, K, L)`` of setting pixel ``pixels[n, k]`` to ``values[n, k, l]``.
-
-        A candidate that leaves the pixel as it is cannot raise the score, so it is not
-        evaluated and gets ``-inf`` (the sequential reference evaluates it and rejects it).
-        """
-        dv = values - x.gather(1, pixels)[..., None]
-        todo = dv != 0
-        chain, kk, ll = todo.nonzero(as_tuple=True)
-        out = torch.full(values.shape, float("-inf"), dtype=x.dtype, device=x.device)
-        width = self.width if self.incremental else self.dim
-        step = max(1, _BATCH_BYTES // (width * 8))
-        for lo in range(0, len(chain), step):
-            c, k, lv = chain[lo : lo + step], kk[lo : lo + step], ll[lo : lo + step]
-            if self.incremental:
-                batch = torch.addcmul(pre.index_select(0, c),
-                                      self.columns.index_select(0, pixels[c, k]), dv[c, k, lv, None])
-                logits = self.rest(batch.view(-1, *self.pre_shape))
-            else:
-                batch = x[c].clone()
-                batch[torch.arange(len(c), device=x.device), pixels[c, k]] = values[c, k, lv]
-                logits = self.model(batch.view(-1, *self.shape))
-            out[c, k, lv] = _pick(logits, targets[c], self.kind)
-        return out
-
-    def apply(self, x: torch.Tensor, pre: torch.Tensor | None, chains: torch.Tensor,
-              pixels: torch.Tensor, values: torch.Tensor) -> None:
-        if pre is not None:
-            dv = values - x[chains, pixels]
-            pre[chains] += self.columns[pixels] * dv[:, None]
-        x[chains, pixels] = values
-
+        return _pick(self.model(self.image(x)), targets, self.kind)
 
     @torch.no_grad()
     def window(self, x: torch.Tensor, pre: torch.Tensor | None, targets: torch.Tensor,
@@ -246,8 +240,8 @@ class _Scorer:
         n, k = pixels.shape
         flat = base.scatter(2, pixels[..., None], values[..., None]).view(-1, self.dim)
         t = targets.repeat_interleave(k)
-        step = max(1, _BATCH_BYTES // (self.dim * 8))
-        return torch.cat([_pick(self.model(flat[i : i + step].view(-1, *self.shape)), t[i : i + step],
+        step = max(1, _BATCH_BYTES // (self.pixels * 8))
+        return torch.cat([_pick(self.model(self.image(flat[i : i + step])), t[i : i + step],
                                 self.kind) for i in range(0, len(flat), step)]).view(n, k)
 
     @torch.no_grad()
@@ -353,7 +347,7 @@ def _run_pass(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: tor
                  changed=torch.zeros(m, dtype=torch.bool, device=dev),
                  pixels=None if sweep else pixels[ids], values=None if sweep else values[ids])
     levels = values[0, 0]
-    per_row = (scorer.width if scorer.incremental else scorer.dim) * 8
+    per_row = scorer.row_bytes
     span_all = torch.arange(max(max_window, 1), device=dev)
     neg = torch.full((1, 1), -1, dtype=torch.long, device=dev)
 
@@ -434,18 +428,130 @@ def _run_pass(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: tor
 
 
 def _initial(init: str | torch.Tensor, n: int, shape: tuple[int, ...], dtype: torch.dtype,
-             device: torch.device, generator: torch.Generator) -> torch.Tensor:
-    dim = int(torch.tensor(shape).prod())
+             device: torch.device, generator: torch.Generator,
+             units: torch.Tensor | None = None) -> torch.Tensor:
+    """Starting rows of unit values ``(n, U)``; a given image is averaged over each unit."""
+    pixels = int(torch.tensor(shape).prod())
+    dim = pixels if units is None else int(units.max()) + 1
     if isinstance(init, torch.Tensor):
-        img = init.to(device=device, dtype=dtype).reshape(-1, dim)
+        img = init.to(device=device, dtype=dtype).reshape(-1, pixels)
         if img.shape[0] not in (1, n):
             raise ValueError(f"init holds {img.shape[0]} images; give 1 or {n}")
+        if units is not None:
+            u = units.to(device)
+            counts = torch.bincount(u, minlength=dim).to(dtype)
+            img = img.new_zeros(img.shape[0], dim).index_add_(1, u, img) / counts
         return img.expand(n, dim).clone()
     if init == "blank":
         return torch.zeros(n, dim, dtype=dtype, device=device)
     if init == "random":
         return torch.rand(n, dim, generator=generator, dtype=dtype).to(device)
     raise ValueError(f"unknown init '{init}'; use blank, random or an image tensor")
+
+
+def auto_patch(shape: Sequence[int]) -> int:
+    """The patch side a search uses by default: single pixels up to 64 px, above that about
+    1 px per 28 px of side (8x8 px patches at 224, a 28x28 grid as for digits)."""
+    side = min(shape[-2:])
+    return 1 if max(shape[-2:]) <= 64 else max(1, round(side / 28))
+
+
+def search_units(shape: Sequence[int], patch: int | torch.Tensor | None = None) -> torch.Tensor | None:
+    """``(C*H*W,)``: the search unit of each pixel, one per channel and patch; ``patch`` is a
+    side in px (square patches, the last row and column of patches may be smaller), an
+    ``(H, W)`` map of segment labels (e.g. superpixels), or ``None`` for :func:`auto_patch`.
+    ``None`` is returned where units are single pixels."""
+    c, h, w = (int(v) for v in shape)
+    if patch is None:
+        patch = auto_patch(shape)
+    if isinstance(patch, torch.Tensor):
+        if tuple(patch.shape) != (h, w):
+            raise ProbeInputError(f"patch labels are {tuple(patch.shape)}; the images are {h}x{w}")
+        labels = torch.unique(patch.long(), return_inverse=True)[1]
+    else:
+        if int(patch) < 1:
+            raise ProbeInputError(f"patch must be a side of at least 1 px, got {patch}")
+        if int(patch) == 1:
+            return None
+        labels = grid_segments((h, w), int(patch))
+    k = int(labels.max()) + 1
+    return (torch.arange(c)[:, None] * k + labels.flatten()[None, :]).flatten()
+
+
+@dataclass(frozen=True)
+class SearchCost:
+    """What a search will cost, said before it starts: ``units`` it sets, the fewest and
+    most trials (forward passes of one image) and the seconds they take at ``per_forward``
+    each (one image of a timed batch of 2, in the search's float64). Where the first-layer
+    shortcut applies, most trials cost less: the time is an upper bound there."""
+
+    units: int
+    patch: int | None
+    trials: tuple[int, int]
+    per_forward: float
+    incremental: bool
+    shape: tuple[int, ...]
+
+    def line(self) -> str:
+        lo, hi = self.trials
+        c = self.shape[0]
+        channels = f"{c} channel{'s' * (c != 1)}"
+        if self.patch == 1:
+            what = f"{self.units:,} pixel values"
+        elif self.patch is None:
+            what = f"{self.units:,} units ({channels} x {self.units // c:,} segments)"
+        else:
+            side = f"{self.patch}x{self.patch} px"
+            what = f"{self.units:,} units ({channels} x {self.units // c:,} patches of {side})"
+        span = f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
+        secs = _seconds(lo * self.per_forward)
+        if lo != hi:
+            secs += f"-{_seconds(hi * self.per_forward)}"
+        shortcut = " (less: the first-layer shortcut makes most trials cheaper)" if self.incremental else ""
+        return (f"search cost: {what}, {span} forward passes at {self.per_forward * 1e3:.3g} ms each, "
+                f"about {secs}{shortcut}")
+
+
+def _seconds(t: float) -> str:
+    if t < 120:
+        return f"{t:.2g} s" if t < 10 else f"{t:.0f} s"
+    return f"{t / 60:.0f} min" if t < 7200 else f"{t / 3600:.1f} h"
+
+
+def estimate_search(model: nn.Module, target: Target = "all", *, method: str = "greedy",
+                    levels: Sequence[float] = (0.0, 1.0), restarts: int = 1, max_sweeps: int = 10,
+                    steps: int = 10_000, patch: int | torch.Tensor | None = None,
+                    input_shape: tuple[int, ...] | None = None, incremental: bool = True,
+                    dtype: torch.dtype = torch.float64) -> SearchCost:
+    """The cost of :func:`search_prototypes` with these arguments, from one timed forward
+    pass of a batch of 2: greedy makes ``units x (levels - 1)`` trials per target, restart
+    and sweep (2 sweeps at least, ``max_sweeps`` at most), mc ``steps``, block (steepest
+    ascent) ``units x (levels - 1)`` per change (1 to ``steps`` changes)."""
+    shape = tuple(input_shape or input_shape_of(model))
+    units = search_units(shape, patch)
+    dim = int(torch.tensor(shape).prod()) if units is None else int(units.max()) + 1
+    net = eval_copy(model, dtype)
+    device = model_device(net)
+    x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
+    times: list[float] = []
+    with torch.inference_mode():
+        num_classes = net(x[:1]).shape[1]
+        while len(times) < 3 and sum(times) < 0.05 or not times:  # small models: best of 3
+            t0 = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - t0)
+        split = _affine_prefix(net) if incremental else None
+        if split is not None:  # the shortcut is taken where its columns fit in memory
+            width = split[0](x[:1]).numel()
+            split = split if dim * width * 8 <= _MAX_COLUMN_BYTES else None
+    per_forward = min(times) / 2
+    chains = len(as_classes(target, num_classes)) * restarts
+    per_pass = dim * max(1, len(levels) - 1) * chains
+    trials = {"greedy": (min(2, max_sweeps) * per_pass, max_sweeps * per_pass),
+              "mc": (steps * chains, steps * chains),
+              "block": (per_pass, steps * per_pass)}[method]
+    side = None if isinstance(patch, torch.Tensor) else (patch or auto_patch(shape))
+    return SearchCost(dim, side, trials, per_forward, split is not None, shape)
 
 
 def _proposals(method: str, n: int, dim: int, levels: torch.Tensor, steps: int,
@@ -464,34 +570,41 @@ def search_prototypes(model: nn.Module, target: Target = "all", *,
                       method: str = "greedy", levels: Sequence[float] = (0.0, 1.0),
                       init: str | torch.Tensor = "blank", restarts: int = 1,
                       max_sweeps: int = 10, steps: int = 10_000, score: ScoreKind = "logit",
+                      patch: int | torch.Tensor | None = None,
                       input_shape: tuple[int, ...] | None = None, incremental: bool = True,
                       max_window: int | None = None, frames: int = 40, seed: int = 0,
                       dtype: torch.dtype = torch.float64) -> PrototypeResult:
     """Prototypes of each class in ``target`` (a class, a list, or ``"all"``) by discrete
     search over pixel values (forward passes only).
 
-    ``method``: ``greedy`` sweeps pixels in order, trying each of ``levels`` and keeping the
-    best if it raises the score, until a sweep changes nothing (or ``max_sweeps``);
-    ``mc`` makes ``steps`` random single-pixel mutations, keeping those that help; ``block``
-    is steepest ascent (see the module notes). ``score`` is the target's logit (default),
-    probability or log-probability. Restarts differ only with ``init="random"`` or ``mc``;
-    the best restart per target is returned. ``max_window`` bounds how many proposals per
-    chain one batch scores (default: 64 when a candidate costs about one first-layer
-    column, else 16); it changes the speed, never the result.
+    ``method``: ``greedy`` sweeps the units in order, trying each of ``levels`` and keeping
+    the best if it raises the score, until a sweep changes nothing (or ``max_sweeps``);
+    ``mc`` makes ``steps`` random single-unit mutations, keeping those that help; ``block``
+    is steepest ascent (see the module notes). A unit is one channel of one pixel (RGB
+    pixels are searched channel by channel) or, with ``patch``, of a square patch of
+    ``patch`` px or a segment of an ``(H, W)`` label map; the default is pixels up to
+    64 px and about 1 px per 28 px of side above that (:func:`auto_patch`: 8x8 patches at
+    224). :func:`estimate_search` says what a search will cost.
+    ``score`` is the target's logit (default), probability or log-probability. Restarts
+    differ only with ``init="random"`` or ``mc``; the best restart per target is returned.
+    ``max_window`` bounds how many proposals per chain one batch scores (default: 64 when
+    a candidate costs about one first-layer column, else 16); it changes the speed, never
+    the result.
     """
     if method not in ("greedy", "mc", "block"):
         raise ValueError(f"unknown search method '{method}'; use greedy, mc or block")
     device = model_device(model)
     shape = tuple(input_shape or input_shape_of(model))
+    units = search_units(shape, patch)
     net = eval_copy(model, dtype)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         num_classes = net(torch.zeros(1, *shape, dtype=dtype, device=device)).shape[1]
     t = as_classes(target, num_classes).repeat_interleave(restarts).to(device)
-    n, dim = len(t), int(torch.tensor(shape).prod())
     lv = torch.as_tensor(list(levels), dtype=dtype)
-    x0 = _initial(init, n, shape, dtype, device, gen)
-    scorer = _Scorer(net, shape, score, incremental)
+    x0 = _initial(init, len(t), shape, dtype, device, gen, units)
+    n, dim = x0.shape
+    scorer = _Scorer(net, shape, score, incremental, None if units is None else units.to(device))
     if max_window is None:  # speculate further where a candidate costs little
         max_window = 64 if scorer.cheap else 16
     x = x0.clone()
@@ -517,9 +630,11 @@ def search_prototypes(model: nn.Module, target: Target = "all", *,
             if not active.any():
                 break
         total = int(sweeps.max()) * pixels.shape[1]
-    return _finish(x, x0, s, t, restarts, shape, events, total, frames, method,
+    side = None if isinstance(patch, torch.Tensor) else (patch or auto_patch(shape))
+    return _finish(scorer, x, x0, s, t, restarts, events, total, frames, method,
                    {"score": score, "levels": list(levels), "init": init if isinstance(init, str)
                     else "given", "restarts": restarts, "incremental": scorer.incremental,
+                    "patch": side, "units": dim,
                     "sweeps": None if sweeps is None else sweeps.view(-1, restarts).max(1).values.tolist(),
                     "changes": [int(c) for c in _count_changes(events, n)]})
 
@@ -530,42 +645,54 @@ def _count_changes(events: _Events, n: int) -> torch.Tensor:
 
 def _steepest_ascent(scorer: _Scorer, x: torch.Tensor, pre: torch.Tensor | None, s: torch.Tensor,
                      t: torch.Tensor, levels: torch.Tensor, max_steps: int, events: _Events) -> int:
+    """Each step scores every unit at every level (by :meth:`_Scorer.window`, with no
+    predicted changes, in chunks of units) and applies each chain's single best change."""
     n, dim = x.shape
-    pixels = torch.arange(dim, device=x.device).expand(n, dim)
-    values = levels.expand(n, dim, len(levels))
     active = torch.ones(n, dtype=torch.bool, device=x.device)
     step = 0
     while active.any() and step < max_steps:
         idx = active.nonzero().squeeze(1)
-        cand = scorer.candidates(x[idx], None if pre is None else pre[idx], t[idx], pixels[idx],
-                                 values[idx])
-        flat = cand.flatten(1)
-        best, where = flat.max(1)
+        m = len(idx)
+        xs, ps, ts = x[idx], None if pre is None else pre[idx], t[idx]
+        chunk = max(1, _BATCH_BYTES // (scorer.row_bytes * m))
+        bests, levels_at = [], []
+        for lo in range(0, dim, chunk):
+            units = torch.arange(lo, min(dim, lo + chunk), device=x.device).expand(m, -1)  # (m, k)
+            vals = levels.expand(m, units.shape[1], len(levels))  # (m, k, V)
+            ahead = xs.gather(1, units)  # (m, k) the units' current values
+            none = torch.zeros_like(ahead)
+            best, level = scorer.window(xs, ps, ts, units, vals, ahead, ahead, none,
+                                        vals != ahead[..., None])
+            bests.append(best)
+            levels_at.append(level)
+        best, where = torch.cat(bests, 1).max(1)  # the first best unit, its first best level
         better = best > s[idx] + _tol(s[idx])
         active[idx[~better]] = False
         if better.any():
-            c, w = idx[better], where[better]
-            p, v = w // len(levels), levels[w % len(levels)]
-            scorer.apply(x, pre, c, p, v)
+            c, u = idx[better], where[better]
+            v = levels[torch.cat(levels_at, 1)[better.nonzero().squeeze(1), u]]
+            scorer.commit(x, pre, c, u, v, v - x[c, u], None)
             s[c] = best[better]
             step += 1
-            events.add(torch.full_like(c, step), c, p, v)
+            events.add(torch.full_like(c, step), c, u, v)
     return step
 
 
-def _finish(x: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, t: torch.Tensor, restarts: int,
-            shape: tuple[int, ...], events: _Events, total: int, n_frames: int, method: str,
+def _finish(scorer: _Scorer, x: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, t: torch.Tensor,
+            restarts: int, events: _Events, total: int, n_frames: int, method: str,
             metrics: dict) -> PrototypeResult:
     per = s.view(-1, restarts)
     best = per.argmax(1) + torch.arange(per.shape[0], device=s.device) * restarts
     at = sorted({round(i * total / max(1, n_frames - 1)) for i in range(n_frames)}) if total else [0]
-    frames = events.frames(x0, at)[:, best.cpu()] if n_frames else None
+    frames = events.frames(x0, at)[:, best.cpu()] if n_frames else None  # (F, T, U)
+    shape = scorer.shape
     return PrototypeResult(
-        images=x[best].float().view(-1, *shape).clamp(0, 1).cpu(),
+        images=scorer.image(x[best]).float().clamp(0, 1).cpu(),
         target=t[best].cpu(),
         scores=s[best].float().cpu(),
         method=method,
-        frames=None if frames is None else frames.float().view(len(at), -1, *shape).cpu(),
+        frames=None if frames is None else
+        scorer.image(frames.flatten(0, 1).to(x)).float().view(len(at), -1, *shape).cpu(),
         metrics={**metrics, "restart_scores": per.float().cpu().tolist(), "frame_steps": at},
     )
 
@@ -574,7 +701,8 @@ def _finish(x: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, t: torch.Tensor,
 def reference_search(model: nn.Module, targets: Sequence[int], *, method: str = "greedy",
                      levels: Sequence[float] = (0.0, 1.0), init: str | torch.Tensor = "blank",
                      restarts: int = 1, max_sweeps: int = 10, steps: int = 10_000,
-                     score: ScoreKind = "logit", input_shape: tuple[int, ...] | None = None,
+                     score: ScoreKind = "logit", patch: int | torch.Tensor | None = None,
+                     input_shape: tuple[int, ...] | None = None,
                      seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """The post's algorithm as written: one class at a time, one forward pass per trial.
 
@@ -585,19 +713,24 @@ def reference_search(model: nn.Module, targets: Sequence[int], *, method: str = 
         raise ValueError(f"the sequential reference covers greedy and mc, not '{method}'")
     device = model_device(model)
     shape = tuple(input_shape or input_shape_of(model))
+    units = search_units(shape, patch)
     net = eval_copy(model, dtype)
     gen = torch.Generator().manual_seed(seed)
     num_classes = net(torch.zeros(1, *shape, dtype=dtype, device=device)).shape[1]
     t = as_classes(list(targets), num_classes).repeat_interleave(restarts)
-    n, dim = len(t), int(torch.tensor(shape).prod())
     lv = torch.as_tensor(list(levels), dtype=dtype)
-    x0 = _initial(init, n, shape, dtype, device, gen)
+    x0 = _initial(init, len(t), shape, dtype, device, gen, units)
+    n, dim = x0.shape
     pixels, values = _proposals("mc" if method == "mc" else "greedy", n, dim, lv, steps, gen)
+
+    def image(x: torch.Tensor) -> torch.Tensor:  # one image's unit values as the model's input
+        return (x if units is None else x[units.to(device)]).view(1, *shape)
+
     out = []
     for c in range(n):
         x = x0[c].clone()
         target = t[c : c + 1].to(device)
-        s = _pick(net(x.view(1, *shape)), target, score)[0]
+        s = _pick(net(image(x)), target, score)[0]
         for _ in range(max_sweeps if method == "greedy" else 1):
             changed = False
             for g in range(pixels.shape[1]):
@@ -606,12 +739,12 @@ def reference_search(model: nn.Module, targets: Sequence[int], *, method: str = 
                 for v in values[c, g]:
                     trial = x.clone()
                     trial[p] = v
-                    trials.append(_pick(net(trial.view(1, *shape)), target, score)[0])
+                    trials.append(_pick(net(image(trial)), target, score)[0])
                 scores = torch.stack(trials)
                 best = int(scores.argmax())
                 if scores[best] > s + _tol(s):
                     x[p], s, changed = values[c, g, best], scores[best], True
             if not changed:
                 break
-        out.append(x)
-    return torch.stack(out).float().view(n, *shape)
+        out.append(image(x)[0])
+    return torch.stack(out).float()

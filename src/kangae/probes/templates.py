@@ -42,10 +42,10 @@ def weight_templates(model: nn.Module, images: torch.Tensor | None = None,
     ``images`` (float in [0, 1]) and their classes as ``target``; ``metrics["kind"]`` says
     which one was computed.
     """
-    shape = tuple(input_shape or input_shape_of(model))
     parts = _linear_only(model)
     if parts is not None:
         norm, linear = parts
+        shape = tuple(input_shape or input_shape_of(model))
         w = linear.weight.detach().float().cpu().view(linear.out_features, *shape)
         if norm is not None:
             w = w / norm.std.detach().float().cpu().view(1, -1, 1, 1)
@@ -57,7 +57,8 @@ def weight_templates(model: nn.Module, images: torch.Tensor | None = None,
         raise ProbeInputError("the model is not linear: class-mean input gradients need images and "
                               "labels (their classes, as target=)")
     device = model_device(model)
-    x0 = as_images(images)
+    x0 = as_images(images, shape=input_shape)
+    shape = tuple(x0.shape[1:])
     with frozen(model):
         x = x0.to(device).requires_grad_(True)
         logits = model(x)

@@ -1,4 +1,5 @@
-"""``kangae ideas``: prototypes of a run's classes (or a layer's channels), verified and saved.
+"""``kangae ideas``: prototypes of a run's classes (or a layer's channels), verified and saved;
+and Deep Dream of the user's pictures on a layer (``--method dream``).
 
 Writes ``grid.png``, one PNG per target, ``search.gif`` and ``metrics.json`` to ``out``.
 """
@@ -20,6 +21,7 @@ from ..models.layers import get_layer
 from ..probes import (
     Regularizers,
     activation_maximization,
+    deep_dream,
     search_prototypes,
     verify_prototypes,
     weight_templates,
@@ -30,7 +32,7 @@ from ..probes.result import PrototypeResult
 from ..probes.verify import as_model_input
 from ..utils.atomic import write_json
 
-METHODS = ("greedy", "mc", "block", "gradient", "template")
+METHODS = ("greedy", "mc", "block", "gradient", "template", "dream")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,27 @@ class TargetSpec:
     objective: str  # "class" or "channel"
     indices: list[int]
     layer: str | None = None
+    given: bool = True  # False: ``layer:NAME`` without channels (16 of them; dream: the whole layer)
+
+
+def read_photos(paths: list[str], shape: tuple[int, ...]) -> torch.Tensor:
+    """The pictures at ``paths`` as the model sees them ``(N, C, H, W)`` in [0, 1]: grey or
+    RGB as it takes, scaled and centre-cropped to its size. A bad file is one error line."""
+    import numpy as np
+    from PIL import ImageOps
+
+    from ..data.pictures import decode_picture
+
+    c, h, w = shape
+    if c not in (1, 3):
+        raise KangaeError(f"the model takes {c} channels; pictures can be given for 1 or 3")
+    out = []
+    for path in paths:
+        img = decode_picture(path).convert("L" if c == 1 else "RGB")
+        img = ImageOps.fit(img, (w, h), method=3)  # bicubic
+        a = np.asarray(img, dtype=np.float32).reshape(h, w, c) / 255
+        out.append(torch.from_numpy(a.copy()).permute(2, 0, 1))
+    return torch.stack(out)
 
 
 def _parse_indices(text: str, limit: int, names: list[str] | None, what: str) -> list[int]:
@@ -69,7 +92,7 @@ def parse_targets(text: str, model: nn.Module, classes: list[str],
         get_layer(model, name)
         n = count_targets(model, "channel", name, input_shape)
         idx = _parse_indices(chans, n, None, "channel") if chans else list(range(min(16, n)))
-        return TargetSpec("channel", idx, name)
+        return TargetSpec("channel", idx, name, given=bool(chans))
     if text == "all":
         return TargetSpec("class", list(range(len(classes))))
     return TargetSpec("class", _parse_indices(text, len(classes), classes, "target"))
@@ -82,8 +105,13 @@ def compute_ideas(model: nn.Module, method: str, spec: TargetSpec, *, images: to
     opts = dict(options or {})
     if method not in METHODS:
         raise UnknownNameError("method", method, METHODS)
+    if method == "dream":
+        if spec.objective != "channel" or images is None:
+            raise KangaeError("dream needs pictures (--image FILE) and a layer (--targets layer:NAME)")
+        target = None if not spec.given else spec.indices if len(spec.indices) > 1 else spec.indices[0]
+        return deep_dream(model, images, layer=spec.layer, target=target, **opts)  # type: ignore[arg-type]
     if spec.objective == "channel" and method != "gradient":
-        raise KangaeError("layer targets need --method gradient (the channel objective)")
+        raise KangaeError("layer targets need --method gradient (the channel objective) or dream")
     if method in ("greedy", "mc", "block"):
         return search_prototypes(model, spec.indices, method=method, **opts)
     if method == "gradient":
@@ -106,8 +134,10 @@ def compute_ideas(model: nn.Module, method: str, spec: TargetSpec, *, images: to
 def write_ideas(model: nn.Module, classes: list[str], method: str, targets: str,
                 out: str | Path, *, check_with: list[nn.Module] | None = None,
                 images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                options: dict[str, Any] | None = None, source: str = "") -> dict[str, Any]:
-    """Compute, verify and save prototypes; returns what ``metrics.json`` holds."""
+                options: dict[str, Any] | None = None, source: str = "",
+                picture_names: list[str] | None = None) -> dict[str, Any]:
+    """Compute, verify and save prototypes; returns what ``metrics.json`` holds. For
+    ``dream``, ``images`` are the pictures to dream from and ``picture_names`` name them."""
     shape = input_shape_of(model)
     spec = parse_targets(targets, model, classes, shape)
     t0 = time.perf_counter()
@@ -115,7 +145,12 @@ def write_ideas(model: nn.Module, classes: list[str], method: str, targets: str,
     seconds = time.perf_counter() - t0
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if spec.objective == "class":
+    if method == "dream":
+        names = list(picture_names or [str(i) for i in range(len(result.images))])
+        check = None
+        titles = [f"{n}: norm {a:.3g} -> {float(b):.3g}"
+                  for n, a, b in zip(names, result.metrics["start_norm"], result.scores)]
+    elif spec.objective == "class":
         names = [classes[int(i)] for i in result.target]
         check = verify_prototypes(model, as_model_input(result.images, result.signed), result.target,
                                   class_names=classes, check_with=check_with or [])
@@ -125,7 +160,8 @@ def write_ideas(model: nn.Module, classes: list[str], method: str, targets: str,
         check = None
         titles = [f"ch {int(i)}: {float(s):.2f}" for i, s in zip(result.target, result.scores)]
     label = {"template": f"{result.metrics.get('kind', 'template')}",
-             "gradient": f"gradient ({result.metrics.get('objective')})"}.get(method, method)
+             "gradient": f"gradient ({result.metrics.get('objective')})",
+             "dream": f"deep dream ({spec.layer})"}.get(method, method)
     result.save(out, names=names, titles=titles, title=f"{source} — {label}".strip(" —"))
     metrics = {"method": method, "label": label, "source": source, "targets": names,
                "scores": result.scores.tolist(), "seconds": seconds,
