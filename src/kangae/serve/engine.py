@@ -33,7 +33,7 @@ from ..errors import UnknownNameError
 from ..probes._model import input_shape_of
 from ..training.run import Run
 from .batcher import Busy, MicroBatcher, run_by
-from .inputs import BadInput, Seen
+from .inputs import BadInput, Seen, rounded
 
 T = TypeVar("T")
 IDEA_METHODS = ("auto", "greedy", "gradient")
@@ -60,8 +60,7 @@ class Ideas:
     seconds: float
 
 
-def _round(t: torch.Tensor, digits: int = 4) -> list:
-    return torch.round(t.detach().float().cpu(), decimals=digits).tolist()
+_round = rounded  # tensors as nested lists of rounded floats, for the JSON answers
 
 
 def estimate_greedy_seconds(model: nn.Module, shape: tuple[int, ...], num_classes: int,
