@@ -113,7 +113,8 @@ def _ink_of_gray(gray: np.ndarray, where: str) -> tuple[np.ndarray, bool, tuple[
     if peak - bg < INK_THRESHOLD:
         raise ImageInputError(f"{where}no digit found: the picture is blank (one flat color)")
     ink = np.clip((ink - bg) / (peak - bg), 0.0, 1.0)
-    top, bottom, left, right = _box(ink > INK_THRESHOLD)
+    mask = ink > INK_THRESHOLD
+    top, bottom, left, right = _span(mask.any(1)) + _span(mask.any(0))
     return ink[top:bottom, left:right], inverted, (left, top, right, bottom)
 
 
@@ -129,28 +130,30 @@ def _ink_of_bytes(u: np.ndarray, where: str) -> tuple[np.ndarray, bool, tuple[in
     inverted = background > 0.5
     levels = 1.0 - _LEVELS if inverted else _LEVELS
     bg = 1.0 - background if inverted else background
-    peak = float(levels[u.min()] if inverted else levels[u.max()])  # levels is monotone in the byte
+    low, high = int(u.min()), int(u.max())
+    peak = float(levels[low] if inverted else levels[high])  # levels is monotone in the byte
     if peak - bg < INK_THRESHOLD:
         raise ImageInputError(f"{where}no digit found: the picture is blank (one flat color)")
     ink = np.clip((levels - bg) / (peak - bg), 0.0, 1.0)
     on = ink > INK_THRESHOLD
-    # ``on`` is monotone in the byte: one comparison of the bytes finds the inked pixels
+    # ``on`` is monotone in the byte, so a pixel is inked when its byte passes one level, and a
+    # row (column) has ink when its brightest (darkest) byte does
     first, last = int(np.argmax(on)), 255 - int(np.argmax(on[::-1]))
     if not inverted and on[first:].all():
-        mask = u >= first
+        rows, cols = u.max(1) >= first, u.max(0) >= first
     elif inverted and on[: last + 1].all():
-        mask = u <= last
+        rows, cols = u.min(1) <= last, u.min(0) <= last
     else:  # not reached: kept so a rounding surprise costs time, not correctness
         mask = on[u]
-    top, bottom, left, right = _box(mask)
+        rows, cols = mask.any(1), mask.any(0)
+    top, bottom, left, right = _span(rows) + _span(cols)
     return ink[u[top:bottom, left:right]], inverted, (left, top, right, bottom)
 
 
-def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right), exclusive, of the True pixels of a non-empty mask."""
-    rows = np.flatnonzero(mask.any(1))
-    cols = np.flatnonzero(mask.any(0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+def _span(flags: np.ndarray) -> tuple[int, int]:
+    """(first, last + 1) of the True entries of a non-empty 1-D mask."""
+    at = np.flatnonzero(flags)
+    return int(at[0]), int(at[-1]) + 1
 
 
 def _centred(crop: np.ndarray) -> torch.Tensor:
