@@ -111,6 +111,7 @@ def _pictures() -> list[tuple[str, Image.Image]]:
         ramp = np.full((60, 300), paper, np.uint8)  # every grey level from paper to ``top``, one a column:
         ramp[25:35, 20:276] = np.linspace(paper, top, 256).round().astype(np.uint8)  # the box edge is
         out.append((f"ramp {paper}-{top}", Image.fromarray(ramp, mode="L")))  # the threshold level
+        out.append((f"ramp {paper}-{top} upright", Image.fromarray(np.ascontiguousarray(ramp.T), mode="L")))
     dot = np.zeros((30, 30), np.uint8)
     dot[12, 17] = 200
     out.append(("one pixel", Image.fromarray(dot, mode="L")))
