@@ -176,7 +176,7 @@ def _pgd_run(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, start: torch.
     The iterate is one buffer updated in place, projected by one clamp on the precomputed
     bounds (the eps-ball meets [0, 1]: the same numbers as clamping on each in turn), and laid
     out channels-last so a conv net's activations, pooling and their backward run in the
-    vectorized channels-last kernels (on a CPU, max pooling is ~8x faster so)."""
+    vectorized channels-last kernels of a CPU (the same numbers, laid out otherwise)."""
     sign = -1.0 if targeted else 1.0
     adv = torch.empty_like(xc, memory_format=_layout(xc))
     adv.copy_(xc if start is None else (xc + eps * start).clamp_(0, 1))
