@@ -197,7 +197,8 @@ def _pgd_run(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, start: torch.
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.ndim == 4 else torch.contiguous_format
+    """Channels-last for CPU image batches (oneDNN's fast layout); an accelerator's as given."""
+    return torch.channels_last if x.ndim == 4 and x.device.type == "cpu" else torch.contiguous_format
 
 
 def _step_gradient(model: nn.Module, adv: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
