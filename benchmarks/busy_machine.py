@@ -6,6 +6,10 @@ other programs leave free (``kangae.utils.threads``). This prints, in one run, f
 quiet (threads chosen), busy with the old fixed count (all CPUs), busy with the count kangae
 chooses, and the slowdown of each against quiet. Goal: kangae's busy slowdown <= 1.5x.
 
+Beside the quiet time it prints the same probe on one thread: a probe that kangae runs on one
+thread beside the busy program cannot beat that, so "1 thread / quiet" (the speed-up the second
+thread gave) is a floor for its busy slowdown.
+
 Usage: KANGAE_DATA=../shared/datasets python benchmarks/busy_machine.py [--run RUN_DIR] [--n 64]
 """
 
@@ -75,6 +79,10 @@ def main() -> None:
           f"{args.n} test digits, best of {args.repeats}, {time.strftime('%Y-%m-%d')}")
     print(f"# quiet: {quiet_choice.describe()}")
     quiet = {name: _time(fn, quiet_choice.threads, args.repeats) for name, fn in probes.items()}
+    # one thread on the quiet machine: the best a single free core can do, so quiet / this is
+    # the speed-up of the extra threads, a floor for the busy slowdown of a probe run on one
+    single = ({name: _time(fn, 1, args.repeats) for name, fn in probes.items()}
+              if quiet_choice.threads > 1 else quiet)
     spinner = subprocess.Popen([sys.executable, "-c", SPIN])
     try:
         time.sleep(1.0)
@@ -84,9 +92,10 @@ def main() -> None:
             fixed = _time(fn, cpus, args.repeats)
             chosen = _time(fn, busy_choice.threads, args.repeats)
             ratio = chosen / quiet[name]
-            print(f"{name:<11} quiet {quiet[name]:7.2f} s ({quiet_choice.threads} threads)   "
+            print(f"{name:<11} quiet {quiet[name]:7.2f} s ({quiet_choice.threads} threads; 1 thread "
+                  f"{single[name]:6.2f} s, {single[name] / quiet[name]:4.2f}x)   "
                   f"busy, {cpus} threads {fixed:7.2f} s ({fixed / quiet[name]:4.1f}x)   "
-                  f"busy, kangae's {busy_choice.threads} {chosen:7.2f} s ({ratio:4.1f}x)   "
+                  f"busy, kangae's {busy_choice.threads} {chosen:7.2f} s ({ratio:4.2f}x)   "
                   f"goal <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'}")
     finally:
         spinner.kill()

@@ -289,3 +289,63 @@ def test_chunking_does_not_change_deterministic_attacks():
     torch.testing.assert_close(saliency(model, x, y, batch_size=11), saliency(model, x, y))
     with pytest.raises(ValueError, match="batch_size"):
         fgsm(model, x, y, 0.1, batch_size=0)
+
+
+def _reference_pgd_run(model, xc, yc, start, *, eps, alpha, steps, targeted, keep_best, check):
+    """The first PGD step loop, kept as the oracle: a new tensor every step, autograd through
+    loss_gradient, projection on the ball and then on [0, 1]."""
+    from kangae.probes.attacks._common import loss_gradient
+    from kangae.probes.attacks.gradient import _record
+
+    sign = -1.0 if targeted else 1.0
+    adv = xc.clone() if start is None else (xc + eps * start).clamp(0, 1)
+    best = xc.clone()
+    done = torch.zeros(len(xc), dtype=torch.bool, device=xc.device)
+    for i in range(steps if eps > 0 else 0):
+        grad, logits = loss_gradient(model, adv, yc)
+        if keep_best and i > 0:
+            _record(best, done, adv, logits, yc, targeted)
+        adv = adv + sign * alpha * grad.sign()
+        adv = torch.minimum(torch.maximum(adv, xc - eps), xc + eps).clamp(0, 1)
+    if (keep_best or check) and steps > 0 and eps > 0:
+        with torch.no_grad():
+            _record(best, done, adv, model(adv).float(), yc, targeted)
+        if keep_best:
+            adv = torch.where(done.view(-1, 1, 1, 1), best, adv)
+    return adv.detach(), done
+
+
+def _bn_cnn(channels: int, seed: int) -> nn.Module:
+    """A fast-cnn-like net (conv, eval batch norm, ReLU, max pool) with non-trivial statistics."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(channels, 8, 5, padding=2, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
+                          nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+    for bn in (model[1], model[5]):
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize(("net", "targeted", "keep_best", "restarts"), [
+    ("cnn", False, True, 1), ("cnn", True, True, 2), ("cnn", False, False, 1), ("rgb-cnn", False, True, 1),
+    ("mlp", True, False, 3)])
+def test_pgd_gives_the_images_of_the_reference_loop(monkeypatch, net, targeted, keep_best, restarts):
+    """The in-place, channels-last step loop makes the same adversarial images, bit for bit,
+    as the first implementation (the oracle above), for the same seed."""
+    import kangae.probes.attacks.gradient as gradient
+
+    channels = 3 if net == "rgb-cnn" else 1
+    model = small_mlp(2) if net == "mlp" else _bn_cnn(channels, seed=3)
+    g = torch.Generator().manual_seed(11)
+    x = torch.rand(40, channels, 28, 28, generator=g)
+    x[:20] = (x[:20] > 0.7).float()  # MNIST-like saturated pixels: projection hits 0 and 1
+    y = torch.arange(40) % 10
+    kwargs = dict(steps=12, targeted=targeted, keep_best=keep_best, restarts=restarts, seed=5, batch_size=16)
+    ours = pgd(model, x, y, 0.2, **kwargs)
+    monkeypatch.setattr(gradient, "_pgd_run", _reference_pgd_run)
+    ref = pgd(model, x, y, 0.2, **kwargs)
+    assert torch.equal(ours.images, ref.images)
+    assert torch.equal(ours.success, ref.success)
+    assert ours.images.is_contiguous()
+    assert 0 < float(ours.success.float().mean())  # the attack did something

@@ -136,7 +136,7 @@ def test_bad_targets_get_400(client) -> None:
     for path in ("/api/explain", "/api/fix"):
         for t in (10, -1):
             r = client.post(path, json={"image": grid, "target": t})
-            assert r.status_code == 400 and "not a class" in r.json()["error"]
+            assert r.status_code == 400 and "target must lie in 0..9" in r.json()["error"]
     assert client.get("/api/ideas/10.png").status_code == 400
 
 
@@ -384,3 +384,27 @@ def test_predictions_do_not_wait_behind_a_slow_explanation(app, client) -> None:
         del engine.explain
         for w in workers:
             w.join(20)
+
+
+def test_the_server_takes_its_methods_from_the_registry(client, blob_images, monkeypatch) -> None:
+    """A method registered in one place (the explanation registry) is served at once, and one
+    that needs a conv layer is refused with 400 on a model without one."""
+    from kangae.probes import registry
+
+    registry.explainers()  # the built-in methods first, then a private copy to add one to
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_ALIASES", dict(registry._ALIASES))
+
+    @registry.register_explainer("pixels-test", gradient=False, description="the image itself")
+    def _pixels(model, x, t, ctx, **options):
+        return x.detach() * (t.view(-1, 1, 1, 1) + 1)  # known answer: the pixels times target + 1
+
+    x = torch.tensor(blob_images[0][3], dtype=torch.float32) / 255
+    out = client.post("/api/explain", json={"image": x.tolist(), "method": "pixels-test", "target": 2})
+    assert out.status_code == 200, out.text
+    assert out.json()["method"] == "pixels-test"
+    assert torch.allclose(torch.tensor(out.json()["attribution"]), 3 * x, atol=1e-4)
+    conv = client.post("/api/explain", json={"image": x.tolist(), "method": "gradcam"})
+    assert conv.status_code == 400 and "convolutional layer" in conv.json()["error"]
+    typo = client.post("/api/explain", json={"image": x.tolist(), "method": "saliancy"})
+    assert typo.status_code == 400 and "Did you mean 'saliency'" in typo.json()["error"]

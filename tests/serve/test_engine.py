@@ -199,3 +199,12 @@ def test_the_wait_counts_from_the_arrival(serve_run: Path) -> None:
     finally:
         engine.close()
     assert decoded == [] and model.calls == [] and engine.pending() == 0
+
+
+def test_a_default_method_the_model_cannot_take_is_refused_at_start(serve_run: Path) -> None:
+    from kangae.errors import KangaeError, UnknownNameError
+
+    with pytest.raises(KangaeError, match="--explain gradcam: gradcam needs a convolutional layer"):
+        Engine(load(serve_run), compute_ideas_now=False, explain_method="gradcam")
+    with pytest.raises(UnknownNameError, match="Did you mean 'saliency'"):
+        Engine(load(serve_run), compute_ideas_now=False, explain_method="salincy")

@@ -75,24 +75,35 @@ def to_gray(img: Image.Image) -> np.ndarray:
 
 def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Anti-aliased resize of a float array to (width, height)."""
-    out = Image.fromarray(a.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+    out = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32)).resize(size, Image.Resampling.LANCZOS)
     return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
 
 
 def preprocess(picture: Image.Image | np.ndarray, source: str = "") -> Preprocessed:
     """MNIST-style preprocessing of one picture (PIL image, or an (H, W) array in [0, 1])."""
     where = f"{source}: " if source else ""
-    if isinstance(picture, Image.Image):
-        gray = to_gray(picture)
+    if isinstance(picture, Image.Image) and picture.mode == "L":
+        pixels = np.asarray(picture)
+        crop, inverted, box = _ink_of_bytes(pixels, where)
     else:
-        gray = np.asarray(picture, dtype=np.float32)
-        if gray.ndim != 2 or gray.size == 0:
-            raise ImageInputError(f"{where}expected a 2-D grayscale array, got shape {gray.shape}")
-    if not np.isfinite(gray).all():
-        raise ImageInputError(f"{where}the {'array' if not isinstance(picture, Image.Image) else 'image'} "
-                              "holds NaN or infinite values")
-    gray = np.clip(gray, 0.0, 1.0)
-    h, w = gray.shape
+        if isinstance(picture, Image.Image):
+            gray = to_gray(picture)
+        else:
+            gray = np.asarray(picture, dtype=np.float32)
+            if gray.ndim != 2 or gray.size == 0:
+                raise ImageInputError(f"{where}expected a 2-D grayscale array, got shape {gray.shape}")
+        if not np.isfinite(gray).all():
+            what = "image" if isinstance(picture, Image.Image) else "array"
+            raise ImageInputError(f"{where}the {what} holds NaN or infinite values")
+        pixels = np.clip(gray, 0.0, 1.0)
+        crop, inverted, box = _ink_of_gray(pixels, where)
+    h, w = pixels.shape
+    return Preprocessed(_centred(crop), inverted, (w, h), box, source)
+
+
+def _ink_of_gray(gray: np.ndarray, where: str) -> tuple[np.ndarray, bool, tuple[int, int, int, int]]:
+    """The ink of an (H, W) float image in [0, 1], white on black and stretched to [0, 1],
+    cropped to where it passes :data:`INK_THRESHOLD`; whether it was inverted; the crop box."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
     inverted = background > 0.5
@@ -102,10 +113,52 @@ def preprocess(picture: Image.Image | np.ndarray, source: str = "") -> Preproces
     if peak - bg < INK_THRESHOLD:
         raise ImageInputError(f"{where}no digit found: the picture is blank (one flat color)")
     ink = np.clip((ink - bg) / (peak - bg), 0.0, 1.0)
-    rows = np.flatnonzero((ink > INK_THRESHOLD).any(1))
-    cols = np.flatnonzero((ink > INK_THRESHOLD).any(0))
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    crop = ink[top:bottom, left:right]
+    mask = ink > INK_THRESHOLD
+    top, bottom, left, right = _span(mask.any(1)) + _span(mask.any(0))
+    return ink[top:bottom, left:right], inverted, (left, top, right, bottom)
+
+
+_LEVELS = np.arange(256, dtype=np.float32) / 255.0  # to_gray of each 8-bit grey level
+
+
+def _ink_of_bytes(u: np.ndarray, where: str) -> tuple[np.ndarray, bool, tuple[int, int, int, int]]:
+    """:func:`_ink_of_gray` of an 8-bit grey picture, with the same numbers: every float step
+    is a function of the grey level alone, so it runs on the 256 levels (a lookup table), the
+    ink box is found on the bytes, and only the crop becomes float."""
+    border = np.concatenate([u[0], u[-1], u[:, 0], u[:, -1]])
+    background = float(np.median(_LEVELS[border]))
+    inverted = background > 0.5
+    levels = 1.0 - _LEVELS if inverted else _LEVELS
+    bg = 1.0 - background if inverted else background
+    low, high = int(u.min()), int(u.max())
+    peak = float(levels[low] if inverted else levels[high])  # levels is monotone in the byte
+    if peak - bg < INK_THRESHOLD:
+        raise ImageInputError(f"{where}no digit found: the picture is blank (one flat color)")
+    ink = np.clip((levels - bg) / (peak - bg), 0.0, 1.0)
+    on = ink > INK_THRESHOLD
+    # ``on`` is monotone in the byte, so a pixel is inked when its byte passes one level, and a
+    # row (column) has ink when its brightest (darkest) byte does
+    first, last = int(np.argmax(on)), 255 - int(np.argmax(on[::-1]))
+    if not inverted and on[first:].all():
+        rows, cols = u.max(1) >= first, u.max(0) >= first
+    elif inverted and on[: last + 1].all():
+        rows, cols = u.min(1) <= last, u.min(0) <= last
+    else:  # not reached: kept so a rounding surprise costs time, not correctness
+        mask = on[u]
+        rows, cols = mask.any(1), mask.any(0)
+    top, bottom, left, right = _span(rows) + _span(cols)
+    return ink[u[top:bottom, left:right]], inverted, (left, top, right, bottom)
+
+
+def _span(flags: np.ndarray) -> tuple[int, int]:
+    """(first, last + 1) of the True entries of a non-empty 1-D mask."""
+    at = np.flatnonzero(flags)
+    return int(at[0]), int(at[-1]) + 1
+
+
+def _centred(crop: np.ndarray) -> torch.Tensor:
+    """The ink crop scaled so its longest side is 20 and placed in a 28x28 field with its
+    centre of mass at (14, 14), as LeCun et al. made MNIST: (1, 28, 28) float."""
     ch, cw = crop.shape
     scale = 20.0 / max(ch, cw)
     nw, nh = max(1, round(cw * scale)), max(1, round(ch * scale))
@@ -118,8 +171,7 @@ def preprocess(picture: Image.Image | np.ndarray, source: str = "") -> Preproces
     y0, x0 = max(oy, 0), max(ox, 0)
     y1, x1 = min(oy + nh, 28), min(ox + nw, 28)
     canvas[y0:y1, x0:x1] = box[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-    image = torch.from_numpy(canvas).float().unsqueeze(0)
-    return Preprocessed(image, inverted, (w, h), (int(left), int(top), int(right), int(bottom)), source)
+    return torch.from_numpy(canvas).unsqueeze(0)
 
 
 def open_picture(path: str | os.PathLike) -> Image.Image:

@@ -29,11 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UnknownNameError
+from ..errors import KangaeError, UnknownNameError
 from ..probes._model import input_shape_of
+from ..probes.inputs import ProbeInputError, as_target
+from ..probes.registry import ExplainerSpec, get_explainer
 from ..training.run import Run
 from .batcher import Busy, MicroBatcher, run_by
-from .inputs import BadInput, Seen
+from .inputs import BadInput, Seen, rounded
 
 T = TypeVar("T")
 IDEA_METHODS = ("auto", "greedy", "gradient")
@@ -60,8 +62,7 @@ class Ideas:
     seconds: float
 
 
-def _round(t: torch.Tensor, digits: int = 4) -> list:
-    return torch.round(t.detach().float().cpu(), decimals=digits).tolist()
+_round = rounded  # tensors as nested lists of rounded floats, for the JSON answers
 
 
 def estimate_greedy_seconds(model: nn.Module, shape: tuple[int, ...], num_classes: int,
@@ -131,10 +132,10 @@ class Engine:
             p.requires_grad_(False)
         self.classes = run.classes
         self.shape = tuple(run.meta.input_shape) if run.meta.input_shape else input_shape_of(self.model)
-        from ..probes.attribution import ALIASES, METHODS
-
-        if ALIASES.get(explain_method, explain_method) not in METHODS:
-            raise UnknownNameError("explanation method", explain_method, METHODS)
+        self.has_conv = any(isinstance(m, nn.Conv2d) for m in self.model.modules())
+        problem = self._method_problem(get_explainer(explain_method))  # UnknownNameError: exit 2
+        if problem:
+            raise KangaeError(f"--explain {explain_method}: {problem}")
         self.explain_method = explain_method
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kangae-model")
         # the batched forward passes finish requests: their own threads, so that they never
@@ -206,9 +207,11 @@ class Engine:
         return image.expand(self.shape[0], *image.shape[1:]).unsqueeze(0).float()
 
     def check_target(self, target: int) -> int:
-        if not 0 <= target < len(self.classes):
-            raise BadInput(f"target {target} is not a class; use 0..{len(self.classes) - 1}")
-        return target
+        """``target`` as a class index, checked as every probe checks it (:func:`as_target`)."""
+        try:
+            return int(as_target(target, 1, len(self.classes))[0])
+        except ProbeInputError as e:
+            raise BadInput(str(e)) from None
 
     # -- model calls (run in the pool) ----------------------------------------------------
     def predict(self, image: torch.Tensor) -> torch.Tensor:
@@ -221,13 +224,23 @@ class Engine:
         with torch.inference_mode():
             return F.softmax(self.model(x), dim=1).float()
 
-    def check_method(self, method: str | None) -> str:
-        from ..probes.attribution import ALIASES, METHODS
+    def _method_problem(self, spec: ExplainerSpec) -> str | None:
+        if spec.needs_conv and not self.has_conv:
+            return f"{spec.name} needs a convolutional layer, and this model has none"
+        return None
 
+    def check_method(self, method: str | None) -> str:
+        """``method`` (the server's ``--explain`` when None) if the explanation registry knows
+        it and it works on this model; :class:`BadInput` naming the known methods otherwise."""
         if method is None:
             return self.explain_method
-        if ALIASES.get(method, method) not in METHODS:
-            raise BadInput(f"unknown explanation method '{method}'; use one of {', '.join(METHODS)}")
+        try:
+            spec = get_explainer(method)
+        except UnknownNameError as e:
+            raise BadInput(str(e)) from None
+        problem = self._method_problem(spec)
+        if problem:
+            raise BadInput(f"method: {problem}")
         return method
 
     def explain(self, image: torch.Tensor, target: int | None, method: str | None = None) -> dict[str, Any]:

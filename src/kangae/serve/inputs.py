@@ -11,7 +11,7 @@ import base64
 import binascii
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,16 @@ class Seen:
     inverted: bool = False
     steps: str = ""
     frame: tuple[float, float, float, float] | None = None  # (x, y, w, h) of the 28x28 in the drawing
+    rows: list[list[float]] = field(default_factory=list)  # the (H, W) image rounded, for the answer
+
+    def __post_init__(self) -> None:
+        if not self.rows:  # made here, in the decoding thread, not on the event loop
+            self.rows = rounded(self.image[0], 3)
+
+
+def rounded(values: torch.Tensor, digits: int = 4) -> list:
+    """``values`` as nested lists of floats rounded to ``digits`` decimals (for JSON)."""
+    return np.round(values.detach().cpu().double().numpy(), digits).tolist()
 
 
 def frame_of(pre: Preprocessed) -> tuple[float, float, float, float] | None:
@@ -49,8 +59,8 @@ def frame_of(pre: Preprocessed) -> tuple[float, float, float, float] | None:
     cw, ch = right - left, bottom - top
     longest = max(cw, ch)
     sx, sy = max(1, round(cw * 20 / longest)) / cw, max(1, round(ch * 20 / longest)) / ch
-    ink = pre.image[0] > 0
-    cols, rows = ink.any(0).nonzero(), ink.any(1).nonzero()
+    ink = pre.image[0].numpy() > 0
+    cols, rows = np.flatnonzero(ink.any(0)), np.flatnonzero(ink.any(1))
     if len(cols) == 0:
         return None
     ox, oy = int(cols[0]), int(rows[0])

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...utils.device import chunk_size
 from .._model import frozen
 from ..display import Shows
 from ..inputs import renamed
-from ._common import as_images, as_labels, loss_gradient, model_device, probabilities
+from ._common import as_images, as_labels, model_device, probabilities
 
 
 @dataclass
@@ -170,23 +171,47 @@ def _pgd_run(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, start: torch.
              check: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One PGD run on one chunk from ``xc + eps * start`` (``start`` in [-1, 1], or None for
     no random start): the adversarial images and which of them succeeded (the latter only
-    when ``keep_best`` or ``check``; otherwise all False)."""
+    when ``keep_best`` or ``check``; otherwise all False).
+
+    The iterate is one buffer updated in place, projected by one clamp on the precomputed
+    bounds (the eps-ball meets [0, 1]: the same numbers as clamping on each in turn), and laid
+    out channels-last so a conv net's activations, pooling and their backward run in the
+    vectorized channels-last kernels of a CPU (the same numbers, laid out otherwise)."""
     sign = -1.0 if targeted else 1.0
-    adv = xc.clone() if start is None else (xc + eps * start).clamp(0, 1)
+    adv = torch.empty_like(xc, memory_format=_layout(xc))
+    adv.copy_(xc if start is None else (xc + eps * start).clamp_(0, 1))
+    lo, hi = (xc - eps).clamp_(min=0), (xc + eps).clamp_(max=1)
     best = xc.clone()
     done = torch.zeros(len(xc), dtype=torch.bool, device=xc.device)
     for i in range(steps if eps > 0 else 0):
-        grad, logits = loss_gradient(model, adv, yc)
+        grad, logits = _step_gradient(model, adv, yc)
         if keep_best and i > 0:  # the logits of the previous iterate come for free
             _record(best, done, adv, logits, yc, targeted)
-        adv = adv + sign * alpha * grad.sign()
-        adv = torch.minimum(torch.maximum(adv, xc - eps), xc + eps).clamp(0, 1)
+        adv.add_(grad.sign_(), alpha=sign * alpha).clamp_(lo, hi)
     if (keep_best or check) and steps > 0 and eps > 0:
         with torch.no_grad():
             _record(best, done, adv, model(adv).float(), yc, targeted)
         if keep_best:  # without it, ``done`` says whether the last iterate succeeded
             adv = torch.where(done.view(-1, 1, 1, 1), best, adv)
-    return adv.detach(), done
+    return adv.contiguous(), done
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """Channels-last for CPU image batches (oneDNN's fast layout); an accelerator's as given."""
+    return torch.channels_last if x.ndim == 4 and x.device.type == "cpu" else torch.contiguous_format
+
+
+def _step_gradient(model: nn.Module, adv: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the summed cross-entropy at ``adv`` (a detached buffer, left detached), and
+    the logits; the gradient keeps ``adv``'s layout."""
+    adv.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            logits = model(adv).float()
+            (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), adv)
+    finally:
+        adv.requires_grad_(False)
+    return grad, logits.detach()
 
 
 @dataclass
