@@ -133,7 +133,9 @@ def explain_bench(run_dir: str, methods: str, n: int, n_pointing: int, n_sanity:
     cascading randomization, the random-logit test, sparseness, complexity and the pointing game."""
     from ..report.explain import explain_bench as bench
     from ..training.run import load
+    from ..utils.shard import is_main, start
 
+    device = start(device)  # under torchrun: join the other processes, which share the images
     run = load(run_dir, device=device)
     clut = load(cluttered_run, device=device) if cluttered_run else None
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
@@ -144,6 +146,8 @@ def explain_bench(run_dir: str, methods: str, n: int, n_pointing: int, n_sanity:
                 options={"rise": {"n_masks": rise_masks}})
     from ..report.explain import markdown_table
 
+    if not is_main():
+        return
     click.echo(markdown_table(res))
     if n_pointing:
         click.echo((out_dir / "pointing.csv").read_text())
