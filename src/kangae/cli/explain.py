@@ -10,6 +10,10 @@ from ..probes.attribution import METHODS
 from ..probes.registry import explainers
 from ._options import data_dir_option, device_option, numbers, refuse_inapplicable, seed_option
 
+# explain-bench's default: one of each family (gradient, path, CAM, sampled masks, optimized
+# mask) and the random baseline; --methods all scores every registered method
+QUICK_BENCH_METHODS = ("saliency", "ig", "gradcam", "rise", "mask", "random")
+
 
 def _applies() -> dict[str, tuple[str, ...]]:
     """Which methods use each option (from the registry): any other method refuses it."""
@@ -109,7 +113,9 @@ def explain(ctx: click.Context, run_dir: str, images: tuple[str, ...], method: s
 
 @click.command("explain-bench")
 @click.argument("run_dir", type=click.Path())
-@click.option("--methods", default=",".join(m for m in METHODS), show_default=True)
+@click.option("--methods", default=",".join(QUICK_BENCH_METHODS), show_default=True,
+              help=f"Comma-separated methods, or 'all' for every one of the {len(METHODS)} "
+                   "(the default is one of each family and the random baseline).")
 @click.option("--n", "n", type=click.IntRange(2, 10000), default=100, show_default=True,
               help="Test images for deletion/insertion.")
 @click.option("--pointing", "n_pointing", type=click.IntRange(0, 2000), default=200, show_default=True,
@@ -139,6 +145,7 @@ def explain_bench(run_dir: str, methods: str, n: int, n_pointing: int, n_sanity:
     run = load(run_dir, device=device)
     clut = load(cluttered_run, device=device) if cluttered_run else None
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    chosen = list(METHODS) if chosen == ["all"] else chosen
     out_dir = Path(out) if out else run.path / "explain-bench"
     res = bench(run, out_dir, chosen, n=n, n_pointing=n_pointing, n_sanity=n_sanity,
                 mask_steps=mask_steps, cluttered_run=clut, seed=seed,

@@ -46,7 +46,7 @@ from ..render.images import save_image
 from ..utils import shard
 from ..utils.atomic import atomic_path, write_bytes, write_json
 
-BENCH_METHODS = METHODS  # every registered method
+BENCH_METHODS = METHODS  # every registered method (the tour's table)
 CLUTTERED_MODEL = "cluttered-global-cnn-v1"
 
 
