@@ -162,3 +162,27 @@ def test_explain_says_why_a_mask_did_not_move(mlp_run, tmp_path):
     assert "test-0-label-" in r.output and "warning: the mask did not move" in r.output
     entry = json.loads((out / "explanations.json").read_text())["images"][0]
     assert "already under the deletion game's line" in entry["warning"]
+
+
+def test_explain_bench_scores_a_short_list_unless_asked_for_all(mlp_run, tmp_path, monkeypatch):
+    """The default is one method of each family and the random baseline; 'all' is every one."""
+    from kangae.cli.explain import QUICK_BENCH_METHODS
+    from kangae.probes.attribution import METHODS
+    from kangae.report import explain as report
+
+    asked = []
+
+    def fake_bench(run, out, methods, **_):
+        asked.append(list(methods))
+        return {"methods": {}}
+
+    monkeypatch.setattr(report, "explain_bench", fake_bench)
+    monkeypatch.setattr(report, "markdown_table", lambda res: "table")
+    for extra in ([], ["--methods", "all"], ["--methods", "saliency, mask"]):
+        r = _kangae("explain-bench", str(mlp_run), "--pointing", "0", "--out", str(tmp_path / "b"), *extra)
+        assert r.exit_code == 0, r.output
+    assert asked == [list(QUICK_BENCH_METHODS), list(METHODS), ["saliency", "mask"]]
+    assert len(METHODS) == 18 and set(QUICK_BENCH_METHODS) < set(METHODS)
+    help_text = " ".join(_kangae("explain-bench", "--help").output.split())
+    assert "'all' for every one of the 18" in help_text
+    assert "[default: saliency,ig,gradcam,rise,mask,random]" in help_text

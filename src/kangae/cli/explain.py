@@ -20,6 +20,10 @@ from ._options import (
     seed_option,
 )
 
+# explain-bench's default: one of each family (gradient, path, CAM, sampled masks, optimized
+# mask) and the random baseline; --methods all scores every registered method
+QUICK_BENCH_METHODS = ("saliency", "ig", "gradcam", "rise", "mask", "random")
+
 
 def _applies() -> dict[str, tuple[str, ...]]:
     """Which methods use each option (from the registry): any other method refuses it."""
@@ -112,7 +116,9 @@ def explain(ctx: click.Context, spec: str, files: tuple[str, ...], method: str, 
 
 @click.command("explain-bench")
 @click.argument("spec", metavar="SPEC")
-@click.option("--methods", default=",".join(m for m in METHODS), show_default=True)
+@click.option("--methods", default=",".join(QUICK_BENCH_METHODS), show_default=True,
+              help=f"Comma-separated methods, or 'all' for every one of the {len(METHODS)} "
+                   "(the default is one of each family and the random baseline).")
 @click.option("--n", "n", type=click.IntRange(2, 10000), default=100, show_default=True,
               help="Test images for deletion/insertion.")
 @click.option("--pointing", "n_pointing", type=click.IntRange(0, 2000), default=200, show_default=True,
@@ -139,10 +145,13 @@ def explain_bench(spec: str, methods: str, n: int, n_pointing: int, n_sanity: in
     cascading randomization, the random-logit test, sparseness, complexity and the pointing game."""
     from ..report.explain import explain_bench as bench
     from ..training.run import load
+    from ..utils.shard import is_main, start
 
+    device = start(device)  # under torchrun: join the other processes, which share the images
     run = open_run(spec, weights, card, device, images)
     clut = load(cluttered_run, device=device) if cluttered_run else None
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    chosen = list(METHODS) if chosen == ["all"] else chosen
     out_dir = Path(out) if out else run.path / "explain-bench"
     res = bench(run, out_dir, chosen, n=n, n_pointing=n_pointing, n_sanity=n_sanity,
                 mask_steps=mask_steps, cluttered_run=clut, seed=seed,
@@ -150,6 +159,8 @@ def explain_bench(spec: str, methods: str, n: int, n_pointing: int, n_sanity: in
                 options={"rise": {"n_masks": rise_masks}})
     from ..report.explain import markdown_table
 
+    if not is_main():
+        return
     click.echo(markdown_table(res))
     if n_pointing:
         click.echo((out_dir / "pointing.csv").read_text())

@@ -66,6 +66,7 @@ def fool(spec: str, attack: str, target: str | None, eps: str, steps: int, resta
     from ..report.attacks import write_fool
     from ..report.ideas import parse_targets
     from ..training.run import open_model
+    from ..utils.shard import is_main, start
 
     if restarts > 1 and attack != "pgd":
         raise click.BadParameter("restarts are for --attack pgd", param_hint="--restarts")
@@ -73,6 +74,7 @@ def fool(spec: str, attack: str, target: str | None, eps: str, steps: int, resta
     level_values = numbers(levels, "--levels", low=0, high=1, what="levels")
     if not 0 < threshold < 1:
         raise click.BadParameter(f"must be in (0, 1), got {threshold}", param_hint="--threshold")
+    device = start(device)  # under torchrun: join the other processes, which share the images
     run = open_run(spec, weights, card, device, images)
     shape = tuple(run.meta.input_shape)
     k = None
@@ -121,6 +123,8 @@ def fool(spec: str, attack: str, target: str | None, eps: str, steps: int, resta
                      threshold=threshold, max_edits=max_edits, others=others, sources=sources, seed=seed,
                      source=f"{run.meta.model} on {run.meta.dataset or 'your pictures'} ({run.path})",
                      name=Path(run.path).resolve().name)
+    if not is_main():
+        return
     click.echo(table(res["table"]["rows"], res["table"]["header"]))
     click.echo(f"wrote {out_dir}/: fool.json, {', '.join(res['files'])} ({res['seconds']:.1f}s)")
     if image_files and errors:  # the good pictures were written; the bad ones were named above

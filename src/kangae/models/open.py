@@ -210,7 +210,7 @@ def _from_factory(where: str, factory: str, weights: Path | None, card: ModelCar
 def _from_zoo(name: str, weights: Path | None, card: ModelCard) -> tuple[nn.Module, ModelCard]:
     tensors = read_state_dict(weights) if weights is not None else None
     n = len(card.classes) if card.classes else (_num_classes_in(tensors) if tensors else None)
-    kw: dict[str, Any] = {"num_classes": n or 10}
+    kw: dict[str, Any] = {"num_classes": n} if n else {}  # else the zoo model's own default
     if card.channels:
         kw["in_channels"] = card.channels
     net = create_model(name, **kw)

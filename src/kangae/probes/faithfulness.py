@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils.device import chunk_size, module_device
+from ._inference import Scorer
 from ._model import frozen
 from .explanation import degenerate
 from .masks import gaussian_blur
@@ -86,22 +87,19 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, attribution: torc
     rank = _ranks(attribution.reshape(n, h * w), seed).to(device)
     counts = torch.round(torch.linspace(0, h * w, steps + 1, device=device)).long()
     t = target.to(device).long()
+    score = Scorer(model, x, batch_size)
+    per = max(1, 4 * score.chunk // (steps + 1))  # images whose steps are made at once
     curves = {}
-    per = max(1, chunk_size(batch_size, device, (c, h, w)) // (steps + 1))  # images per pass
-    with frozen(model):
-        for kind in kinds:
-            out = torch.empty(n, steps + 1)
-            for i in range(0, n, per):
-                r = rank[i : i + per]
-                m = (r[:, None, :] < counts[None, :, None]).to(x.dtype)
-                m = m.view(len(r), steps + 1, 1, h, w)
-                xi, bi = x[i : i + per, None], base[i : i + per, None]
-                mixed = xi * (1 - m) + bi * m if kind == "deletion" else bi * (1 - m) + xi * m
-                logits = model(mixed.reshape(-1, c, h, w)).float()
-                p = F.softmax(logits, 1).view(len(r), steps + 1, -1)
-                ti = t[i : i + per, None, None].expand(-1, steps + 1, 1)
-                out[i : i + per] = p.gather(2, ti)[..., 0].cpu()
-            curves[kind] = out
+    for kind in kinds:
+        out = torch.empty(n, steps + 1)
+        for i in range(0, n, per):
+            r = rank[i : i + per]
+            m = (r[:, None, :] < counts[None, :, None]).to(x.dtype).view(len(r), steps + 1, 1, h, w)
+            xi, bi = x[i : i + per, None], base[i : i + per, None]
+            mixed = xi * (1 - m) + bi * m if kind == "deletion" else bi * (1 - m) + xi * m
+            p = score(mixed.reshape(-1, c, h, w), t[i : i + per].repeat_interleave(steps + 1))
+            out[i : i + per] = p.view(len(r), steps + 1).cpu()
+        curves[kind] = out
     bad = degenerate(attribution.reshape(n, h * w).cpu())
     result = {kind: _auc(curve).masked_fill(bad, float("nan")) for kind, curve in curves.items()}
     return {**result, **{f"{kind}_curve": curve for kind, curve in curves.items()}}
@@ -267,19 +265,19 @@ def road(model: nn.Module, images: torch.Tensor, attribution: torch.Tensor, targ
     t = target.to(device).long()
     k = len(fractions)
     per = max(1, chunk_size(batch_size, device, (c, h, w)) // k)
+    score = Scorer(model, x, batch_size)
     out: dict[str, torch.Tensor] = {}
-    with frozen(model):
-        for order in ("morf", "lerf"):
-            r = rank if order == "morf" else h * w - 1 - rank
-            curve = torch.empty(n, k)
-            for i in range(0, n, per):
-                ri = r[i : i + per]
-                removed = (ri[:, None, :] < counts[None, :, None]).view(-1, 1, h, w)  # (B*F, 1, H, W)
-                xi = x[i : i + per].repeat_interleave(k, 0)
-                filled = impute(xi, removed, noise, g).clamp(0, 1)
-                p = F.softmax(model(filled).float(), 1).view(len(ri), k, -1)
-                curve[i : i + per] = p.gather(2, t[i : i + per, None, None].expand(-1, k, 1))[..., 0].cpu()
-            out[order] = curve
+    for order in ("morf", "lerf"):
+        r = rank if order == "morf" else h * w - 1 - rank
+        curve = torch.empty(n, k)
+        for i in range(0, n, per):
+            ri = r[i : i + per]
+            removed = (ri[:, None, :] < counts[None, :, None]).view(-1, 1, h, w)  # (B*F, 1, H, W)
+            xi = x[i : i + per].repeat_interleave(k, 0)
+            filled = impute(xi, removed, noise, g).clamp(0, 1)
+            p = score(filled, t[i : i + per].repeat_interleave(k))
+            curve[i : i + per] = p.view(len(ri), k).cpu()
+        out[order] = curve
     bad = degenerate(attribution.reshape(n, -1).cpu())
     out["morf_mean"] = out["morf"].mean(1).masked_fill(bad, float("nan"))
     out["lerf_mean"] = out["lerf"].mean(1).masked_fill(bad, float("nan"))

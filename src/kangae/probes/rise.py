@@ -7,7 +7,8 @@ The model scores every masked image ``I * M_i`` (the class probability), and the
 the score-weighted mean of the masks, ``S = sum_i f(I * M_i) M_i / (N p)``.
 
 The masks depend only on the seed (drawn once, for all images), and are made and scored in
-chunks: many masks per forward pass, ``chunk_size`` images per pass on a CPU (128 at 28 px).
+chunks: many masks per forward pass, through a private copy of the model rewritten to do less
+work for the same logits, in passes whose activations stay in cache (``_inference``).
 The paper's 4,000 masks of 7 x 7 cells at 224 px are kangae's default at any size: the
 number of masks a stable saliency needs depends on the number of cells, not of pixels.
 """
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils.device import chunk_size
+from ._inference import Scorer
 from ._model import frozen
 from .explanation import Explanation
 from .masks import _prepare
@@ -78,17 +79,18 @@ def rise_saliency(model: nn.Module, x: torch.Tensor, t: torch.Tensor, masks: Mas
                   batch_size: int | None = None) -> torch.Tensor:
     """(N, 1, H, W) RISE saliency of images ``x`` (on the model's device) for targets ``t``.
 
-    Masks are made ``per`` at a time (one forward pass's worth) and each chunk is scored on
-    every image before the next is made; a pass holds ``per`` masked copies of one image."""
+    Masks are made a block at a time and each block is scored on every image before the
+    next is made, through a private scoring copy of the model in cache-sized chunks
+    (:class:`~kangae.probes._inference.Scorer`); the block's saliency is one product of the
+    (N, M) scores and the (M, H * W) masks."""
     n, c, h, w = x.shape
-    per = chunk_size(batch_size, x.device, (c, h, w))
+    score = Scorer(model, x, batch_size)
+    block = 4 * score.chunk
     total = torch.zeros(n, h * w, dtype=torch.float64, device=x.device)
-    for start in range(0, len(masks), per):
-        m = masks.masks(start, min(start + per, len(masks)), x.device, x.dtype)  # (M, 1, H, W)
-        flat = m.view(len(m), h * w).double()
-        for i in range(n):
-            p = F.softmax(model(x[i] * m).float(), dim=1)[:, t[i]]  # (M,)
-            total[i] += p.double() @ flat
+    for start in range(0, len(masks), block):
+        m = masks.masks(start, min(start + block, len(masks)), x.device, x.dtype)  # (M, 1, H, W)
+        p = torch.stack([score(x[i] * m, t[i].expand(len(m))) for i in range(n)])  # (N, M)
+        total += p.double() @ m.view(len(m), h * w).double()
     return (total / (len(masks) * masks.keep)).view(n, 1, h, w).float()
 
 

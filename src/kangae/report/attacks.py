@@ -17,16 +17,26 @@ from torch import nn
 
 from ..errors import KangaeError
 from ..probes.attacks import fewest_pixel_edits, fgsm, pgd, robustness_curve, template_attack
+from ..probes.attacks.edits import EditResult
+from ..probes.attacks.gradient import AttackResult
+from ..probes.attacks.template import TemplateResult
+from ..probes.templates import weight_templates
 from ..render import save_grid
 from ..render.plots import pyplot, save_figure
+from ..utils import shard
 from ..utils.atomic import write_json
 
 ATTACKS = ("template", "fgsm", "pgd", "edit")
 SHOW = 16  # images in the PNG grids
+# images per block of work (PGD's chunk on a CPU at 28 px): a block's numbers, random starts
+# included, do not depend on which process computes it (kangae.utils.shard)
+FOOL_BLOCK = 128
 
 
 def _plot_lines(x: Sequence[float], series: dict[str, Sequence[float]], path: Path, xlabel: str,
                 ylabel: str, title: str) -> Path:
+    if not shard.is_main():
+        return path
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for name, ys in series.items():
@@ -39,11 +49,14 @@ def _plot_lines(x: Sequence[float], series: dict[str, Sequence[float]], path: Pa
 
 def _grids(out: Path, original: torch.Tensor, adversarial: torch.Tensor, titles_before: list[str],
            titles_after: list[str], suptitle: str) -> list[str]:
+    files = ["originals.png", "adversarials.png", "differences.png"]
+    if not shard.is_main():
+        return files
     save_grid(original, out / "originals.png", titles=titles_before, suptitle="originals")
     save_grid(adversarial, out / "adversarials.png", titles=titles_after, suptitle=suptitle)
     save_grid(adversarial - original, out / "differences.png", signed=True,
               suptitle="adversarial - original")
-    return ["originals.png", "adversarials.png", "differences.png"]
+    return files
 
 
 def _check_target(target: int | None, classes: list[str]) -> None:
@@ -57,12 +70,17 @@ def write_fool(model: nn.Module, classes: list[str], attack: str, out: str | Pat
                alphas: Sequence[float] = (0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
                levels: Sequence[float] = (0.0, 1.0), threshold: float = 0.9, max_edits: int = 150,
                others: Sequence[tuple[str, nn.Module]] = (), sources: Sequence[str] | None = None,
-               seed: int = 0, source: str = "", name: str = "model") -> dict[str, Any]:
+               seed: int = 0, source: str = "", name: str = "model",
+               block: int | None = None) -> dict[str, Any]:
     """Run ``attack`` on ``images`` (float (N, 1, H, W) in [0, 1]) and write the files.
 
     ``labels`` are the true classes (test images) or None (pictures: the model's reading is
     used as the label to move away from). ``target``: one class, or (edit) one per image.
     ``others`` are extra (name, model) pairs for the template comparison.
+
+    The images are attacked in blocks of ``block`` (default :data:`FOOL_BLOCK`), block ``b``
+    seeded ``kangae.utils.shard.block_seed(seed, b)``; under ``torchrun`` the processes share
+    the blocks and rank 0 writes the files, with the numbers one process gets.
     """
     if attack not in ATTACKS:
         raise KangaeError(f"unknown attack '{attack}'; use one of {', '.join(ATTACKS)}")
@@ -75,7 +93,9 @@ def write_fool(model: nn.Module, classes: list[str], attack: str, out: str | Pat
     if bad:
         raise KangaeError(f"invalid eps {bad}: must lie in [0, 1] (pixel values are in [0, 1])")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if shard.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+    size = block or FOOL_BLOCK
     t0 = time.perf_counter()
     names = [str(i) for i in range(len(images))] if sources is None else list(sources)
     res: dict[str, Any] = {"attack": attack, "model": source, "classes": classes, "n": len(images),
@@ -83,22 +103,24 @@ def write_fool(model: nn.Module, classes: list[str], attack: str, out: str | Pat
     try:
         if attack == "template":
             res.update(_template(model, classes, out, images, labels, target, alphas,
-                                 [(name, model), *others]))
+                                 [(name, model), *others], size))
         elif attack in ("fgsm", "pgd"):
             res.update(_gradient(model, classes, out, attack, images, labels, target, eps, steps, seed,
-                                 restarts))
+                                 restarts, size))
         else:
-            res.update(_edit(model, classes, out, images, target, levels, threshold, max_edits))
+            res.update(_edit(model, classes, out, images, target, levels, threshold, max_edits, size))
     except ValueError as e:  # bad numbers from the probes: a user mistake, not a crash
         raise KangaeError(str(e)) from None
     res["seconds"] = time.perf_counter() - t0
-    write_json(out / "fool.json", res)
+    res["block"], res["processes"] = size, shard.rank_and_world()[1]
+    if shard.is_main():
+        write_json(out / "fool.json", res)
     return res
 
 
 def _template(model: nn.Module, classes: list[str], out: Path, x: torch.Tensor, y: torch.Tensor | None,
-              target: int | None, alphas: Sequence[float], models: Sequence[tuple[str, nn.Module]]
-              ) -> dict[str, Any]:
+              target: int | None, alphas: Sequence[float], models: Sequence[tuple[str, nn.Module]],
+              size: int = FOOL_BLOCK) -> dict[str, Any]:
     target = 7 if target is None else target
     if y is None and not _is_linear(model):
         y = _readings(model, x)  # the model's own readings stand in for labels
@@ -106,7 +128,7 @@ def _template(model: nn.Module, classes: list[str], out: Path, x: torch.Tensor, 
     first = None
     for name, m in models:
         name = name if name not in rows else f"{name} ({len(rows) + 1})"
-        r = template_attack(m, x, target, alphas, labels=y)
+        r = _template_blocks(m, x, target, alphas, y, size)
         first = first or r
         rows[name] = {"share_target": r.share_target, "mean_prob_target": r.mean_prob_target,
                       "accuracy": r.accuracy, "template": r.metrics["template"],
@@ -125,8 +147,9 @@ def _template(model: nn.Module, classes: list[str], out: Path, x: torch.Tensor, 
     before, after = first.predictions[0, :SHOW], first.predictions[a, :SHOW]
     files = _grids(out, shown, adv, [f"read {classes[k]}" for k in before],
                    [f"read {classes[k]}" for k in after], f"alpha = {first.alphas[a]:g}")
-    save_grid(first.template[None], out / "template.png", signed=True,
-              suptitle=f"template of {classes[target]}")
+    if shard.is_main():
+        save_grid(first.template[None], out / "template.png", signed=True,
+                  suptitle=f"template of {classes[target]}")
     return {"target": target, "alphas": first.alphas, "models": rows, "shown_alpha": first.alphas[a],
             "files": [*files, "template.png", "curve.png"],
             "table": {"header": ["alpha", *[f"{k}: % read as {classes[target]}" for k in rows]],
@@ -148,23 +171,31 @@ def _readings(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _gradient(model: nn.Module, classes: list[str], out: Path, attack: str, x: torch.Tensor,
               y: torch.Tensor | None, target: int | None, eps: Sequence[float], steps: int,
-              seed: int, restarts: int = 1) -> dict[str, Any]:
+              seed: int, restarts: int = 1, size: int = FOOL_BLOCK) -> dict[str, Any]:
     labels = _readings(model, x) if y is None else y
     targeted = target is not None
     goal = torch.full_like(labels, target) if targeted else labels
     per_eps = []
     for e in eps:
-        r = (fgsm(model, x, goal, e, targeted=targeted) if attack == "fgsm"
-             else pgd(model, x, goal, e, steps=steps, targeted=targeted, seed=seed, restarts=restarts))
-        per_eps.append(r)
+        def run(part: slice, s: int, e: float = e) -> AttackResult:
+            if attack == "fgsm":
+                return fgsm(model, x[part], goal[part], e, targeted=targeted)
+            return pgd(model, x[part], goal[part], e, steps=steps, targeted=targeted, seed=s,
+                       restarts=restarts)
+
+        per_eps.append(_merge_attacks(shard.run_blocks(run, len(x), size, seed)))
     rows = [{"eps": r.eps, "accuracy": float((r.pred_after == labels).float().mean()),
              "success_rate": r.metrics["success_rate"], "max_linf": r.metrics["max_linf"],
              "seconds": r.metrics["seconds"]} for r in per_eps]
     curve: dict[str, Any] = {}
     if not targeted and y is not None and len(eps) > 1:
         other = "pgd" if attack == "fgsm" else "fgsm"
-        c = robustness_curve(model, x, labels, eps, methods=(other,), steps=steps, seed=seed)
-        curve = {attack: [r["accuracy"] for r in rows], other: c.accuracy[other]}
+        parts = shard.run_blocks(lambda part, s: robustness_curve(
+            model, x[part], labels[part], eps, methods=(other,), steps=steps, seed=s), len(x), size, seed)
+        counts = [c.n for c in parts]
+        accuracy = [shard.weighted_mean([c.accuracy[other][i] for c in parts], counts)
+                    for i in range(len(eps))]
+        curve = {attack: [r["accuracy"] for r in rows], other: accuracy}
         _plot_lines(eps, {(f"PGD-{steps}" if k == "pgd" else "FGSM"): v for k, v in curve.items()},
                     out / "curve.png", "eps (L-inf)", "accuracy (%)", "accuracy under attack")
     last = per_eps[-1]
@@ -192,10 +223,17 @@ def _gradient(model: nn.Module, classes: list[str], out: Path, attack: str, x: t
 
 
 def _edit(model: nn.Module, classes: list[str], out: Path, x: torch.Tensor, target: int | torch.Tensor | None,
-          levels: Sequence[float], threshold: float, max_edits: int) -> dict[str, Any]:
+          levels: Sequence[float], threshold: float, max_edits: int, size: int = FOOL_BLOCK
+          ) -> dict[str, Any]:
     if target is None:
         raise KangaeError("--attack edit needs --target K: the class the edited image should be read as")
-    r = fewest_pixel_edits(model, x, target, levels=levels, threshold=threshold, max_edits=max_edits)
+    goal = target
+
+    def run(part: slice, _seed: int) -> EditResult:
+        tp = goal[part] if torch.is_tensor(goal) and goal.ndim else goal
+        return fewest_pixel_edits(model, x[part], tp, levels=levels, threshold=threshold, max_edits=max_edits)
+
+    r = _merge_edits(shard.run_blocks(run, len(x), size))
     c = classes
     tgt = r.target.tolist()
     before = [f"read {c[k]}, p({c[t]}) {p:.0%}"
@@ -204,10 +242,11 @@ def _edit(model: nn.Module, classes: list[str], out: Path, x: torch.Tensor, targ
     files = _grids(out, r.original[:SHOW], r.images[:SHOW], before[:SHOW], after[:SHOW],
                    f"fewest pixel edits to reach p >= {threshold:.0%}")
     assert r.saliency_before is not None and r.saliency_after is not None
-    save_grid(r.saliency_before[:SHOW], out / "saliency-before.png", signed=True,
-              titles=[f"d logit {c[t]}" for t in tgt[:SHOW]], suptitle="input gradient, before")
-    save_grid(r.saliency_after[:SHOW], out / "saliency-after.png", signed=True,
-              titles=[f"d logit {c[t]}" for t in tgt[:SHOW]], suptitle="input gradient, after")
+    if shard.is_main():
+        save_grid(r.saliency_before[:SHOW], out / "saliency-before.png", signed=True,
+                  titles=[f"d logit {c[t]}" for t in tgt[:SHOW]], suptitle="input gradient, before")
+        save_grid(r.saliency_after[:SHOW], out / "saliency-after.png", signed=True,
+                  titles=[f"d logit {c[t]}" for t in tgt[:SHOW]], suptitle="input gradient, after")
     rows = [{"target": t, "read_before": c[pb], "prob_target_before": p0, "prob_target_after": p1,
              "read_after": c[pa], "pixels_changed": n, "success": s, "direction": f"{c[pb]} -> {c[t]}",
              "edits": [i for i in o if i >= 0]}
@@ -224,6 +263,75 @@ def _edit(model: nn.Module, classes: list[str], out: Path, x: torch.Tensor, targ
                                 f"{row['prob_target_before']:.1%}",
                                 f"{row['prob_target_after']:.1%}", str(row["pixels_changed"]),
                                 "yes" if row["success"] else "no"] for i, row in enumerate(rows)]}}
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def _template_blocks(model: nn.Module, x: torch.Tensor, target: int, alphas: Sequence[float],
+                     y: torch.Tensor | None, size: int) -> TemplateResult:
+    """:func:`template_attack` block by block with the model's own template, made once from
+    all the images (as one call makes it), and the blocks merged as one call's result."""
+    from ..probes.attacks._common import as_images, as_labels
+
+    xi = as_images(x)
+    labels = None if y is None else as_labels(y, len(xi))
+    tpl = shard.same_everywhere(weight_templates(model, xi, labels).images[target])
+    parts = shard.run_blocks(lambda part, _s: template_attack(
+        model, xi[part], target, alphas, template=tpl, labels=None if labels is None else labels[part],
+        keep=SHOW), len(xi), size)
+    pred = torch.cat([p.predictions for p in parts], 1)
+    counted = (labels != target) if labels is not None else torch.ones(len(xi), dtype=torch.bool)
+    share = ((pred == target) & counted).sum(1).float() / counted.sum().clamp(min=1)
+    counts = [p.metrics["n"] for p in parts]
+    mean_prob = [shard.weighted_mean([p.mean_prob_target[i] for p in parts], counts)
+                 for i in range(len(parts[0].alphas))]
+    accuracy = (pred == labels).float().mean(1).tolist() if labels is not None else None
+    first = parts[0]
+    return TemplateResult(first.alphas, target, first.template, share.tolist(), mean_prob, accuracy,
+                          torch.cat([p.images for p in parts], 1)[:, :SHOW],
+                          torch.cat([p.original for p in parts])[:SHOW], pred,
+                          {"n": len(xi), "counted": int(counted.sum()),
+                           "seconds": sum(p.metrics["seconds"] for p in parts), "template": "own"})
+
+
+def _merge_attacks(parts: list[AttackResult]) -> AttackResult:
+    """Blocks of one FGSM/PGD attack as one result, with the metrics one call reports."""
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda key: torch.cat([getattr(p, key) for p in parts])
+    x0, adv, y, before, after, success = (cat(k) for k in ("original", "images", "target", "pred_before",
+                                                           "pred_after", "success"))
+    first, n = parts[0], len(y)
+    seconds = sum(p.metrics["seconds"] for p in parts)
+    untargeted = not first.targeted
+    metrics = {**first.metrics, "n": n, "success_rate": float(success.float().mean()),
+               "accuracy_before": float((before == y).float().mean()) if untargeted else None,
+               "accuracy_after": float((after == y).float().mean()) if untargeted else None,
+               "max_linf": float((adv - x0).flatten(1).abs().amax(1).max()),
+               "mean_pixels_changed": float(((adv - x0).abs() > 1e-6).flatten(1).sum(1).float().mean()),
+               "seconds": seconds, "images_per_second": n / max(seconds, 1e-9)}
+    return AttackResult(adv, x0, y, before, after, cat("prob_before"), cat("prob_after"), success,
+                        first.method, first.eps, first.targeted, metrics)
+
+
+def _merge_edits(parts: list[EditResult]) -> EditResult:
+    """Blocks of the fewest-pixel edits as one result, with the metrics one call reports."""
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda key: torch.cat([getattr(p, key) for p in parts])
+    r = EditResult(*(cat(k) for k in ("images", "original", "target", "changed", "n_changed", "prob_before",
+                                      "prob_after", "pred_before", "pred_after", "success", "edit_order",
+                                      "prob_trace")))
+    if all(p.saliency_before is not None for p in parts):
+        r.saliency_before, r.saliency_after = cat("saliency_before"), cat("saliency_after")
+    n, ok = len(r.success), r.success
+    seconds = sum(p.metrics["seconds"] for p in parts)
+    r.metrics = {**parts[0].metrics, "n": n, "success_rate": float(ok.float().mean()),
+                 "mean_edits_successful": float(r.n_changed[ok].float().mean()) if ok.any() else None,
+                 "candidates_scored": sum(p.metrics["candidates_scored"] for p in parts),
+                 "seconds": seconds, "images_per_second": n / max(seconds, 1e-9)}
+    return r
 
 
 def write_prototype_comparison(models: Sequence[tuple[str, nn.Module]], classes: list[str], out: str | Path,

@@ -42,9 +42,10 @@ from ..probes.faithfulness import (
 from ..probes.registry import explainers
 from ..render.explain import save_panel
 from ..render.images import save_image
+from ..utils import shard
 from ..utils.atomic import atomic_path, write_bytes, write_json
 
-BENCH_METHODS = METHODS  # every registered method
+BENCH_METHODS = METHODS  # every registered method (the tour's table)
 CLUTTERED_MODEL = "cluttered-global-cnn-v1"
 
 
@@ -150,50 +151,105 @@ class BenchSizes:
     n_perturb: int = 8
 
 
-def _faithfulness(row: dict[str, Any], model: torch.nn.Module, x: torch.Tensor, e: Explanation,
-                  explainer: Callable[..., torch.Tensor], sizes: BenchSizes, seed: int) -> None:
-    """The scores of one method's explanations ``e`` of ``x``, NaN (and so left out) for
-    degenerate maps, which are counted in ``row["degenerate"]``."""
-    a, t = e.attribution, e.target
-    row["images"] = len(x)
-    row["degenerate"] = int(degenerate(a).sum())
-    scores = deletion_insertion(model, x, a, t, seed=seed)
-    _put(row, "deletion", scores["deletion"])
-    _put(row, "insertion", scores["insertion"])
-    r = road(model, x, a, t, seed=seed)
-    _put(row, "road_morf", r["morf_mean"])
-    _put(row, "road_lerf", r["lerf_mean"])
-    ok = ~degenerate(a)
+Task = Callable[[], dict[str, Any]]
+
+
+def _faithfulness_task(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, method: str,
+                       opts: dict[str, Any], seed: int) -> Task:
+    """One block's explanations and their per-image scores (NaN for a degenerate map)."""
+
+    def run() -> dict[str, Any]:
+        e: Explanation = explain(model, x, y, method=method, seed=seed, **opts)
+        a, t = e.attribution, e.target
+        scores = deletion_insertion(model, x, a, t, seed=seed)
+        r = road(model, x, a, t, seed=seed)
+        return {"degenerate": degenerate(a), "deletion": scores["deletion"],
+                "insertion": scores["insertion"], "road_morf": r["morf_mean"], "road_lerf": r["lerf_mean"],
+                "morf": r["morf"], "lerf": r["lerf"],
+                "infidelity": infidelity(model, x, a, t, seed=seed),
+                "sparseness": sparseness(a), "complexity": complexity(a)}
+
+    return run
+
+
+def _robust_task(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, method: str,
+                 opts: dict[str, Any], n_perturb: int, seed: int) -> Task:
+    explainer = _explainer(method, {**opts, "seed": seed})
+    return lambda: {"max_sensitivity": max_sensitivity(explainer, model, x, y, n_perturb, seed=seed)}
+
+
+def _sanity_task(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, method: str,
+                 opts: dict[str, Any], num_classes: int, seed: int, block_seed: int) -> Task:
+    """Cascading randomization (to the same random weights, from ``seed``, in every block) and
+    the random-logit test of one block."""
+    explainer = _explainer(method, {**opts, "seed": block_seed})
+
+    def run() -> dict[str, Any]:
+        cascade = cascading_randomization(explainer, model, x, y, seed=seed)
+        logit = random_logit(explainer, model, x, y, num_classes, seed=block_seed)
+        return {"layers": cascade.layers, "spearman": cascade.spearman, "ssim": cascade.ssim,
+                "degenerate": cascade.degenerate, "logit_ssim": logit["ssim"],
+                "logit_spearman": logit["spearman"]}
+
+    return run
+
+
+def _pointing_task(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, boxes: torch.Tensor,
+                   method: str, opts: dict[str, Any], seed: int) -> Task:
+    def run() -> dict[str, Any]:
+        ec = explain(model, x, y, method=method, seed=seed, **opts)
+        bad = degenerate(ec.attribution)
+        hits = pointing_hits(ec.attribution, boxes, POINTING_TOLERANCE).float()
+        return {"hits": hits.masked_fill(bad, float("nan")), "degenerate": bad}
+
+    return run
+
+
+def _cat(parts: list[dict[str, Any]], key: str, dim: int = 0) -> torch.Tensor:
+    return torch.cat([p[key] for p in parts], dim)
+
+
+def _faithfulness_row(row: dict[str, Any], parts: list[dict[str, Any]]) -> None:
+    """The faithfulness scores over all blocks; degenerate maps are counted and left out."""
+    bad = _cat(parts, "degenerate")
+    row["images"] = len(bad)
+    row["degenerate"] = int(bad.sum())
+    for key in ("deletion", "insertion", "road_morf", "road_lerf"):
+        _put(row, key, _cat(parts, key))
+    ok = ~bad
     row["road_curves"] = {"fractions": list(ROAD_FRACTIONS),
-                          "morf": r["morf"][ok].mean(0).tolist() if ok.any() else [],
-                          "lerf": r["lerf"][ok].mean(0).tolist() if ok.any() else []}
-    _put(row, "infidelity", infidelity(model, x, a, t, seed=seed))
-    k = min(sizes.n_robust, len(x))
-    if k:
-        _put(row, "max_sensitivity", max_sensitivity(explainer, model, x[:k], t[:k], sizes.n_perturb,
-                                                     seed=seed))
-    _put(row, "sparseness", sparseness(a))
-    _put(row, "complexity", complexity(a))
+                          "morf": _cat(parts, "morf")[ok].mean(0).tolist() if ok.any() else [],
+                          "lerf": _cat(parts, "lerf")[ok].mean(0).tolist() if ok.any() else []}
+    for key in ("infidelity", "sparseness", "complexity"):
+        _put(row, key, _cat(parts, key))
 
 
-def _sanity(row: dict[str, Any], model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-            explainer: Callable[..., torch.Tensor], num_classes: int, seed: int) -> None:
+def _sanity_row(row: dict[str, Any], parts: list[dict[str, Any]]) -> None:
     """Cascading randomization (its last step is the full randomization, reported as
-    ``sanity_spearman`` as before) and the random-logit test."""
-    cascade = cascading_randomization(explainer, model, x, y, seed=seed)
-    row["cascade"] = {"layers": cascade.layers,
-                      "spearman": [_stat(v)[0] for v in cascade.spearman],
-                      "ssim": [_stat(v)[0] for v in cascade.ssim],
-                      "degenerate": cascade.degenerate.sum(1).tolist()}
-    if len(cascade.layers):
-        _put(row, "sanity_spearman", cascade.spearman[-1])
-        _put(row, "sanity_ssim", cascade.ssim[-1])
-        row["sanity_degenerate"] = int(cascade.degenerate[-1].sum())
-    logit = random_logit(explainer, model, x, y, num_classes, seed=seed)
-    row["sanity_images"] = len(x)
-    row["random_logit_degenerate"] = int(torch.isnan(logit["ssim"]).sum())
-    _put(row, "random_logit_ssim", logit["ssim"])
-    _put(row, "random_logit_spearman", logit["spearman"])
+    ``sanity_spearman`` as before) and the random-logit test, over all blocks."""
+    layers = parts[0]["layers"]
+    rho, sim, bad = (_cat(parts, k, 1) for k in ("spearman", "ssim", "degenerate"))
+    row["cascade"] = {"layers": layers, "spearman": [_stat(v)[0] for v in rho],
+                      "ssim": [_stat(v)[0] for v in sim], "degenerate": bad.sum(1).tolist()}
+    if len(layers):
+        _put(row, "sanity_spearman", rho[-1])
+        _put(row, "sanity_ssim", sim[-1])
+        row["sanity_degenerate"] = int(bad[-1].sum())
+    logit_ssim = _cat(parts, "logit_ssim")
+    row["sanity_images"] = len(logit_ssim)
+    row["random_logit_degenerate"] = int(torch.isnan(logit_ssim).sum())
+    _put(row, "random_logit_ssim", logit_ssim)
+    _put(row, "random_logit_spearman", _cat(parts, "logit_spearman"))
+
+
+def _seeded(count: int, size: int, seed: int) -> list[tuple[slice, int]]:
+    """The blocks of ``count`` images, each with its seed (none for no images)."""
+    parts = shard.blocks(count, size) if count else []
+    return [(part, shard.block_seed(seed, b)) for b, part in enumerate(parts)]
+
+
+# images per block of work: a block's numbers do not depend on which process computes it
+BENCH_BLOCK = 32
 
 
 def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BENCH_METHODS,
@@ -201,26 +257,35 @@ def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BEN
                   cluttered_run: Any = None, seed: int = 0,
                   log: Callable[[str], None] = lambda s: None,
                   data_dir: str | os.PathLike | None = None, n_robust: int = 16,
-                  options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                  options: dict[str, dict[str, Any]] | None = None,
+                  block: int | None = None) -> dict[str, Any]:
     """Every faithfulness score of every method on ``run``'s test set, and the pointing game
     on cluttered MNIST (with a centre baseline and the difficult subset); writes
     ``bench.json``, ``bench.md``, ``pointing.csv`` and ``cascade.png``. ``options`` gives
-    per-method settings (e.g. ``{"rise": {"n_masks": 1000}}``)."""
+    per-method settings (e.g. ``{"rise": {"n_masks": 1000}}``).
+
+    The images go in blocks of ``block`` (default :data:`BENCH_BLOCK`), block ``b`` seeded
+    ``kangae.utils.shard.block_seed(seed, b)``; under ``torchrun`` the processes share the
+    blocks and rank 0 writes the files, with the numbers one process gets."""
     specs = explainers()
     for m in methods:
         if m not in specs:
             raise KangaeError(f"unknown method '{m}'; valid: {', '.join(specs)}")
+    size = block or BENCH_BLOCK
     sizes = BenchSizes(n, n_pointing, n_sanity, n_robust)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    main = shard.is_main()
+    say = log if main else (lambda s: None)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     test = run.dataset("test", data_dir=data_dir).subset(n, seed=seed)
     x, y = test.floats(), test.labels
     model = run.model
     num_classes = len(run.meta.classes)
     conv = any(isinstance(mod, torch.nn.Conv2d) for mod in model.modules())
     if cluttered_run is None and n_pointing > 0:
-        log("pointing game: loading (or training once) the cluttered-MNIST model")
-        cluttered_run = cluttered_model(data_dir)
+        say("pointing game: loading (or training once) the cluttered-MNIST model")
+        cluttered_run = shard.main_first(lambda: cluttered_model(data_dir))
     clut = load_cluttered("test", data_dir) if n_pointing > 0 else None
     baselines: dict[str, Any] = {}
     if clut is not None:
@@ -229,6 +294,7 @@ def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BEN
         hard = difficult(xc, boxes, POINTING_TOLERANCE)
         centre = pointing_hits(centre_map(len(xc), tuple(xc.shape[-2:])), boxes, POINTING_TOLERANCE)
         baselines["center"] = _pointing_row(centre.float(), hard)
+    k_sanity, k_robust = min(n_sanity, len(x)), min(sizes.n_robust, len(x))
     rows: dict[str, dict[str, Any]] = {}
     for method in methods:
         spec = specs[method]
@@ -236,33 +302,45 @@ def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BEN
         opts.update((options or {}).get(method, {}))
         row: dict[str, Any] = {}
         start = time.perf_counter()
-        explainer = _explainer(method, {**opts, "seed": seed})
+        tasks: list[tuple[str, Task]] = []
         if spec.needs_conv and not conv:
             row["skipped"] = "the model has no convolutional layer"
         else:
-            e: Explanation = explain(model, x, y, method=method, seed=seed, **opts)
-            _faithfulness(row, model, x, e, explainer, sizes, seed)
-            k = min(n_sanity, len(x))
-            _sanity(row, model, x[:k], y[:k], explainer, num_classes, seed)
+            tasks += [("faith", _faithfulness_task(model, x[p], y[p], method, opts, s))
+                      for p, s in _seeded(len(x), size, seed)]
+            tasks += [("robust", _robust_task(model, x[p], y[p], method, opts, sizes.n_perturb, s))
+                      for p, s in _seeded(k_robust, size, seed)]
+            tasks += [("sanity", _sanity_task(model, x[p], y[p], method, opts, num_classes, seed, s))
+                      for p, s in _seeded(k_sanity, size, seed)]
         if clut is not None:
-            ec = explain(cluttered_run.model, xc, yc, method=method, seed=seed, **opts)
-            bad = degenerate(ec.attribution)
-            hits = pointing_hits(ec.attribution, boxes, POINTING_TOLERANCE).float()
-            hits = hits.masked_fill(bad, float("nan"))
-            point = _pointing_row(hits, hard)
+            tasks += [("point", _pointing_task(cluttered_run.model, xc[p], yc[p], boxes[p], method, opts, s))
+                      for p, s in _seeded(len(xc), size, seed)]
+        results = shard.run_tasks([task for _, task in tasks])
+        parts = {g: [r for (kind, _), r in zip(tasks, results) if kind == g]
+                 for g in ("faith", "robust", "sanity", "point")}
+        if parts["faith"]:
+            _faithfulness_row(row, parts["faith"])
+            if parts["robust"]:
+                _put(row, "max_sensitivity", _cat(parts["robust"], "max_sensitivity"))
+            _sanity_row(row, parts["sanity"])
+        if parts["point"]:
+            point = _pointing_row(_cat(parts["point"], "hits"), hard)
             row.setdefault("n", {}).update(point.pop("n"))
             row.update(point)
-            row["pointing_degenerate"] = int(bad.sum())
+            row["pointing_degenerate"] = int(_cat(parts["point"], "degenerate").sum())
         row["seconds"] = time.perf_counter() - start
         rows[method] = row
-        log(_format_row(method, row))
+        say(_format_row(method, row))
     goals = _goals(rows)
     result = {"model": run.meta.model, "run": str(run.path), "n": len(x), "n_pointing": n_pointing,
               "n_sanity": n_sanity, "n_robust": n_robust, "mask_steps": mask_steps, "methods": rows,
               "goals": goals, "pointing_baselines": baselines,
               "n_difficult": int(hard.sum()) if clut is not None else 0,
               "pointing_model": str(cluttered_run.path) if cluttered_run is not None else None,
-              "pointing_tolerance_px": POINTING_TOLERANCE, "road_fractions": list(ROAD_FRACTIONS)}
+              "pointing_tolerance_px": POINTING_TOLERANCE, "road_fractions": list(ROAD_FRACTIONS),
+              "block": size, "processes": shard.rank_and_world()[1]}
+    if not main:
+        return result
     write_json(out / "bench.json", result)
     write_bytes(out / "bench.md", markdown_table(result).encode())
     if clut is not None:

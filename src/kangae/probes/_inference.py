@@ -1,0 +1,150 @@
+"""Scoring many perturbed images (deletion, insertion, ROAD, RISE) through a private copy of
+a model that computes the same function with less work, in chunks that stay in cache.
+
+The copy (:func:`scoring_copy`) is the model in eval mode with three exact rewrites:
+
+* an eval-mode batch norm after a ``Conv2d`` or ``Linear`` is folded into that layer's
+  weights (``s * (W x + b - mean) + beta`` with ``s = gamma / sqrt(var + eps)``), the
+  standard inference fold, so the normalized activations are never stored;
+* ``ReLU`` then ``MaxPool2d`` becomes ``MaxPool2d`` then ``ReLU`` (max commutes with a
+  monotone map), which applies ReLU to a quarter of the values;
+* a conv net's weights and inputs go ``channels_last``, whose pooling kernels are
+  vectorized where NCHW's are not.
+
+The first two apply to (nested) ``nn.Sequential`` models; any other module keeps its layers.
+The copy is checked against the model on the caller's images and dropped for the plain
+eval copy when its logits differ (more than float rounding) or it fails to run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..utils.device import chunk_size
+from ._affine import leaves
+
+# the CPU working set of one forward pass's largest activation (an L2 cache's worth)
+CACHE_BYTES = 2 << 20
+
+
+def fold_batchnorm(layer: nn.Module, bn: nn.Module) -> nn.Module | None:
+    """``layer`` followed by eval-mode ``bn`` as one layer of the same type, or None when the
+    pair does not fold (a subclass, batch statistics, or the wrong kind of batch norm)."""
+    pair = {nn.Conv2d: nn.BatchNorm2d, nn.Linear: nn.BatchNorm1d}.get(type(layer))
+    if pair is None or type(bn) is not pair or bn.running_mean is None or bn.running_var is None:
+        return None
+    out = copy.deepcopy(layer)
+    with torch.no_grad():
+        scale = torch.rsqrt(bn.running_var.double() + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight.double()
+        bias = layer.bias.double() if layer.bias is not None else torch.zeros_like(scale)
+        shift = (bias - bn.running_mean.double()) * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias.double()
+        w = layer.weight.double() * scale.view(-1, *[1] * (layer.weight.ndim - 1))
+        out.weight = nn.Parameter(w.to(layer.weight.dtype), requires_grad=False)
+        out.bias = nn.Parameter(shift.to(layer.weight.dtype), requires_grad=False)
+    return out
+
+
+def rewrite(model: nn.Sequential) -> nn.Sequential:
+    """The exact rewrites of the module docstring on a flat copy of a Sequential's layers."""
+    out: list[nn.Module] = []
+    for m in leaves(model):
+        folded = fold_batchnorm(out[-1], m) if out else None
+        if folded is not None:
+            out[-1] = folded
+        elif (isinstance(m, nn.MaxPool2d) and not m.return_indices and out
+              and type(out[-1]) is nn.ReLU):
+            out.insert(len(out) - 1, m)
+        else:
+            out.append(m)
+    return nn.Sequential(*out)
+
+
+def _is_conv_net(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def as_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the memory layout the copy runs fastest on."""
+    if getattr(model, "_kangae_channels_last", False) and x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@torch.no_grad()
+def scoring_copy(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """A private eval-mode copy of ``model`` for scoring, rewritten as the module docstring
+    says where that gives the model's logits on ``example`` (a few of the caller's images)."""
+    plain = copy.deepcopy(model).eval()
+    for p in plain.parameters():
+        p.requires_grad_(False)
+    candidate = rewrite(plain) if isinstance(plain, nn.Sequential) else copy.deepcopy(plain)
+    candidate.eval()
+    if _is_conv_net(candidate):
+        candidate = candidate.to(memory_format=torch.channels_last)
+        candidate._kangae_channels_last = True  # type: ignore[assignment]
+    try:
+        want = plain(example).float()
+        got = candidate(as_input(candidate, example)).float()
+    except (RuntimeError, TypeError, ValueError):
+        return plain
+    scale = float(want.abs().max()) + 1e-6
+    same = got.shape == want.shape and float((got - want).abs().max()) <= 1e-4 * scale
+    return candidate if same else plain
+
+
+def largest_activation_bytes(model: nn.Module, example: torch.Tensor) -> int:
+    """Bytes of the largest output any leaf module of ``model`` writes for one image."""
+    sizes: list[int] = [example[0].numel() * example.element_size()]
+
+    def hook(_m: nn.Module, _i: object, out: object) -> None:
+        if isinstance(out, torch.Tensor):
+            sizes.append(out[0].numel() * out.element_size() if out.ndim else 0)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(as_input(model, example[:1]))
+    finally:
+        for h in handles:
+            h.remove()
+    return max(sizes)
+
+
+def scoring_chunk(model: nn.Module, example: torch.Tensor, batch_size: int | None) -> int:
+    """Images per forward pass: ``batch_size`` if given; on a CPU the power of two that keeps
+    the largest activation near :data:`CACHE_BYTES` (32 images for fast-cnn at 28 px, where
+    chunks of 128 spill to memory); elsewhere :func:`~kangae.utils.device.chunk_size`'s."""
+    device = example.device
+    if batch_size is not None or device.type != "cpu":
+        return chunk_size(batch_size, device, tuple(example.shape[1:]))
+    per = CACHE_BYTES // max(1, largest_activation_bytes(model, example))
+    return int(min(1024, max(8, 2 ** max(0, math.floor(math.log2(max(1, per)))))))
+
+
+class Scorer:
+    """Target-class probabilities of many images through :func:`scoring_copy`, ``chunk``
+    images per forward pass. ``example`` (on the model's device) picks the copy and chunk."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, batch_size: int | None = None):
+        self.model = scoring_copy(model, example[:4])
+        self.chunk = scoring_chunk(self.model, example, batch_size)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B,) float32 probabilities of ``target[i]`` for ``images[i]`` (same device)."""
+        out = torch.empty(len(images), device=images.device)
+        for i in range(0, len(images), self.chunk):
+            logits = self.model(as_input(self.model, images[i : i + self.chunk])).float()
+            p = F.softmax(logits, 1)
+            out[i : i + self.chunk] = p.gather(1, target[i : i + self.chunk, None].long())[:, 0]
+        return out
+

@@ -1,0 +1,127 @@
+"""The scoring copy behind deletion, insertion, ROAD and RISE: the same logits as the model
+(its batch norms folded, ReLU after max-pool, channels_last), and each metric's batched
+numbers equal to a sequential oracle that scores one image and one step per forward pass."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kangae.models import create_model
+from kangae.probes._inference import Scorer, scoring_copy
+from kangae.probes.faithfulness import _ranks, deletion_insertion, impute_reference, road
+from kangae.probes.masks import gaussian_blur
+from kangae.probes.rise import rise_masks, rise_reference, rise_saliency
+
+
+def bn_cnn() -> nn.Module:
+    """fast-cnn with random weights and batch-norm statistics far from the identity."""
+    torch.manual_seed(0)
+    model = create_model("fast-cnn")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.5)
+                m.running_var.uniform_(0.2, 3.0)
+                m.weight.normal_(0, 1.0)  # negative scales too: no shortcut through max-pool
+                m.bias.normal_(0, 0.3)
+    return model.eval()
+
+
+class Viewing(nn.Module):
+    """Not a Sequential, and ``.view`` fails on a channels_last activation: the scorer must
+    fall back to the plain copy and still give the model's numbers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 28 * 28, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).relu().view(len(x), -1))
+
+
+def images(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def test_scoring_copy_folds_and_reorders_yet_gives_the_same_logits():
+    model = bn_cnn().train()  # the caller's mode is left as it was
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = images(6)
+    fast = scoring_copy(model, x[:4])
+    kinds = [type(m) for m in fast.modules()]
+    assert nn.BatchNorm2d not in kinds  # folded into the convs
+    pools = [i for i, m in enumerate(fast) if isinstance(m, nn.MaxPool2d)]
+    assert all(isinstance(fast[i + 1], nn.ReLU) for i in pools)  # ReLU now after the pool
+    assert fast[1].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        want = model.eval()(x)
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_scorer_falls_back_for_a_model_it_cannot_rewrite():
+    torch.manual_seed(0)
+    model = Viewing().eval()
+    x = images(5)
+    score = Scorer(model, x, batch_size=2)
+    assert not isinstance(score.model, nn.Sequential)
+    t = torch.arange(5) % 10
+    with torch.no_grad():
+        want = F.softmax(model(x), 1)[torch.arange(5), t]
+    assert torch.allclose(score(x, t), want, atol=1e-6)
+
+
+@torch.no_grad()
+def deletion_oracle(model, x, a, t, kind, baseline, steps):
+    """One image and one step per forward pass."""
+    n, c, h, w = x.shape
+    base = torch.zeros_like(x) if baseline == "zero" else gaussian_blur(x, max(h, w) / 28 * 3)
+    rank = _ranks(a.reshape(n, -1), 0)
+    counts = torch.round(torch.linspace(0, h * w, steps + 1)).long().tolist()
+    out = torch.empty(n, steps + 1)
+    for i in range(n):
+        for k, count in enumerate(counts):
+            m = (rank[i] < count).float().view(1, 1, h, w)
+            img = x[i] * (1 - m) + base[i] * m if kind == "deletion" else base[i] * (1 - m) + x[i] * m
+            out[i, k] = F.softmax(model(img), 1)[0, t[i]]
+    return out
+
+
+def test_deletion_and_insertion_equal_one_step_per_forward():
+    x = images(5)
+    a = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([0, 3, 5, 7, 9])
+    for model in (bn_cnn(), Viewing().eval()):
+        for baseline in ("zero", "blur"):
+            r = deletion_insertion(model, x, a, t, steps=7, baseline=baseline, batch_size=3)
+            for kind in ("deletion", "insertion"):
+                want = deletion_oracle(model, x, a, t, kind, baseline, steps=7)
+                assert torch.allclose(r[f"{kind}_curve"], want, atol=1e-5), (type(model), baseline, kind)
+
+
+def test_road_equals_one_imputation_and_forward_per_fraction():
+    model, x = bn_cnn(), images(2)
+    a = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([1, 4])
+    fractions = (0.2, 0.5)
+    r = road(model, x, a, t, fractions=fractions, noise=0.0)
+    rank = _ranks(a.reshape(2, -1), 0)
+    with torch.no_grad():
+        for order in ("morf", "lerf"):
+            ranked = rank if order == "morf" else 28 * 28 - 1 - rank
+            for i in range(2):
+                for k, f in enumerate(fractions):
+                    removed = (ranked[i] < round(f * 784)).view(1, 28, 28)
+                    img = impute_reference(x[i], removed).clamp(0, 1)
+                    p = F.softmax(model(img[None]), 1)[0, t[i]]
+                    assert abs(float(r[order][i, k]) - float(p)) < 1e-5
+
+
+def test_rise_through_the_scoring_copy_equals_one_mask_per_forward():
+    model, x = bn_cnn(), images(2)
+    t = torch.tensor([2, 6])
+    masks = rise_masks(30, (28, 28), cells=4, seed=5)
+    fast = rise_saliency(model, x, t, masks, batch_size=7)
+    assert torch.allclose(fast, rise_reference(model, x, t, masks), atol=1e-6)
