@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import KangaeError, UnknownNameError
@@ -267,10 +268,71 @@ def vgg16(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
     return model
 
 
+class BasicBlock(nn.Module):
+    """He et al. (2016)'s basic block: two 3x3 conv + batch-norm layers and an identity
+    shortcut, ``relu2(bn2(conv2(relu1(bn1(conv1(x))))) + x)``. Where the block halves the
+    size and widens, the shortcut is the CIFAR variant's option A: the input subsampled by 2
+    with zero channels appended (no parameters). Each ReLU is its own module, used once
+    (DeepLIFT and guided backprop hook them)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu2 = nn.ReLU()
+        self.stride, self.extra = stride, cout - cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        short = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+        if self.extra:
+            short = F.pad(short, (0, 0, 0, 0, 0, self.extra))
+        return self.relu2(out + short)
+
+
+def _stage(cin: int, cout: int, blocks: int, stride: int) -> nn.Sequential:
+    return _seq(*[(f"block{i + 1}", BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1))
+                  for i in range(blocks)])
+
+
+def resnet(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, blocks: int = 1,
+           width: int = 16, stem_stride: int | None = None) -> nn.Module:
+    """The CIFAR ResNet of He et al. (2016, section 4.2): a 3x3 conv stem, three stages of
+    ``blocks`` basic blocks with ``width``, 2x and 4x channels (16-32-64), the last two
+    halving the size, a global average pool and the class logits: ResNet-(6n+2), so
+    ``blocks=1`` is ResNet-8 and ``blocks=3`` ResNet-20. The stem strides by 2 above 32 px
+    (``stem_stride``), so at 64 px the stages see 32, 16 and 8 px as they do on CIFAR."""
+    if blocks < 1 or width < 1:
+        raise ValueError(f"blocks and width must be at least 1, got {blocks} and {width}")
+    stride = stem_stride or (1 if image_size <= 32 else 2)
+    model = _seq(
+        ("normalize", Normalize((0.5,) * in_channels, (0.25,) * in_channels)),
+        ("stem", _seq(("conv", nn.Conv2d(in_channels, width, 3, stride, 1, bias=False)),
+                      ("bn", nn.BatchNorm2d(width)), ("relu", nn.ReLU()))),
+        ("stage1", _stage(width, width, blocks, 1)),
+        ("stage2", _stage(width, 2 * width, blocks, 2)),
+        ("stage3", _stage(2 * width, 4 * width, blocks, 2)),
+        ("pool", nn.AdaptiveAvgPool2d(1)),
+        ("hidden", nn.Flatten()),  # the pooled features: the penultimate layer
+        ("logits", nn.Linear(4 * width, num_classes)),
+    )
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    model.input_shape = (in_channels, image_size, image_size)
+    return model
+
+
 VGG16_ENTRY = ModelEntry("vgg16", "VGG16 layout (13 3x3 convs 64-512, 4096-4096-N), torchvision's "
                          "names; for ImageNet-scale weights and tests", vgg16,
                          Recipe(epochs=4, batch_size=32, lr=1e-3, optimizer="sgd"), "post 004")
 
+RESNET_ENTRY = ModelEntry("resnet", "CIFAR ResNet-8 (3 stages of basic blocks, 16-32-64, global average "
+                          "pool; blocks=3: ResNet-20)", resnet,
+                          Recipe(epochs=4, batch_size=64, lr=1e-2), "He et al. 2016")
 
 MODELS: dict[str, ModelEntry] = {
     e.name: e
@@ -289,6 +351,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry("vgg-small", "VGG-style 3x3 conv blocks (32-64-128)", vgg_small,
                    Recipe(epochs=4, batch_size=128, lr=1e-3), "post 004"),
         VGG16_ENTRY,
+        RESNET_ENTRY,
     ]
 }
 
