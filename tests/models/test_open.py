@@ -302,3 +302,19 @@ def test_onnx_needs_the_extra_or_loads_the_same_logits(zoo, monkeypatch):
                       dynamic_axes={"x": {0: "batch"}})
     run = open_model("model.onnx")
     torch.testing.assert_close(_logits(run, zoo["x"]), zoo["expected"], atol=1e-4, rtol=1e-4)
+
+
+def test_the_trial_pass_leaves_batch_norm_statistics_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bn.py").write_text(
+        "from torch import nn\ndef net():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), "
+        "nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))\n")
+    state = {"0.weight": torch.randn(4, 3, 3, 3), "0.bias": torch.randn(4), "1.weight": torch.ones(4),
+             "1.bias": torch.zeros(4), "1.running_mean": torch.full((4,), 5.0),
+             "1.running_var": torch.ones(4), "1.num_batches_tracked": torch.tensor(7),
+             "4.weight": torch.randn(2, 4), "4.bias": torch.zeros(2)}
+    save_file(state, "bn.safetensors")
+    run = open_model("bn.py:net", weights="bn.safetensors", card={"size": 8, "normalizes_itself": True})
+    bn = get_layer(run.model, "1")
+    assert torch.equal(bn.running_mean, state["1.running_mean"]) and int(bn.num_batches_tracked) == 7
+    assert not run.model.training

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
@@ -157,11 +158,15 @@ def needs_labels(run: Any, what: str) -> None:
                           "(explain, ideas and predictions work without)")
 
 
+@dataclass
 class PictureFiles:
-    """Picture files from the command line, as float ``(C, H, W)`` images prepared for ``run``."""
+    """Picture files from the command line, as float ``(C, H, W)`` images prepared for ``run``;
+    ``digits`` keeps MNIST preprocessing's notes (inversion) for digit models."""
 
-    def __init__(self, images: list[Any], sources: list[str], errors: list[Any], digits: list[Any]):
-        self.images, self.sources, self.errors, self.digits = images, sources, errors, digits
+    images: list[Any]
+    sources: list[str]
+    errors: list[Any]
+    digits: list[Any]
 
 
 def read_picture_files(run: Any, files: Iterable[str]) -> PictureFiles:

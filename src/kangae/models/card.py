@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import KangaeError
+from ..utils.device import module_device
 
 PREPROCESS = ("center-crop", "stretch", "mnist")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,11 +91,20 @@ def _error(where: str, message: str) -> CardError:
     return CardError(f"{where}: {message}")
 
 
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _positive_int(value: Any, what: str, where: str) -> int:
+    if not _is_positive_int(value):
+        raise _error(where, f"{what} must be a positive integer, not {value!r}")
+    return int(value)
+
+
 def _size(value: Any, where: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if _is_positive_int(value):
         value = [value, value]
-    if (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                            for v in value) and min(value) > 0):
+    if isinstance(value, list) and len(value) == 2 and all(map(_is_positive_int, value)):
         return (value[0], value[1])
     raise _error(where, f"'size' must be a positive integer or [height, width], not {value!r}")
 
@@ -139,10 +149,7 @@ def card_from_dict(d: Any, source: str = "", folder: Path | None = None) -> Mode
         raise _error(where, f"unknown field '{unknown[0]}'; a card has {', '.join(_FIELDS)}")
     kw: dict[str, Any] = {"source": source}
     if "channels" in d:
-        c = d["channels"]
-        if not (isinstance(c, int) and not isinstance(c, bool) and c > 0):
-            raise _error(where, f"'channels' must be a positive integer, not {c!r}")
-        kw["channels"] = c
+        kw["channels"] = _positive_int(d["channels"], "'channels'", where)
     if "size" in d:
         kw["size"] = _size(d["size"], where)
     for key in ("mean", "std"):
@@ -153,10 +160,7 @@ def card_from_dict(d: Any, source: str = "", folder: Path | None = None) -> Mode
             raise _error(where, "'normalizes_itself' must be true or false")
         kw["normalizes_itself"] = d["normalizes_itself"]
     if "resize" in d:
-        r = d["resize"]
-        if not (isinstance(r, int) and not isinstance(r, bool) and r > 0):
-            raise _error(where, f"'resize' must be a positive integer (the shorter side), not {r!r}")
-        kw["resize"] = r
+        kw["resize"] = _positive_int(d["resize"], "'resize' (the shorter side)", where)
     if "preprocess" in d:
         if d["preprocess"] not in PREPROCESS:
             raise _error(where, f"'preprocess' must be one of {', '.join(PREPROCESS)}, "
@@ -256,8 +260,6 @@ def _infer_shape(card: ModelCard, model: nn.Module) -> tuple[ModelCard, list[str
 
 @torch.no_grad()
 def _trial_outputs(model: nn.Module, shape: tuple[int, int, int], where: str) -> int:
-    from ..utils.device import module_device
-
     x = torch.zeros(2, *shape, device=module_device(model))
     try:
         out = model(x)

@@ -194,7 +194,7 @@ def _import_factory(where: str, factory: str) -> Any:
     return obj
 
 
-def _from_factory(where: str, factory: str, weights: Path | None, card: ModelCard) -> nn.Module:
+def _from_factory(where: str, factory: str, weights: Path | None) -> nn.Module:
     build = _import_factory(where, factory)
     try:
         net = build()
@@ -380,7 +380,7 @@ def build_net(spec: str, weights: Path | None, card: ModelCard) -> tuple[nn.Modu
     if spec in MODELS:
         return _from_zoo(spec, weights, card)
     if m and not path.exists():
-        return _from_factory(m["where"], m["factory"], weights, card), card
+        return _from_factory(m["where"], m["factory"], weights), card
     if path.is_file():
         if weights is not None:
             raise RunError(f"{spec}: a model file holds its own weights; --weights is for factories")
@@ -398,12 +398,12 @@ def open_net(spec: str | os.PathLike, *, weights: str | os.PathLike | None = Non
     given = as_card(card) or ModelCard()
     merged = _merge(_spec_card(spec, weights_path), given)
     net, merged = build_net(spec, weights_path, merged)
-    if _refuses_mode_switch(net) is False:
+    if not _refuses_mode_switch(net):  # before the trial pass: batch norm must not learn from it
         net.eval()
     full = complete_card(replace(merged, name=merged.name or _short_name(spec)), net)
     return PixelModel(net, full).eval(), full
 
 
 def _short_name(spec: str) -> str:
-    tail = spec.rsplit(":", 1)[-1] if _FACTORY.match(spec) or ":" in spec else Path(spec).stem
+    tail = spec.rsplit(":", 1)[-1] if ":" in spec else Path(spec).stem
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", tail).strip("-") or "model"
