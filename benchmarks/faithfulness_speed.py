@@ -11,6 +11,9 @@ explanation being scored; goals from issue 17 in brackets):
   2. RISE images/s at 4,000 masks, batched, beside a loop that scores one mask per forward
      pass [>= 20x], and the largest difference between the two saliencies.
 
+The batched deletion, insertion, ROAD and RISE score through kangae's scoring copy of the
+model (printed first; see docs/explain.md); the loops use the model as it is.
+
 Usage: KANGAE_DATA=../shared/datasets python benchmarks/faithfulness_speed.py [--run RUN]
        [--n 64] [--loop 8] [--device cpu] [--threads 1]
 (without --run, fast-cnn is trained for 1 epoch first)
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 
 import kangae
 from kangae.data.dataset import load_dataset
+from kangae.probes._inference import Scorer
 from kangae.probes.attribution import explain
 from kangae.probes.faithfulness import (
     _ranks,
@@ -120,6 +124,9 @@ def main() -> None:
     x = load_dataset(run.meta.dataset, "test").floats()[: args.n].to(device)
     t = explain(model, x, method="saliency").target.to(device)
     a = explain(model, x, t, method="saliency").attribution.to(device)
+    score = Scorer(model, x)
+    print(f"# scoring copy: {' > '.join(type(m).__name__ for m in score.model.children())}; "
+          f"{score.chunk} images per pass")
     xl, al, tl = x[: args.loop], a[: args.loop], t[: args.loop]
     n, k = len(x), args.loop
     sal = lambda m, im, tg: explain(m, im, tg, method="saliency").attribution

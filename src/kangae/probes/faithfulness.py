@@ -2,8 +2,9 @@
 
 * Deletion and insertion (Petsiuk, Das & Saenko, "RISE", BMVC 2018): remove (or add) pixels
   in the order the explanation ranks them and follow the target probability; the area under
-  that curve is low for deletion and high for insertion when the ranking is faithful. All
-  steps of all images are scored as batches of one tensor.
+  that curve is low for deletion and high for insertion when the ranking is faithful. The
+  steps of many images are scored together, through a scoring copy of the model that gives
+  its logits with less work (``_inference``).
 * Pointing game (Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV
   2016): a hit when the attribution's maximum falls inside the object's box (within a
   tolerance, 15 px at 224 in the paper, 1 px here at 28 px per digit).
