@@ -229,7 +229,7 @@ def _stage(cin: int, cout: int, blocks: int, stride: int) -> nn.Sequential:
                   for i in range(blocks)])
 
 
-def resnet(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, blocks: int = 1,
+def resnet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, blocks: int = 1,
            width: int = 16, stem_stride: int | None = None) -> nn.Module:
     """The CIFAR ResNet of He et al. (2016, section 4.2): a 3x3 conv stem, three stages of
     ``blocks`` basic blocks with ``width``, 2x and 4x channels (16-32-64), the last two
