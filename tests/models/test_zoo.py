@@ -74,3 +74,38 @@ def test_normalize_is_per_channel_affine():
 def test_unknown_model_suggests_closest():
     with pytest.raises(UnknownNameError, match="Did you mean 'fast-cnn'"):
         create_model("fastcnn")
+
+
+def test_resnet_has_the_cifar_layout_of_he_et_al():
+    from torch import nn
+
+    for blocks, depth in ((1, 8), (3, 20)):  # ResNet-(6n+2)
+        model = create_model("resnet", num_classes=6, in_channels=3, image_size=64, blocks=blocks)
+        weighted = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        assert len(weighted) == depth
+        widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+        assert sorted(set(widths)) == [16, 32, 64]
+        assert model.input_shape == (3, 64, 64)
+        from kangae.models.layers import capture
+
+        with capture(model, ["stage1", "stage2", "stage3"]) as seen:
+            assert model.eval()(torch.rand(2, 3, 64, 64)).shape == (2, 6)
+        shapes = {n: o.shape for n, o in seen.items()}
+        # 64 px: the stem strides by 2, so the stages see 32, 16 and 8 px as on CIFAR
+        assert [tuple(shapes[n][1:]) for n in ("stage1", "stage2", "stage3")] == [(16, 32, 32), (32, 16, 16),
+                                                                                   (64, 8, 8)]
+    cifar = create_model("resnet", in_channels=3, image_size=32)
+    assert cifar.stem.conv.stride == (1, 1) and cifar.input_shape == (3, 32, 32)
+
+
+def test_resnet_shortcut_is_option_a_subsample_and_zero_channels():
+    from kangae.models.zoo import BasicBlock
+
+    block = BasicBlock(2, 4, stride=2).eval()
+    with torch.no_grad():
+        block.conv2.weight.zero_()  # the residual branch gives 0: only the shortcut is left
+    x = torch.randn(1, 2, 6, 6)
+    out = block(x)
+    assert out.shape == (1, 4, 3, 3)
+    assert torch.equal(out[:, :2], x[:, :, ::2, ::2].relu())
+    assert torch.equal(out[:, 2:], torch.zeros(1, 2, 3, 3))

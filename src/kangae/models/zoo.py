@@ -298,13 +298,14 @@ def _stage(cin: int, cout: int, blocks: int, stride: int) -> nn.Sequential:
                   for i in range(blocks)])
 
 
-def resnet(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, blocks: int = 1,
+def resnet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, blocks: int = 1,
            width: int = 16, stem_stride: int | None = None) -> nn.Module:
     """The CIFAR ResNet of He et al. (2016, section 4.2): a 3x3 conv stem, three stages of
     ``blocks`` basic blocks with ``width``, 2x and 4x channels (16-32-64), the last two
     halving the size, a global average pool and the class logits: ResNet-(6n+2), so
     ``blocks=1`` is ResNet-8 and ``blocks=3`` ResNet-20. The stem strides by 2 above 32 px
-    (``stem_stride``), so at 64 px the stages see 32, 16 and 8 px as they do on CIFAR."""
+    (``stem_stride``), so at 64 px the stages see 32, 16 and 8 px as they do on CIFAR. The
+    recipe shifts the training images by up to 4 px, as the paper pads by 4 and crops."""
     if blocks < 1 or width < 1:
         raise ValueError(f"blocks and width must be at least 1, got {blocks} and {width}")
     stride = stem_stride or (1 if image_size <= 32 else 2)
@@ -332,7 +333,7 @@ VGG16_ENTRY = ModelEntry("vgg16", "VGG16 layout (13 3x3 convs 64-512, 4096-4096-
 
 RESNET_ENTRY = ModelEntry("resnet", "CIFAR ResNet-8 (3 stages of basic blocks, 16-32-64, global average "
                           "pool; blocks=3: ResNet-20)", resnet,
-                          Recipe(epochs=4, batch_size=64, lr=1e-2), "He et al. 2016")
+                          Recipe(epochs=4, batch_size=64, lr=1e-2, max_shift=4), "He et al. 2016")
 
 MODELS: dict[str, ModelEntry] = {
     e.name: e

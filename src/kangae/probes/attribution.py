@@ -58,19 +58,31 @@ from .rise import rise
 from .superpixels import superpixels
 
 
+def _spatial(out: Any) -> bool:
+    return isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1
+
+
 def default_cam_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
-    """The last module with a spatial (N, C, H, W) output of more than one pixel: for the
-    zoo's conv nets, the last conv block (where Grad-CAM is usually taken)."""
+    """Grad-CAM's layer when none is named, for any model: the last ``nn.Conv2d`` (in the
+    order the forward pass runs them) whose output is spatial, taken with the outermost
+    module around it whose output is still spatial, so that the map includes what follows
+    the convolution in its block (batch norm, ReLU, a residual sum): ``block2`` for the
+    zoo's conv nets, ``stage3`` for its ResNet, ``layer4`` for a torchvision ResNet and
+    ``features`` for a VGG, as pytorch-grad-cam advises; the conv itself in a flat
+    ``nn.Sequential``."""
     device = module_device(model)
-    found: list[str] = []
+    spatial: set[str] = set()
+    convs: list[str] = []
     handles = []
     for name, module in model.named_modules():
         if not name:
             continue
 
         def hook(m: nn.Module, i: Any, out: Any, name: str = name) -> None:
-            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1:
-                found.append(name)
+            if _spatial(out):
+                spatial.add(name)
+                if isinstance(m, nn.Conv2d):
+                    convs.append(name)
 
         handles.append(module.register_forward_hook(hook))
     try:
@@ -79,12 +91,12 @@ def default_cam_layer(model: nn.Module, input_shape: tuple[int, ...]) -> str:
     finally:
         for h in handles:
             h.remove()
-    convs = [n for n in found if n != "normalize" and not n.startswith("normalize.")]
     if not convs:
-        raise KangaeError("Grad-CAM needs a convolutional layer, and this model has none "
-                          "(try saliency, ig or mask)")
-    top = [n for n in convs if "." not in n]
-    return (top or convs)[-1]
+        raise KangaeError("Grad-CAM needs a convolutional layer with a spatial output, and this "
+                          "model has none (try saliency, ig or mask)")
+    parts = convs[-1].split(".")
+    outer = [".".join(parts[:k]) for k in range(1, len(parts) + 1)]
+    return next(n for n in outer if n in spatial)
 
 
 def _chunk_options(x: torch.Tensor) -> tuple[int, int]:
@@ -348,10 +360,13 @@ def explain(model: nn.Module, images: torch.Tensor,
     if x.ndim == 3:
         x = x.unsqueeze(0)
     batch_size = chunk_size(batch_size, device, tuple(x.shape[1:]))
+    layer_note = {}
     if layer is not None:
         get_layer(model, layer)  # a clear error for an unknown name, before any work
+        layer_note = {"layer_chosen": "given"} if spec.needs_layer else {}
     elif spec.needs_layer:
         layer = default_cam_layer(model, tuple(x.shape[1:]))
+        layer_note = {"layer_chosen": "default: the module around the last spatial Conv2d"}
     tt = None  # explicit targets, expanded to one per image once
     if target is not None and not isinstance(target, str):
         tt = torch.as_tensor(target, device=device).long().flatten()
@@ -374,7 +389,7 @@ def explain(model: nn.Module, images: torch.Tensor,
             probs.append(p.gather(1, t[:, None])[:, 0].cpu())
     return flag_degenerate(Explanation(
         method=method, attribution=torch.cat(parts), target=torch.cat(targets), prob=torch.cat(probs),
-        metrics={"method": method, "layer": layer, **options}))
+        metrics={"method": method, "layer": layer, **layer_note, **options}))
 
 
 METHODS = explainer_names()

@@ -96,3 +96,24 @@ def before_after(original: torch.Tensor, changed: torch.Tensor) -> Any:
         sheet.paste(r, (0, y))
         y += r.height
     return sheet
+
+
+def explanation_sheet(maps: torch.Tensor, perturbed: torch.Tensor | None = None) -> Any:
+    """Maps (N, 1, H, W) in a row, and under them the images a mask left (N, C, H, W), or
+    (N, A, C, H, W) for A areas, one row per area: a PIL sheet."""
+    from PIL import Image
+
+    from ..render.explain import heat_pil
+    from ..render.images import display_scale, tile_images
+
+    n = len(maps)
+    scale = display_scale(maps.shape[-1])
+    tiles = [heat_pil(a, scale) for a in maps]
+    w, h = tiles[0].size
+    rows = [] if perturbed is None else [perturbed] if perturbed.ndim == 4 else list(perturbed.unbind(1))
+    sheet = Image.new("RGB", (n * (w + 2) + 2, (1 + len(rows)) * (h + 2) + 2), (40, 40, 40))
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, (2 + i * (w + 2), 2))
+    for r, row in enumerate(rows):
+        sheet.paste(tile_images(row, n, scale, False), (0, (r + 1) * (h + 2)))
+    return sheet

@@ -46,23 +46,11 @@ class Explanation(Shows):
 
     def picture(self) -> Any:
         """The first 8 maps in a row (inferno; signed maps blue-white-red), with the images
-        the model saw at the end under them for masks."""
-        from PIL import Image
+        the model saw at the end under them for masks (one row per area for extremal), in
+        colour for colour pictures."""
+        from .display import explanation_sheet
 
-        from ..render.explain import heat_pil
-        from ..render.images import display_scale, tile_images
-
-        n = min(8, len(self))
-        scale = display_scale(self.attribution.shape[-1])
-        tiles = [heat_pil(a, scale) for a in self.attribution[:n]]
-        w, h = tiles[0].size
-        rows = 2 if self.perturbed is not None else 1
-        sheet = Image.new("RGB", (n * (w + 2) + 2, rows * (h + 2) + 2), (40, 40, 40))
-        for i, tile in enumerate(tiles):
-            sheet.paste(tile, (2 + i * (w + 2), 2))
-        if self.perturbed is not None:
-            sheet.paste(tile_images(self.perturbed[:n], n, scale, False), (0, h + 2))
-        return sheet
+        return explanation_sheet(self.attribution[:8], None if self.perturbed is None else self.perturbed[:8])
 
     def summary(self, i: int, classes: Sequence[str] | None = None) -> str:
         """One line per image, as in the post: ``7: p=96.1% -> 1.3% after deleting 6.2% of pixels``."""

@@ -11,9 +11,10 @@ Two methods, both batched (N images, and A areas, optimize as one tensor):
   lives at low resolution and is upsampled; the blend is jittered by up to ``jitter`` px.
   Paper defaults at 224 px: mask 28x28 (8x upsampling), l1 = 1e-4 on the sum (about 0.08 as
   a mean over the 28x28 mask), tv = 1e-2 with beta = 3, Adam with lr 0.1 for 300 steps,
-  blur sigma 10 px, jitter up to 4 px. kangae's 28x28 defaults scale these: a 14x14 mask
-  (2x upsampling), jitter 1 px, blur sigma 2 px; and perturb with a constant 0 (the MNIST
-  background) since a blurred 2-px stroke stays readable.
+  blur sigma 10 px, jitter up to 4 px; kangae uses them from 112 px on (``mask_defaults``).
+  Below, kangae's 28x28 settings: a 14x14 mask (2x upsampling), jitter 1 px, blur sigma
+  2 px; and perturb with a constant 0 (the MNIST background) since a blurred 2-px stroke
+  stays readable.
 * ``extremal_perturbation`` -- Fong, Patrick & Vedaldi, "Understanding Deep Networks via
   Extremal Perturbations and Smooth Masks" (ICCV 2019). The area is fixed (a ranking loss
   pulls the sorted mask to a step with ``a*HW`` ones, its weight growing geometrically as in
@@ -21,7 +22,8 @@ Two methods, both batched (N images, and A areas, optimize as one tensor):
   Gaussian; the paper uses a smooth-max convolution instead). The reward is the target
   logit margin (TorchRay's ``contrastive_reward``); several areas are solved in one call.
   TorchRay's defaults at 224 px (parameters every 7 px, sigma 21, area weight 300 growing
-  to ~16x) give masks far coarser than a 2-px pen stroke; at 28x28 kangae uses one
+  to ~16x, a blur perturbation, 800 steps) are used from 112 px on (``extremal_defaults``);
+  they give masks far coarser than a 2-px pen stroke, so below 112 px kangae uses one
   parameter per pixel, sigma 0.5 and weight 100. The ranking loss takes a top-K rather than
   a sort, and tied mask values share its gradient evenly (a sort hands the ties of the 0.5
   start to whichever pixels it orders last). Upsampling and blur are two fixed matrix
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -116,6 +119,51 @@ def log_odds(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return own - others
 
 
+LARGE = 112  # px: from this side on, the masks take the papers' settings, scaled to the image
+
+
+def mask_defaults(size: tuple[int, int]) -> dict[str, Any]:
+    """The settings of :func:`meaningful_perturbation` that depend on the image size.
+
+    Below :data:`LARGE` px, kangae's 28-px settings (MNIST digits, cluttered canvases,
+    64-px shapes): a mask at half the resolution, a constant 0 perturbation, jitter 1 px,
+    l1 = 2 and tv = 1 on means, Adam lr 0.05. From :data:`LARGE` px on, Fong & Vedaldi
+    (2017)'s: a 28x28 mask (8x upsampling at 224 px), a blur of sigma 10 px at 224 (scaled
+    with the side), jitter up to 4 px at 224, Adam lr 0.1, and their l1 = 1e-4 and tv = 1e-2
+    (beta 3), which weigh sums over the mask, expressed as the means kangae uses (times the
+    number of terms: l1 = 0.078, tv = 7.6 for a 28x28 mask)."""
+    side = min(int(size[0]), int(size[1]))
+    if side < LARGE:
+        return {"perturbation": "constant", "blur_sigma": 2.0, "upsample": 2, "l1": 2.0, "tv": 1.0,
+                "lr": 0.05, "jitter": 1, "defaults": "kangae (below 112 px)"}
+    scale = side / 224
+    upsample = max(1, round(side / 28))
+    lh, lw = math.ceil(size[0] / upsample), math.ceil(size[1] / upsample)
+    return {"perturbation": "blur", "blur_sigma": 10.0 * scale, "upsample": upsample,
+            "l1": 1e-4 * lh * lw, "tv": 1e-2 * (lh - 1) * lw, "lr": 0.1,
+            "jitter": max(1, round(4 * scale)), "defaults": "Fong & Vedaldi 2017 (112 px and up)"}
+
+
+def extremal_defaults(size: tuple[int, int]) -> dict[str, Any]:
+    """The settings of :func:`extremal_perturbation` that depend on the image size.
+
+    Below :data:`LARGE` px, kangae's: one mask parameter per pixel, a Gaussian of 0.5 px, a
+    constant 0 perturbation, area weight 100, 300 steps. From :data:`LARGE` px on,
+    TorchRay's defaults (Fong, Patrick & Vedaldi 2019) scaled with the side: a parameter
+    every 7 px at 224, the smooth mask of TorchRay's sigma 21 (its kernel is flat out to
+    sigma / 2 and falls as a Gaussian of std sigma / 2: here a Gaussian of 10.5 px after the
+    bilinear upsampling), a blur perturbation up to sigma 20 px (the top of TorchRay's blur
+    pyramid), area weight 300 growing 16-fold (TorchRay's 1.0035 per step), 800 steps."""
+    side = min(int(size[0]), int(size[1]))
+    if side < LARGE:
+        return {"perturbation": "constant", "blur_sigma": 2.0, "stride": 1, "sigma": 0.5, "steps": 300,
+                "area_weight": 100.0, "defaults": "kangae (below 112 px)"}
+    scale = side / 224
+    return {"perturbation": "blur", "blur_sigma": 20.0 * scale, "stride": max(1, round(7 * scale)),
+            "sigma": 10.5 * scale, "steps": 800, "area_weight": 300.0,
+            "defaults": "TorchRay / Fong et al. 2019 (112 px and up)"}
+
+
 def _meaningful_group(model: nn.Module, x: torch.Tensor, t: torch.Tensor, x0: torch.Tensor,
                       offsets: torch.Tensor, *, game: str, upsample: int, l1: float, tv: float,
                       tv_beta: float, steps: int, lr: float, jitter: int, objective: str,
@@ -159,11 +207,11 @@ def _meaningful_group(model: nn.Module, x: torch.Tensor, t: torch.Tensor, x0: to
 
 def meaningful_perturbation(model: nn.Module, images: torch.Tensor,
                             target: int | Sequence[int] | torch.Tensor | None = None, *,
-                            game: str = "deletion", perturbation: str = "constant",
-                            value: float = 0.0, blur_sigma: float = 2.0, noise_std: float = 0.3,
-                            upsample: int = 2, l1: float = 2.0, tv: float = 1.0,
-                            tv_beta: float = 3.0, steps: int = 300, lr: float = 0.05,
-                            jitter: int = 1, objective: str = "log-odds", stop: float = 0.01,
+                            game: str = "deletion", perturbation: str | None = None,
+                            value: float = 0.0, blur_sigma: float | None = None, noise_std: float = 0.3,
+                            upsample: int | None = None, l1: float | None = None, tv: float | None = None,
+                            tv_beta: float = 3.0, steps: int = 300, lr: float | None = None,
+                            jitter: int | None = None, objective: str = "log-odds", stop: float = 0.01,
                             seed: int = 0) -> Explanation:
     """Fong & Vedaldi (2017) masks for a batch of images, optimized together in groups of
     :func:`~kangae.utils.device.chunk_size` images (128 MNIST digits on a CPU); random
@@ -177,7 +225,17 @@ def meaningful_perturbation(model: nn.Module, images: torch.Tensor,
     (preservation): a confident MNIST model's softmax is flat at 1.0, so the probability
     gives no gradient at the unmasked image and the mask never moves; the hinge then lets
     the area penalty shrink the region to the least that still crosses the line.
+
+    Settings left at None come from :func:`mask_defaults` for the images' size: kangae's
+    28-px settings below 112 px, the paper's from 112 px on.
     """
+    sizes = tuple(torch.as_tensor(images).shape[-2:])
+    chosen = mask_defaults(sizes)
+    given = dict(perturbation=perturbation, blur_sigma=blur_sigma, upsample=upsample, l1=l1, tv=tv,
+                 lr=lr, jitter=jitter)
+    chosen.update({k: v for k, v in given.items() if v is not None})
+    perturbation, blur_sigma, upsample = chosen["perturbation"], chosen["blur_sigma"], chosen["upsample"]
+    l1, tv, lr, jitter = chosen["l1"], chosen["tv"], chosen["lr"], chosen["jitter"]
     if objective not in ("log-odds", "prob"):
         raise ValueError(f"unknown objective '{objective}'; use log-odds or prob")
     line = math.log(stop / (1 - stop))
@@ -207,7 +265,8 @@ def meaningful_perturbation(model: nn.Module, images: torch.Tensor,
         mask=m.detach().cpu(), perturbed=blend.cpu(), prob_after=p1.cpu(), area=area.cpu(),
         game=game, loss_curve=torch.stack(curve) if curve else None,
         metrics={"game": game, "perturbation": perturbation, "steps": steps, "l1": l1, "tv": tv,
-                 "tv_beta": tv_beta, "upsample": upsample, "jitter": jitter, "lr": lr})
+                 "tv_beta": tv_beta, "upsample": upsample, "jitter": jitter, "lr": lr,
+                 "blur_sigma": blur_sigma, "objective": objective, "defaults": chosen["defaults"]})
     return flag_degenerate(e, _still_masks(e, stop, objective, steps))
 
 
@@ -373,10 +432,10 @@ def _extremal_group(model: nn.Module, x: torch.Tensor, t: torch.Tensor, x0: torc
 def extremal_perturbation(model: nn.Module, images: torch.Tensor,
                           target: int | Sequence[int] | torch.Tensor | None = None, *,
                           areas: Sequence[float] = (0.05, 0.1, 0.2), game: str = "preservation",
-                          perturbation: str = "constant", value: float = 0.0,
-                          blur_sigma: float = 2.0, noise_std: float = 0.3, stride: int = 1,
-                          sigma: float = 0.5, steps: int = 300, lr: float = 0.05,
-                          area_weight: float = 100.0, area_growth: float = 16.0,
+                          perturbation: str | None = None, value: float = 0.0,
+                          blur_sigma: float | None = None, noise_std: float = 0.3, stride: int | None = None,
+                          sigma: float | None = None, steps: int | None = None, lr: float = 0.05,
+                          area_weight: float | None = None, area_growth: float = 16.0,
                           jitter: int = 1, reward: str = "contrastive", seed: int = 0) -> Explanation:
     """Fong, Patrick & Vedaldi (2019): for each image and each area ``a``, the smooth mask
     of area ``a`` that keeps (preservation) or removes (deletion) the most evidence.
@@ -388,7 +447,15 @@ def extremal_perturbation(model: nn.Module, images: torch.Tensor,
     small areas rank highest.
     ``reward`` is TorchRay's ``contrastive_reward`` (the target logit minus the best other
     logit; the default) or its ``simple_reward`` (``"logit"``).
+    Settings left at None come from :func:`extremal_defaults` for the images' size: kangae's
+    28-px settings below 112 px, TorchRay's from 112 px on.
     """
+    chosen = extremal_defaults(tuple(torch.as_tensor(images).shape[-2:]))
+    given = dict(perturbation=perturbation, blur_sigma=blur_sigma, stride=stride, sigma=sigma,
+                 steps=steps, area_weight=area_weight)
+    chosen.update({k: v for k, v in given.items() if v is not None})
+    perturbation, blur_sigma, stride = chosen["perturbation"], chosen["blur_sigma"], chosen["stride"]
+    sigma, steps, area_weight = chosen["sigma"], chosen["steps"], chosen["area_weight"]
     if reward not in ("contrastive", "logit"):
         raise ValueError(f"unknown reward '{reward}'; use contrastive or logit")
     if game not in GAMES:
@@ -424,4 +491,6 @@ def extremal_perturbation(model: nn.Module, images: torch.Tensor,
         prob_after=p1.view(n, k).cpu(), area=masks.flatten(2).mean(2).cpu(), areas=areas,
         game=game, loss_curve=curve if steps else None,
         metrics={"game": game, "perturbation": perturbation, "steps": steps, "stride": stride,
-                 "sigma": sigma, "areas": list(areas), "lr": lr})
+                 "sigma": sigma, "areas": list(areas), "lr": lr, "blur_sigma": blur_sigma,
+                 "area_weight": area_weight, "jitter": jitter, "reward": reward,
+                 "defaults": chosen["defaults"]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..utils.atomic import atomic_path
-from .images import to_pil
+from .images import panel_scale, to_pil
 
 
 def heat_rgb(attribution: torch.Tensor) -> np.ndarray:
@@ -32,20 +33,64 @@ def heat_pil(attribution: torch.Tensor, scale: int = 8) -> Image.Image:
     return pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
 
 
+def _weight(attribution: torch.Tensor) -> np.ndarray:
+    """(H, W) in [0, 1]: |a| scaled to its maximum, how strongly the heat covers each pixel."""
+    a = attribution.detach().float().cpu().sum(0).abs()
+    return (a / (float(a.max()) or 1.0)).clamp(0, 1).numpy()
+
+
 def overlay_pil(image: torch.Tensor, attribution: torch.Tensor, scale: int = 8,
                 alpha: float = 0.55) -> Image.Image:
-    """The heat map laid over the grayscale image."""
+    """The heat map laid over the picture. A grey picture (a digit) is blended with the whole
+    map at ``alpha``; a colour picture keeps its own colours where the map is low, the heat
+    covering each pixel in proportion to its value (up to ``alpha``)."""
     base = to_pil(image, scale).convert("RGB")
     heat = heat_pil(attribution, scale)
-    return Image.blend(base, heat, alpha)
+    if image.shape[0] != 3:
+        return Image.blend(base, heat, alpha)
+    w = np.repeat(np.repeat(_weight(attribution), scale, 0), scale, 1)[..., None] * alpha
+    mixed = np.asarray(base, np.float32) * (1 - w) + np.asarray(heat, np.float32) * w
+    return Image.fromarray(mixed.round().clip(0, 255).astype(np.uint8))
+
+
+def draw_box(tile: Image.Image, box: Sequence[int], scale: int, point: tuple[int, int] | None = None,
+             colour: tuple[int, int, int] = (0, 255, 120)) -> Image.Image:
+    """Outline ``box`` (left, top, right, bottom in image pixels, right and bottom exclusive,
+    as the datasets give it) on a tile enlarged ``scale`` times, and mark ``point`` (x, y),
+    e.g. the map's maximum in the pointing game, with a cross. Returns a copy."""
+    out = tile.copy()
+    draw = ImageDraw.Draw(out)
+    left, top, right, bottom = (int(v) for v in box)
+    width = max(1, scale // 3)
+    draw.rectangle([left * scale, top * scale, right * scale - 1, bottom * scale - 1], outline=colour,
+                   width=width)
+    if point is not None:
+        cx, cy = (point[0] + 0.5) * scale, (point[1] + 0.5) * scale
+        r = max(3, 2 * scale)
+        draw.line([cx - r, cy, cx + r, cy], fill=(255, 255, 255), width=width)
+        draw.line([cx, cy - r, cx, cy + r], fill=(255, 255, 255), width=width)
+    return out
+
+
+def peak(attribution: torch.Tensor) -> tuple[int, int]:
+    """(x, y) of the map's maximum (the first one), as the pointing game reads it."""
+    a = attribution.detach().float().cpu().sum(0)
+    i = int(a.flatten().argmax())
+    return i % a.shape[-1], i // a.shape[-1]
 
 
 def panel(image: torch.Tensor, attribution: torch.Tensor, perturbed: torch.Tensor | None = None,
-          title: str = "", scale: int = 8) -> Image.Image:
-    """Input, heat map, overlay and (for masks) the perturbed image, side by side."""
+          title: str = "", scale: int | None = None, box: Sequence[int] | None = None) -> Image.Image:
+    """Input, heat map, overlay and (for masks) the perturbed image, side by side, each in
+    colour when the picture is. With ``box`` (the object's), it is outlined on the overlay
+    with the map's maximum marked."""
+    scale = scale or panel_scale(max(image.shape[-2:]))
+    over = overlay_pil(image, attribution, scale)
+    if box is not None:
+        over = draw_box(over, box, scale, peak(attribution))
     tiles = [("seen by the model", to_pil(image, scale).convert("RGB")),
              ("explanation", heat_pil(attribution, scale)),
-             ("overlay", overlay_pil(image, attribution, scale))]
+             ("overlay", over)]
     if perturbed is not None:
         tiles.append(("perturbed", to_pil(perturbed, scale).convert("RGB")))
     w, h = tiles[0][1].size
@@ -61,8 +106,9 @@ def panel(image: torch.Tensor, attribution: torch.Tensor, perturbed: torch.Tenso
 
 
 def save_panel(path: str | os.PathLike, image: torch.Tensor, attribution: torch.Tensor,
-               perturbed: torch.Tensor | None = None, title: str = "", scale: int = 8) -> Path:
+               perturbed: torch.Tensor | None = None, title: str = "", scale: int | None = None,
+               box: Sequence[int] | None = None) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
-        panel(image, attribution, perturbed, title, scale).save(tmp, format="PNG")
+        panel(image, attribution, perturbed, title, scale, box).save(tmp, format="PNG")
     return path

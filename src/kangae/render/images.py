@@ -16,7 +16,8 @@ from .plots import pyplot, save_figure
 
 
 def _rgb(img: torch.Tensor, signed: bool, limit: float | None = None) -> np.ndarray:
-    """(C, H, W) -> uint8 (H, W, 3). Signed images map -limit..0..+limit to blue-white-red."""
+    """(C, H, W) -> uint8 (H, W, 3): RGB as it is, one channel (or any count but 3) in grey.
+    Signed images map the channel mean -limit..0..+limit to blue-white-red."""
     x = img.detach().float().cpu()
     if signed:
         from matplotlib import colormaps
@@ -25,8 +26,8 @@ def _rgb(img: torch.Tensor, signed: bool, limit: float | None = None) -> np.ndar
         v = (x.mean(0) / lim * 0.5 + 0.5).clamp(0, 1).numpy()
         return (colormaps["RdBu_r"](v)[..., :3] * 255).round().astype(np.uint8)
     x = x.clamp(0, 1)
-    if x.shape[0] == 1:
-        x = x.expand(3, *x.shape[1:])
+    if x.shape[0] != 3:  # grey, or channels that are not a colour picture: their mean in grey
+        x = x.mean(0, keepdim=True).expand(3, *x.shape[1:])
     return (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
@@ -82,10 +83,10 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, titles: Sequence[st
         img = images[i].detach().float().cpu()
         if signed:
             last = ax.imshow(img.mean(0), cmap="RdBu_r", vmin=-limit, vmax=limit)
-        elif img.shape[0] == 1:
-            ax.imshow(img[0].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
-        else:
+        elif img.shape[0] == 3:
             ax.imshow(img.permute(1, 2, 0).clamp(0, 1))
+        else:
+            ax.imshow(img.mean(0).clamp(0, 1), cmap="gray", vmin=0, vmax=1)
         if titles:
             ax.set_title(titles[i], fontsize=8)
     if signed and last is not None:
@@ -93,6 +94,12 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, titles: Sequence[st
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     return save_figure(fig, path)
+
+
+def panel_scale(side: int) -> int:
+    """Enlargement for an explanation panel: 8x up to 56 px (digits and cluttered canvases,
+    as before), then about 448 pixels a tile (7x at 64 px, 2x at 224)."""
+    return max(1, min(8, 448 // max(1, side)))
 
 
 def display_scale(side: int) -> int:

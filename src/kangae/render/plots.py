@@ -103,7 +103,10 @@ def plot_confused_pairs(images: torch.Tensor, pairs: Sequence[dict[str, Any]], c
         for c, (i, p) in enumerate(zip(pair["indices"], pair["probabilities"])):
             img = images[i].float()
             img = img / 255 if images.dtype == torch.uint8 else img
-            axes[r, c].imshow(img[0], cmap="gray", vmin=0, vmax=1)
+            if img.shape[0] == 3:
+                axes[r, c].imshow(img.permute(1, 2, 0).clamp(0, 1))
+            else:
+                axes[r, c].imshow(img.mean(0), cmap="gray", vmin=0, vmax=1)
             axes[r, c].set_title(f"{classes[pair['true']]}→{classes[pair['pred']]} {p:.0%}", fontsize=7)
     fig.suptitle("most confused pairs: true → predicted (its probability)", fontsize=9)
     return save_figure(fig, path)

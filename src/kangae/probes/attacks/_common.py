@@ -9,7 +9,12 @@ from torch import nn
 from ...utils.device import chunk_size
 from ..inputs import as_images, as_target, model_device
 
-__all__ = ["as_images", "as_labels", "loss_gradient", "model_device", "probabilities"]
+__all__ = ["PIXEL_UNITS", "as_images", "as_labels", "loss_gradient", "model_device", "probabilities"]
+
+# What an eps, an alpha or a level means here: a change of a pixel's value on the [0, 1]
+# scale (8/255 = 0.031 is the usual ImageNet eps), whatever normalization the model applies
+# inside, since every model takes pixels and normalizes them itself.
+PIXEL_UNITS = "pixels on the [0, 1] scale"
 
 
 def as_labels(labels: torch.Tensor | int | list[int], n: int, num_classes: int | None = None,

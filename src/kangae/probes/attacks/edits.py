@@ -24,7 +24,7 @@ from .._affine import affine_split
 from .._model import frozen
 from ..display import Shows
 from ..inputs import renamed
-from ._common import as_images, as_labels, model_device, probabilities
+from ._common import PIXEL_UNITS, as_images, as_labels, model_device, probabilities
 from .gradient import saliency
 
 
@@ -154,7 +154,8 @@ def fewest_pixel_edits(model: nn.Module, images: torch.Tensor, target: torch.Ten
     result = EditResult(
         adv, x0, t, changed_img, n_changed, p0[idx, t], p1[idx, t], p0.argmax(1), p1.argmax(1),
         success, order, trace,
-        metrics={"threshold": threshold, "levels": lv.tolist(), "max_edits": max_edits, "n": n,
+        metrics={"threshold": threshold, "levels": lv.tolist(), "units": PIXEL_UNITS,
+                 "max_edits": max_edits, "n": n,
                  "success_rate": float(success.float().mean()) if n else float("nan"),
                  "mean_edits_successful": float(n_changed[success].float().mean()) if success.any()
                  else None,

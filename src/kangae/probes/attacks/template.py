@@ -20,7 +20,7 @@ from .._model import frozen
 from ..display import Shows
 from ..inputs import ProbeInputError
 from ..templates import weight_templates
-from ._common import as_images, as_labels, probabilities
+from ._common import PIXEL_UNITS, as_images, as_labels, probabilities
 
 
 @dataclass
@@ -74,7 +74,8 @@ def template_attack(model: nn.Module, images: torch.Tensor, target: int | torch.
         if own:
             ti = x if template_images is None else as_images(template_images)
             tl = labels if template_labels is None else template_labels
-            tpl = weight_templates(model, ti, None if tl is None else as_labels(tl, len(ti))).images[target]
+            tpl = weight_templates(model, ti, None if tl is None else as_labels(tl, len(ti)),
+                                   input_shape=tuple(x.shape[1:])).images[target]
         else:
             tpl = torch.as_tensor(template).float()
             if tpl.ndim == 4:
@@ -105,4 +106,4 @@ def template_attack(model: nn.Module, images: torch.Tensor, target: int | torch.
     return TemplateResult(a.tolist(), target, tpl, share.tolist(), pt.mean(1).tolist(), accuracy,
                           adv, shown, pred,
                           {"n": n, "counted": int(counted.sum()), "seconds": time.perf_counter() - t0,
-                           "template": "own" if own else "given"})
+                           "template": "own" if own else "given", "units": PIXEL_UNITS})
