@@ -59,15 +59,97 @@ def test_a_before_after_sheet_has_three_rows_of_the_images(results):
     assert (top_left - expected).abs().max() <= 1
 
 
-def test_the_default_save_writes_picture_json_and_tensors(results, tmp_path):
+def _files(folder):
+    return sorted(f.name for f in folder.iterdir())
+
+
+def test_an_attack_saves_the_files_kangae_fool_writes(results, tmp_path):
     r = results["attack"]
-    r.save(tmp_path)
-    assert (tmp_path / "result.png").is_file()
-    meta = json.loads((tmp_path / "metrics.json").read_text())
-    assert meta["method"] == "fgsm" and meta["eps"] == 0.1 and meta["metrics"]["n"] == 6
+    r.save(tmp_path, classes=[f"c{k}" for k in range(10)])
+    assert _files(tmp_path) == ["adversarials.png", "differences.png", "fool.json", "originals.png",
+                                "tensors.safetensors"]
+    meta = json.loads((tmp_path / "fool.json").read_text())
+    assert meta["attack"] == "fgsm" and meta["eps"] == 0.1 and meta["metrics"]["n"] == 6
+    assert meta["per_image"]["pred_after"] == r.pred_after.tolist()
+    assert meta["files"] == ["originals.png", "adversarials.png", "differences.png"]
     tensors = load_file(str(tmp_path / "tensors.safetensors"))
     torch.testing.assert_close(tensors["images"], r.images)
     torch.testing.assert_close(tensors["target"], r.target)
+    # the differences grid is the signed change: an unchanged image would be uniform grey
+    diff = np.asarray(Image.open(tmp_path / "differences.png").convert("L"), dtype=np.float32)
+    assert diff.std() > 5
+
+
+def test_edits_template_and_curve_save_their_fool_files(results, tmp_path):
+    results["edits"].save(tmp_path / "edits")
+    assert _files(tmp_path / "edits") == ["adversarials.png", "differences.png", "fool.json", "originals.png",
+                                          "saliency-after.png", "saliency-before.png", "tensors.safetensors"]
+    edits = json.loads((tmp_path / "edits" / "fool.json").read_text())
+    assert [e["pixels_changed"] for e in edits["per_image"]] == results["edits"].n_changed.tolist()
+    results["template"].save(tmp_path / "template")
+    assert _files(tmp_path / "template") == ["adversarials.png", "curve.png", "differences.png", "fool.json",
+                                             "originals.png", "template.png", "tensors.safetensors"]
+    tpl = json.loads((tmp_path / "template" / "fool.json").read_text())
+    assert tpl["share_target"] == results["template"].share_target and tpl["target"] == 3
+    results["curve"].save(tmp_path / "curve")
+    assert _files(tmp_path / "curve") == ["curve.png", "fool.json"]
+    assert json.loads((tmp_path / "curve" / "fool.json").read_text())["accuracy"] == results["curve"].accuracy
+
+
+def test_a_template_draws_the_smallest_alpha_that_fools_half():
+    from kangae.probes.attacks.template import TemplateResult
+
+    r = TemplateResult([0, 0.1, 0.2, 0.3], 3, torch.zeros(1, 2, 2), [0.0, 0.4, 0.6, 0.9], [0.1] * 4, None,
+                       torch.zeros(4, 1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.zeros(4, 1, dtype=torch.long))
+    assert r.shown_alpha == 2
+    r.share_target = [0.0, 0.1, 0.2, 0.3]
+    assert r.shown_alpha == 3  # none reaches half: the largest
+
+
+def test_an_explanation_saves_the_files_kangae_explain_writes(results, tmp_path):
+    e = results["explanation"]
+    e.save(tmp_path, classes=[f"c{k}" for k in range(10)], sources=["a.png", "b/b.png"])
+    names = _files(tmp_path)
+    assert names[:4] == ["00-a-panel.png", "00-a-seen.png", "01-b-panel.png", "01-b-seen.png"]
+    assert "explanations.json" in names and "tensors.safetensors" in names and len(names) == 2 * 6 + 2
+    meta = json.loads((tmp_path / "explanations.json").read_text())
+    assert [m["target"] for m in meta["images"]] == e.target.tolist()
+    assert meta["images"][0]["class"] == f"c{int(e.target[0])}" and meta["method"] == "mask"
+    assert meta["images"][2]["source"] == "" and meta["images"][2]["files"][0] == "02-image2-panel.png"
+    seen = np.asarray(Image.open(tmp_path / "00-a-seen.png").convert("L"), dtype=np.float32)
+    assert np.abs(seen - e.inputs[0, 0].numpy() * 255).max() <= 1  # the input itself, at 1x
+    tensors = load_file(str(tmp_path / "tensors.safetensors"))
+    torch.testing.assert_close(tensors["attribution"], e.attribution)
+    torch.testing.assert_close(tensors["inputs"], e.inputs)
+
+
+def test_an_explanation_without_inputs_says_what_is_missing(results, tmp_path):
+    import dataclasses
+
+    e = dataclasses.replace(results["explanation"], inputs=None)
+    with pytest.raises(ValueError, match="no inputs"):
+        e.save(tmp_path)
+
+
+def test_confusion_and_calibration_save_what_their_commands_write(results, tmp_path):
+    x = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    results["confusion"].save(tmp_path / "c", images=x)
+    assert _files(tmp_path / "c") == ["confused-pairs.png", "confusion.json", "confusion.png"]
+    c = json.loads((tmp_path / "c" / "confusion.json").read_text())
+    assert c["matrix"] == results["confusion"].matrix.tolist() and c["classes"][3] == "3"
+    assert c["accuracy"] == pytest.approx(float(results["confusion"].matrix.diagonal().sum()) / 40)
+    results["calibration"].save(tmp_path / "k")
+    assert _files(tmp_path / "k") == ["calibration.json", "reliability.png", "tensors.safetensors"]
+    k = json.loads((tmp_path / "k" / "calibration.json").read_text())
+    assert k["ece"] == results["calibration"].metrics["ece"] and len(k["bin_count"]) == 5
+    logits = torch.randn(40, 10, generator=torch.Generator().manual_seed(3))
+    scaled = p.temperature_scaling(logits, torch.arange(40) % 10, bins=5)
+    assert scaled["temperature"] == scaled.temperature  # the former dict access still works
+    scaled.save(tmp_path / "t", extra={"split": "test"})
+    assert _files(tmp_path / "t") == ["calibration.json", "reliability.png"]
+    t = json.loads((tmp_path / "t" / "calibration.json").read_text())
+    assert t["split"] == "test" and t["temperature"] == scaled.temperature
+    assert t["before"]["ece"] == scaled.before.metrics["ece"] and t["after"]["n"] == 20
 
 
 def test_prototypes_save_the_files_kangae_ideas_writes(results, tmp_path):

@@ -36,7 +36,14 @@ from .attacks import (
 )
 from .attribution import METHODS as EXPLAIN_METHODS
 from .attribution import explain
-from .calibration import CalibrationResult, calibration, calibration_of, fit_temperature, temperature_scaling
+from .calibration import (
+    CalibrationResult,
+    TemperatureScaling,
+    calibration,
+    calibration_of,
+    fit_temperature,
+    temperature_scaling,
+)
 from .confusion import ConfusionResult, confusion, confusion_of
 from .dream import deep_dream
 from .embeddings import EmbeddingResult, embed_epochs
@@ -52,7 +59,8 @@ from .verify import verify_prototypes
 __all__ = [
     "EXPLAIN_METHODS", "AttackResult", "CalibrationResult", "ConfusionResult", "EditResult",
     "EmbeddingResult", "Explanation", "PrototypeResult", "Regularizers", "RobustnessCurve",
-    "TemplateResult", "activation_maximization", "as_classes", "as_images", "as_target", "calibration",
+    "TemperatureScaling", "TemplateResult", "activation_maximization", "as_classes", "as_images",
+    "as_target", "calibration",
     "calibration_of", "confusion", "confusion_of", "deep_dream", "deletion_insertion", "embed_epochs",
     "explain", "extremal_perturbation", "fewest_pixel_edits", "fgsm", "filter_grid", "fit_temperature",
     "is_linear",

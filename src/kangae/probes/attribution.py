@@ -352,8 +352,8 @@ def explain(model: nn.Module, images: torch.Tensor,
     if spec.kind == "explanation":
         if batch_size is not None and "batch_size" in spec.options:
             options = {**options, "batch_size": batch_size}
-        return flag_degenerate(spec.fn(model, images, None if target == "auto" else target, seed=seed,
-                                       **spec.settings(options)))
+        e = spec.fn(model, images, None if target == "auto" else target, seed=seed, **spec.settings(options))
+        return _with_inputs(flag_degenerate(e), images)
     device = module_device(model)
     x = images.to(device)
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
@@ -387,9 +387,17 @@ def explain(model: nn.Module, images: torch.Tensor,
             parts.append(a.detach().float().sum(1, keepdim=True).cpu())
             targets.append(t.cpu())
             probs.append(p.gather(1, t[:, None])[:, 0].cpu())
-    return flag_degenerate(Explanation(
+    return _with_inputs(flag_degenerate(Explanation(
         method=method, attribution=torch.cat(parts), target=torch.cat(targets), prob=torch.cat(probs),
-        metrics={"method": method, "layer": layer, **layer_note, **options}))
+        metrics={"method": method, "layer": layer, **layer_note, **options})), x)
+
+
+def _with_inputs(e: Explanation, images: torch.Tensor) -> Explanation:
+    """``e`` with the images it explains, as CPU floats in [0, 1] (what ``save`` draws on)."""
+    x = images.detach().cpu()
+    x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+    e.inputs = x.unsqueeze(0) if x.ndim == 3 else x
+    return e
 
 
 METHODS = explainer_names()

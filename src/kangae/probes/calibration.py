@@ -9,6 +9,7 @@ and the multi-class Brier score; and temperature scaling (Guo et al. 2017): one 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,6 +38,69 @@ class CalibrationResult(Shows):
         from ..render.plots import as_picture, plot_reliability
 
         return as_picture(lambda path: plot_reliability([("", self)], path))
+
+    def numbers(self) -> dict[str, Any]:
+        """The metrics and the per-bin statistics, as JSON values (empty bins are None)."""
+        return {**self.metrics, "bin_count": self.bin_count.tolist(),
+                "bin_confidence": [None if c != c else c for c in self.bin_confidence.tolist()],
+                "bin_accuracy": [None if a != a else a for a in self.bin_accuracy.tolist()]}
+
+    def save(self, folder: str | Path, *, title: str = "",  # type: ignore[override]
+             extra: dict[str, Any] | None = None) -> Path:
+        """``reliability.png`` and ``calibration.json`` (``extra``, then :meth:`numbers`), as
+        ``kangae calibrate`` names them, plus the tensors in ``tensors.safetensors``."""
+        return _save_reliability(folder, [("", self)], {**(extra or {}), **self.numbers()}, title, self)
+
+
+@dataclass
+class TemperatureScaling(Shows):
+    """Temperature scaling (Guo et al. 2017): ``temperature`` fitted on ``fit_examples``, and
+    the calibration of the other ``eval_examples`` ``before`` and ``after`` dividing by it."""
+
+    temperature: float
+    fit_examples: int
+    eval_examples: int
+    before: CalibrationResult
+    after: CalibrationResult
+
+    def __getitem__(self, key: str) -> Any:
+        """Dict-style access (``scaled["after"]``), as the former dict result allowed."""
+        return getattr(self, key)
+
+    def _columns(self) -> list[tuple[str, CalibrationResult]]:
+        return [("before (held-out half)", self.before),
+                (f"after temperature scaling, T = {self.temperature:.3f}", self.after)]
+
+    def picture(self) -> Any:
+        """Reliability before and after, side by side (as ``kangae calibrate`` draws it)."""
+        from ..render.plots import as_picture, plot_reliability
+
+        return as_picture(lambda path: plot_reliability(self._columns(), path))
+
+    def numbers(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "fit_examples": self.fit_examples,
+                "eval_examples": self.eval_examples, "before": self.before.numbers(),
+                "after": self.after.numbers()}
+
+    def save(self, folder: str | Path, *, title: str = "",  # type: ignore[override]
+             extra: dict[str, Any] | None = None) -> Path:
+        """The files ``kangae calibrate`` writes: ``reliability.png`` (before and after) and
+        ``calibration.json`` (``extra``, then :meth:`numbers`)."""
+        return _save_reliability(folder, self._columns(), {**(extra or {}), **self.numbers()}, title)
+
+
+def _save_reliability(folder: str | Path, columns: list[tuple[str, CalibrationResult]],
+                      numbers: dict[str, Any], title: str, tensors: Shows | None = None) -> Path:
+    from ..render.plots import plot_reliability
+    from ..utils.atomic import write_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_reliability(columns, folder / "reliability.png", title=title)
+    write_json(folder / "calibration.json", numbers)
+    if tensors is not None:
+        tensors._save_tensors(folder)
+    return folder
 
 
 @renamed(labels="target")
@@ -96,7 +160,7 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor, max_iter: int = 
 
 @renamed(labels="target")
 def temperature_scaling(logits: torch.Tensor, target: torch.Tensor, bins: int = 15,
-                        fit_fraction: float = 0.5, seed: int = 0) -> dict[str, Any]:
+                        fit_fraction: float = 0.5, seed: int = 0) -> TemperatureScaling:
     """Fit ``T`` on a random ``fit_fraction`` of the examples; report the rest before and after."""
     logits = logits.detach().cpu()
     labels = as_target(target, len(logits), logits.shape[1])
@@ -107,8 +171,7 @@ def temperature_scaling(logits: torch.Tensor, target: torch.Tensor, bins: int = 
     t = fit_temperature(logits[fit], labels[fit])
     before = calibration(logits[held], labels[held], bins)
     after = calibration(logits[held], labels[held], bins, temperature=t)
-    return {"temperature": t, "fit_examples": cut, "eval_examples": n - cut,
-            "before": before, "after": after}
+    return TemperatureScaling(t, cut, n - cut, before, after)
 
 
 def calibration_of(model: nn.Module, images: torch.Tensor, *, target: torch.Tensor, bins: int = 15,

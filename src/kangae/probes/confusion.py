@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +29,29 @@ class ConfusionResult(Shows):
 
         classes = [str(i) for i in range(len(self.matrix))]
         return as_picture(lambda path: plot_confusion(self.matrix, classes, path))
+
+    def save(self, folder: str | Path, *, classes: Sequence[str] | None = None,  # type: ignore[override]
+             images: torch.Tensor | None = None, title: str = "",
+             extra: dict[str, Any] | None = None) -> Path:
+        """The files ``kangae confusion`` writes: ``confusion.png``, ``confused-pairs.png``
+        (the most confident mistakes, when ``images`` are the examples the matrix counts)
+        and ``confusion.json`` (``extra``, then the accuracy, matrix, per-class accuracy and
+        pairs by class name)."""
+        from ..render.plots import plot_confused_pairs, plot_confusion
+        from ..utils.atomic import write_json
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = list(classes) if classes else [str(i) for i in range(len(self.matrix))]
+        plot_confusion(self.matrix, names, folder / "confusion.png", title=title)
+        if images is not None:
+            plot_confused_pairs(images, self.pairs, names, folder / "confused-pairs.png")
+        write_json(folder / "confusion.json", {
+            **(extra or {}), "classes": names,
+            "accuracy": float(self.matrix.diagonal().sum() / self.matrix.sum().clamp(min=1)),
+            "matrix": self.matrix.tolist(), "per_class_accuracy": self.per_class_accuracy.tolist(),
+            "pairs": [{**p, "true": names[p["true"]], "pred": names[p["pred"]]} for p in self.pairs]})
+        return folder
 
     @property
     def normalized(self) -> torch.Tensor:

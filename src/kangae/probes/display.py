@@ -64,19 +64,25 @@ class Shows:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``picture_name``, ``metrics.json`` and ``tensors.safetensors`` to ``folder``."""
-        from safetensors.torch import save_file
-
-        from ..utils.atomic import atomic_path, write_bytes, write_json
+        from ..utils.atomic import write_bytes, write_json
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         write_bytes(folder / self.picture_name, self._repr_png_())
         write_json(folder / "metrics.json", self.record())
+        self._save_tensors(folder)
+        return folder
+
+    def _save_tensors(self, folder: Path) -> None:
+        """Every tensor field in ``folder/tensors.safetensors`` (nothing when there are none)."""
+        from safetensors.torch import save_file
+
+        from ..utils.atomic import atomic_path
+
         tensors = self.tensors()
         if tensors:
             with atomic_path(folder / "tensors.safetensors") as tmp:
                 save_file(tensors, str(tmp))
-        return folder
 
 
 def before_after(original: torch.Tensor, changed: torch.Tensor) -> Any:

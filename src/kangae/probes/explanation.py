@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +21,7 @@ class Explanation(Shows):
     also fill ``mask`` (what the optimizer found: ``(N, 1, H, W)``, or ``(N, A, 1, H, W)``
     for A areas), ``perturbed`` (the image the model saw at the end), ``prob_after`` and
     ``area`` (the share of pixels deleted or kept), and ``loss_curve`` (steps, N).
+    ``inputs`` are the images explained, as floats in [0, 1] (``explain`` fills it).
     """
 
     method: str
@@ -33,6 +36,7 @@ class Explanation(Shows):
     game: str | None = None
     loss_curve: torch.Tensor | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    inputs: torch.Tensor | None = None
 
     def warning(self, i: int) -> str | None:
         """Why image ``i``'s map says nothing (a constant map, a mask that never moved), if so."""
@@ -52,6 +56,53 @@ class Explanation(Shows):
 
         return explanation_sheet(self.attribution[:8], None if self.perturbed is None else self.perturbed[:8])
 
+    def save(self, folder: str | Path, *, classes: Sequence[str] | None = None,  # type: ignore[override]
+             sources: Sequence[str] = (), pictures: Sequence[Any] = (),
+             extra: dict[str, Any] | None = None) -> Path:
+        """The files ``kangae explain`` writes: per image ``NN-NAME-panel.png`` (picture, map,
+        and what a mask left) and ``NN-NAME-seen.png`` (the input as the model saw it), and
+        ``explanations.json`` (one entry per image, and the run's metrics), plus every tensor
+        in ``tensors.safetensors``. ``sources`` name the images; ``pictures`` are their
+        :class:`~kangae.data.preprocess.Preprocessed` records, for how each was prepared."""
+        from ..render.explain import save_panel
+        from ..render.images import save_image
+        from ..utils.atomic import write_json
+
+        if self.inputs is None:
+            raise ValueError("this Explanation has no inputs to draw the panels on; set e.inputs = images")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        name_of = (lambda t: classes[t]) if classes else str
+        entries = []
+        for i in range(len(self)):
+            source = sources[i] if i < len(sources) else ""
+            stem = _stem(source, i)
+            perturbed = None
+            if self.perturbed is not None:
+                perturbed = self.perturbed[i] if self.perturbed.ndim == 4 else self.perturbed[i, 0]
+            line = self.summary(i, classes)
+            save_panel(folder / f"{stem}-panel.png", self.inputs[i], self.attribution[i], perturbed,
+                       title=line)
+            save_image(self.inputs[i], folder / f"{stem}-seen.png", scale=1)
+            entry: dict[str, Any] = {
+                "source": source, "target": int(self.target[i]), "class": name_of(int(self.target[i])),
+                "prob": float(self.prob[i]), "summary": line,
+                "files": [f"{stem}-panel.png", f"{stem}-seen.png"],
+            }
+            if i < len(pictures):
+                entry["inverted"] = pictures[i].inverted
+                entry["preprocessing"] = pictures[i].describe()
+            if self.warning(i):
+                entry["warning"] = self.warning(i)
+            if self.prob_after is not None and self.area is not None:
+                entry["prob_after"] = self.prob_after[i].tolist()
+                entry["area"] = self.area[i].tolist()
+            entries.append(entry)
+        result = {"method": self.method, **(extra or {}), "metrics": self.metrics, "images": entries}
+        write_json(folder / "explanations.json", result)
+        self._save_tensors(folder)
+        return folder
+
     def summary(self, i: int, classes: Sequence[str] | None = None) -> str:
         """One line per image, as in the post: ``7: p=96.1% -> 1.3% after deleting 6.2% of pixels``."""
         t = int(self.target[i])
@@ -66,6 +117,12 @@ class Explanation(Shows):
         verb = "deleting" if self.game == "deletion" else "keeping"
         parts = [f"{float(a):.0%}: {float(p):.1%}" for a, p in zip(self.areas or (), after)]
         return f"{line} -> after {verb} " + ", ".join(parts)
+
+
+def _stem(text: str, i: int) -> str:
+    """``NN-NAME``: the image's index and a file-safe form of its source's name."""
+    name = Path(text).stem if text else f"image{i}"
+    return f"{i:02d}-" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "image")
 
 
 def degenerate(attribution: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:

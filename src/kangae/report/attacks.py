@@ -22,12 +22,11 @@ from ..probes.attacks.gradient import AttackResult
 from ..probes.attacks.template import TemplateResult
 from ..probes.templates import weight_templates
 from ..render import save_grid
-from ..render.plots import pyplot, save_figure
+from ..render.attacks import GRIDS, SHOW, plot_share_lines, save_before_after
 from ..utils import shard
 from ..utils.atomic import write_json
 
 ATTACKS = ("template", "fgsm", "pgd", "edit")
-SHOW = 16  # images in the PNG grids
 # images per block of work (PGD's chunk on a CPU at 28 px): a block's numbers, random starts
 # included, do not depend on which process computes it (kangae.utils.shard)
 FOOL_BLOCK = 128
@@ -35,28 +34,16 @@ FOOL_BLOCK = 128
 
 def _plot_lines(x: Sequence[float], series: dict[str, Sequence[float]], path: Path, xlabel: str,
                 ylabel: str, title: str) -> Path:
-    if not shard.is_main():
-        return path
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for name, ys in series.items():
-        ax.plot(list(x), [100 * v for v in ys], "-o", ms=3, label=name)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(-2, 102))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    if shard.is_main():
+        plot_share_lines(x, series, path, xlabel, ylabel, title)
+    return path
 
 
 def _grids(out: Path, original: torch.Tensor, adversarial: torch.Tensor, titles_before: list[str],
            titles_after: list[str], suptitle: str) -> list[str]:
-    files = ["originals.png", "adversarials.png", "differences.png"]
     if not shard.is_main():
-        return files
-    save_grid(original, out / "originals.png", titles=titles_before, suptitle="originals")
-    save_grid(adversarial, out / "adversarials.png", titles=titles_after, suptitle=suptitle)
-    save_grid(adversarial - original, out / "differences.png", signed=True,
-              suptitle="adversarial - original")
-    return files
+        return list(GRIDS)
+    return save_before_after(out, original, adversarial, titles_before, titles_after, suptitle)
 
 
 def _check_target(target: int | None, classes: list[str]) -> None:
@@ -137,11 +124,7 @@ def _template(model: nn.Module, classes: list[str], out: Path, x: torch.Tensor, 
     _plot_lines(first.alphas, {k: v["share_target"] for k, v in rows.items()}, out / "curve.png",
                 "alpha (template scaled to max |value| 1)", f"% read as {classes[target]}",
                 f"template of {classes[target]} added")
-    a = len(first.alphas) - 1 if first.alphas else 0
-    for i in range(len(first.alphas)):  # the smallest alpha that fools half the images
-        if first.share_target[i] >= 0.5:
-            a = i
-            break
+    a = max(0, first.shown_alpha)
     shown = first.original[:SHOW]
     adv = first.images[a, :SHOW]
     before, after = first.predictions[0, :SHOW], first.predictions[a, :SHOW]

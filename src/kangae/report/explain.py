@@ -8,9 +8,9 @@ baseline) for faithfulness and writes ``bench.json`` and ``bench.md``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,8 +40,6 @@ from ..probes.faithfulness import (
     sparseness,
 )
 from ..probes.registry import explainers
-from ..render.explain import save_panel
-from ..render.images import save_image
 from ..utils import shard
 from ..utils.atomic import atomic_path, write_bytes, write_json
 
@@ -60,48 +58,17 @@ def parse_target(text: str, num_classes: int, classes: Sequence[str]) -> str | i
     raise KangaeError(f"invalid target '{text}'; use auto or a class: {', '.join(classes)}")
 
 
-def _stem(text: str, i: int) -> str:
-    name = Path(text).stem if text else f"image{i}"
-    return f"{i:02d}-" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "image")
-
-
 def write_explanations(model: torch.nn.Module, classes: Sequence[str], images: torch.Tensor,
                        out: str | os.PathLike, method: str = "mask", target: str | int = "auto",
                        sources: Sequence[str] = (), pictures: Sequence[Preprocessed] = (),
                        **options: Any) -> dict[str, Any]:
-    """Explain ``images`` (N, 1, H, W) in one batch and write a panel per image."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Explain ``images`` (N, C, H, W) in one batch and write what :meth:`Explanation.save`
+    writes (a panel per image, the input as seen, ``explanations.json``)."""
     start = time.perf_counter()
     e = explain(model, images, target, method=method, **options)
     seconds = time.perf_counter() - start
-    entries = []
-    for i in range(len(e)):
-        source = sources[i] if i < len(sources) else ""
-        stem = _stem(source, i)
-        perturbed = None
-        if e.perturbed is not None:
-            perturbed = e.perturbed[i] if e.perturbed.ndim == 4 else e.perturbed[i, 0]
-        line = e.summary(i, classes)
-        save_panel(out / f"{stem}-panel.png", images[i], e.attribution[i], perturbed, title=line)
-        save_image(images[i], out / f"{stem}-seen.png", scale=1)
-        entry: dict[str, Any] = {
-            "source": source, "target": int(e.target[i]), "class": classes[int(e.target[i])],
-            "prob": float(e.prob[i]), "summary": line,
-            "files": [f"{stem}-panel.png", f"{stem}-seen.png"],
-        }
-        if i < len(pictures):
-            entry["inverted"] = pictures[i].inverted
-            entry["preprocessing"] = pictures[i].describe()
-        if e.warning(i):
-            entry["warning"] = e.warning(i)
-        if e.prob_after is not None:
-            entry["prob_after"] = e.prob_after[i].tolist()
-            entry["area"] = e.area[i].tolist()
-        entries.append(entry)
-    result = {"method": method, "seconds": seconds, "metrics": e.metrics, "images": entries}
-    write_json(out / "explanations.json", result)
-    return result
+    e.save(out, classes=classes, sources=sources, pictures=pictures, extra={"seconds": seconds})
+    return json.loads((Path(out) / "explanations.json").read_text())
 
 
 def _mean_se(values: torch.Tensor) -> tuple[float, float]:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...utils.device import chunk_size
+from ..display import Shows
 from ..inputs import as_images, as_target, model_device
 
 __all__ = ["PIXEL_UNITS", "as_images", "as_labels", "loss_gradient", "model_device", "probabilities"]
@@ -40,3 +45,22 @@ def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[t
         loss = F.cross_entropy(logits, y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
     return grad, logits.detach()
+
+
+def class_namer(classes: Sequence[str] | None) -> Callable[[int], str]:
+    """Class index to its name (the index itself without names)."""
+    return (lambda k: classes[int(k)]) if classes else (lambda k: str(int(k)))
+
+
+def save_fool_files(result: Shows, folder: str | Path, numbers: dict[str, Any],
+                    draw: Callable[[Path], list[str]]) -> Path:
+    """The ``kangae fool`` layout for one result: the pictures ``draw`` writes, ``fool.json``
+    (``numbers`` and the file names) and the tensors in ``tensors.safetensors``."""
+    from ...utils.atomic import write_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = draw(folder)
+    write_json(folder / "fool.json", {**numbers, "files": files})
+    result._save_tensors(folder)
+    return folder

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +25,15 @@ from .._affine import affine_split
 from .._model import frozen
 from ..display import Shows
 from ..inputs import renamed
-from ._common import PIXEL_UNITS, as_images, as_labels, model_device, probabilities
+from ._common import (
+    PIXEL_UNITS,
+    as_images,
+    as_labels,
+    class_namer,
+    model_device,
+    probabilities,
+    save_fool_files,
+)
 from .gradient import saliency
 
 
@@ -57,6 +66,44 @@ class EditResult(Shows):
         from ..display import before_after
 
         return before_after(self.original[:8], self.images[:8])
+
+    def save(self, folder: str | Path, *, classes: Sequence[str] | None = None) -> Path:  # type: ignore[override]
+        """The files ``kangae fool --attack edit`` writes: ``originals.png``,
+        ``adversarials.png``, ``differences.png``, ``saliency-before.png`` and
+        ``saliency-after.png`` (the first 16), ``fool.json`` and ``tensors.safetensors``."""
+        from ...render.attacks import SHOW, save_before_after
+        from ...render.images import save_grid
+
+        name = class_namer(classes)
+        threshold = self.metrics.get("threshold")
+        tgt = self.target.tolist()
+        before = [f"read {name(k)}, p({name(t)}) {p:.0%}"
+                  for k, t, p in zip(self.pred_before.tolist(), tgt, self.prob_before.tolist())]
+        after = [f"{name(t)} {p:.0%}, {n} px"
+                 for t, p, n in zip(tgt, self.prob_after.tolist(), self.n_changed.tolist())]
+
+        def draw(out: Path) -> list[str]:
+            goal = f" to reach p >= {threshold:.0%}" if threshold else ""
+            files = save_before_after(out, self.original[:SHOW], self.images[:SHOW], before[:SHOW],
+                                      after[:SHOW], f"fewest pixel edits{goal}")
+            for when, maps in (("before", self.saliency_before), ("after", self.saliency_after)):
+                if maps is not None:
+                    save_grid(maps[:SHOW], out / f"saliency-{when}.png", signed=True,
+                              titles=[f"d logit {name(t)}" for t in tgt[:SHOW]],
+                              suptitle=f"input gradient, {when}")
+                    files.append(f"saliency-{when}.png")
+            return files
+
+        numbers = {"attack": "edit", "n": len(tgt), "metrics": self.metrics,
+                   "per_image": [{"target": t, "read_before": name(pb), "read_after": name(pa),
+                                  "prob_target_before": p0, "prob_target_after": p1, "pixels_changed": n,
+                                  "success": ok, "edits": [i for i in o if i >= 0]}
+                                 for t, pb, pa, p0, p1, n, ok, o in zip(
+                                     tgt, self.pred_before.tolist(), self.pred_after.tolist(),
+                                     self.prob_before.tolist(), self.prob_after.tolist(),
+                                     self.n_changed.tolist(), self.success.tolist(),
+                                     self.edit_order.tolist())]}
+        return save_fool_files(self, folder, numbers, draw)
 
     @property
     def targets(self) -> torch.Tensor:

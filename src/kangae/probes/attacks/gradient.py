@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ from ...utils.device import chunk_size
 from .._model import frozen
 from ..display import Shows
 from ..inputs import renamed
-from ._common import as_images, as_labels, model_device, probabilities
+from ._common import as_images, as_labels, class_namer, model_device, probabilities, save_fool_files
 
 
 @dataclass
@@ -51,6 +52,29 @@ class AttackResult(Shows):
         from ..display import before_after
 
         return before_after(self.original[:8], self.images[:8])
+
+    def save(self, folder: str | Path, *, classes: Sequence[str] | None = None) -> Path:  # type: ignore[override]
+        """The files ``kangae fool --attack fgsm|pgd`` writes for one eps: ``originals.png``,
+        ``adversarials.png`` and ``differences.png`` (the first 16), ``fool.json`` (the metrics
+        and every image's readings) and ``tensors.safetensors``."""
+        from ...render.attacks import SHOW, save_before_after
+
+        name = class_namer(classes)
+        steps = self.metrics.get("steps")
+        steps_note = f"-{steps}" if self.method == "pgd" and steps else ""
+        title = f"{self.method.upper()}{steps_note} eps = {self.eps:g}"
+        if self.targeted and len(self.target):
+            title += f", target {name(self.target[0])}"
+        numbers = {"attack": self.method, "eps": self.eps, "targeted": self.targeted, "n": len(self.target),
+                   "metrics": self.metrics,
+                   "per_image": {"target": self.target.tolist(), "pred_before": self.pred_before.tolist(),
+                                 "pred_after": self.pred_after.tolist(), "success": self.success.tolist(),
+                                 "prob_before": self.prob_before.tolist(),
+                                 "prob_after": self.prob_after.tolist()}}
+        before = [f"read {name(k)}" for k in self.pred_before[:SHOW]]
+        after = [f"read {name(k)}" for k in self.pred_after[:SHOW]]
+        return save_fool_files(self, folder, numbers, lambda out: save_before_after(
+            out, self.original[:SHOW], self.images[:SHOW], before, after, title))
 
     @property
     def labels(self) -> torch.Tensor:
@@ -225,6 +249,16 @@ class RobustnessCurve(Shows):
 
     def to_dict(self) -> dict[str, Any]:
         return {"eps": self.eps, "accuracy": self.accuracy, "n": self.n, **self.metrics}
+
+    def save(self, folder: str | Path) -> Path:
+        """``curve.png`` (accuracy against eps, as ``kangae fool`` draws it), ``fool.json``."""
+        from ...render.attacks import plot_share_lines
+
+        steps = self.metrics.get("pgd_steps", 40)
+        series = {(f"PGD-{steps}" if k == "pgd" else "FGSM"): v for k, v in self.accuracy.items()}
+        return save_fool_files(self, folder, {"attack": "curve", **self.to_dict()}, lambda out: [
+            plot_share_lines(self.eps, series, out / "curve.png", "eps (L-inf)", "accuracy (%)",
+                             "accuracy under attack").name])
 
     def picture(self) -> Any:
         """Accuracy against eps, one line per attack."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from .._model import frozen
 from ..display import Shows
 from ..inputs import ProbeInputError
 from ..templates import weight_templates
-from ._common import PIXEL_UNITS, as_images, as_labels, probabilities
+from ._common import PIXEL_UNITS, as_images, as_labels, class_namer, probabilities, save_fool_files
 
 
 @dataclass
@@ -44,6 +45,41 @@ class TemplateResult(Shows):
 
         shown = self.images[:, :8]
         return tile_images(shown.flatten(0, 1), shown.shape[1], display_scale(shown.shape[-1]), False)
+
+    @property
+    def shown_alpha(self) -> int:
+        """The index of the smallest alpha that makes half the images read as the target
+        (the last alpha when none does): the one ``kangae fool`` draws."""
+        return next((i for i, share in enumerate(self.share_target) if share >= 0.5), len(self.alphas) - 1)
+
+    def save(self, folder: str | Path, *, classes: Sequence[str] | None = None) -> Path:  # type: ignore[override]
+        """The files ``kangae fool --attack template`` writes: ``originals.png``,
+        ``adversarials.png`` and ``differences.png`` at :attr:`shown_alpha`, ``template.png``,
+        ``curve.png`` (share read as the target against alpha), ``fool.json`` and
+        ``tensors.safetensors``."""
+        from ...render.attacks import SHOW, plot_share_lines, save_before_after
+        from ...render.images import save_grid
+
+        name = class_namer(classes)
+        a = max(0, self.shown_alpha)
+
+        def draw(out: Path) -> list[str]:
+            files = save_before_after(out, self.original[:SHOW], self.images[a, :SHOW],
+                                      [f"read {name(k)}" for k in self.predictions[0, :SHOW]],
+                                      [f"read {name(k)}" for k in self.predictions[a, :SHOW]],
+                                      f"alpha = {self.alphas[a]:g}")
+            save_grid(self.template[None], out / "template.png", signed=True,
+                      suptitle=f"template of {name(self.target)}")
+            plot_share_lines(self.alphas, {"model": self.share_target}, out / "curve.png",
+                             "alpha (template scaled to max |value| 1)", f"% read as {name(self.target)}",
+                             f"template of {name(self.target)} added")
+            return [*files, "template.png", "curve.png"]
+
+        numbers = {"attack": "template", "target": self.target, "alphas": self.alphas,
+                   "share_target": self.share_target, "mean_prob_target": self.mean_prob_target,
+                   "accuracy": self.accuracy, "shown_alpha": self.alphas[a] if self.alphas else None,
+                   "metrics": self.metrics}
+        return save_fool_files(self, folder, numbers, draw)
 
 
 def template_attack(model: nn.Module, images: torch.Tensor, target: int | torch.Tensor,
