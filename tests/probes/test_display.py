@@ -99,8 +99,9 @@ def test_edits_template_and_curve_save_their_fool_files(results, tmp_path):
 def test_a_template_draws_the_smallest_alpha_that_fools_half():
     from kangae.probes.attacks.template import TemplateResult
 
-    r = TemplateResult([0, 0.1, 0.2, 0.3], 3, torch.zeros(1, 2, 2), [0.0, 0.4, 0.6, 0.9], [0.1] * 4, None,
-                       torch.zeros(4, 1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.zeros(4, 1, dtype=torch.long))
+    r = TemplateResult([0, 0.1, 0.2, 0.3], 3, torch.zeros(1, 2, 2), [0.0, 0.4, 0.6, 0.9], [0.1] * 4,
+                       None, torch.zeros(4, 1, 1, 2, 2), torch.zeros(1, 1, 2, 2),
+                       torch.zeros(4, 1, dtype=torch.long))
     assert r.shown_alpha == 2
     r.share_target = [0.0, 0.1, 0.2, 0.3]
     assert r.shown_alpha == 3  # none reaches half: the largest

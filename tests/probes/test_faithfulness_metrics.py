@@ -140,6 +140,25 @@ def test_cascade_changes_the_explanation_once_the_deciding_layer_is_randomized()
     assert torch.allclose(full, res.spearman[-1])  # the last step is today's full randomization
 
 
+def test_a_cascade_summarizes_draws_and_saves_itself(tmp_path):
+    import json
+
+    from kangae.probes.faithfulness import CascadeResult
+
+    rho = torch.tensor([[1.0, 0.8, float("nan")], [0.1, 0.3, 0.2]], dtype=torch.float64)
+    res = CascadeResult(["head", "decide"], rho, rho / 2, torch.isnan(rho), {"method": "saliency"})
+    s = res.summary()
+    assert s["spearman"][0] == pytest.approx([0.9, 0.1])  # NaN left out: std 0.1414 / sqrt(2)
+    assert s["spearman"][1][0] == pytest.approx(0.2) and s["degenerate"] == [1, 0]
+    assert s["ssim"][0][0] == pytest.approx(0.45)
+    assert res._repr_png_()[:4] == b"\x89PNG"
+    res.save(tmp_path)
+    names = sorted(f.name for f in tmp_path.iterdir())
+    assert names == ["cascade.png", "metrics.json", "tensors.safetensors"]
+    meta = json.loads((tmp_path / "metrics.json").read_text())
+    assert meta["method"] == "saliency" and meta["layers"] == ["head", "decide"]
+
+
 def test_degenerate_maps_are_nan_never_a_pass():
     a = torch.rand(3, 1, 6, 6)
     a[1] = 0.0

@@ -18,14 +18,17 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .display import Shows
+
 
 @dataclass
-class EmbeddingResult:
+class EmbeddingResult(Shows):
     """``train`` ``(E, N, 2)`` and ``test`` ``(E, M, 2)`` coordinates for each epoch."""
 
     epochs: list[int]
@@ -34,6 +37,44 @@ class EmbeddingResult:
     train_labels: np.ndarray
     test_labels: np.ndarray | None
     metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    picture_name = "embedding.png"
+
+    def picture(self, classes: Sequence[str] | None = None) -> Any:
+        """The last epoch's map: train points by class, test points as stars."""
+        from ..render.embedding import embedding_frame
+
+        return embedding_frame(self, -1, _names(self, classes))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The coordinates and labels, as tensors."""
+        arrays = {"train": self.train, "test": self.test, "train_labels": self.train_labels,
+                  "test_labels": self.test_labels}
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items() if v is not None}
+
+    def save(self, folder: str | Path, *, classes: Sequence[str] | None = None,  # type: ignore[override]
+             label: str = "", extra: dict[str, Any] | None = None) -> Path:
+        """The files ``kangae dynamics`` writes: ``embedding.gif`` (and ``.mp4`` with ffmpeg),
+        ``dynamics.png`` (the metrics over epochs), ``dynamics.json`` (``extra``, the epochs
+        and each frame's metrics), and the coordinates in ``tensors.safetensors``."""
+        from ..render.embedding import plot_dynamics_metrics, save_embedding_animation
+        from ..utils.atomic import write_json
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = save_embedding_animation(self, _names(self, classes), folder / "embedding.gif", label=label)
+        plot_dynamics_metrics(self.metrics, folder / "dynamics.png")
+        write_json(folder / "dynamics.json", {**(extra or {}), "epochs": list(self.epochs),
+                                              "frames": self.metrics, "files": [p.name for p in files]})
+        self._save_tensors(folder)
+        return folder
+
+
+def _names(result: EmbeddingResult, classes: Sequence[str] | None) -> list[str]:
+    if classes:
+        return list(classes)
+    labels = [result.train_labels] + ([result.test_labels] if result.test_labels is not None else [])
+    return [str(k) for k in range(int(max(int(v.max()) for v in labels if len(v))) + 1)]
 
 
 def _procrustes(moving: np.ndarray, target: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

@@ -43,6 +43,7 @@ from torch import nn
 from ..utils.device import chunk_size, module_device
 from ._inference import Scorer
 from ._model import frozen
+from .display import Shows
 from .explanation import degenerate
 from .masks import gaussian_blur
 
@@ -424,8 +425,19 @@ def _learnable_layers(model: nn.Module, images: torch.Tensor) -> list[str]:
     return order
 
 
+def mean_and_se(values: torch.Tensor) -> tuple[list[float], int]:
+    """``[mean, standard error]`` over the finite values, and how many there were (NaN, NaN
+    for none)."""
+    v = values.double().flatten()
+    v = v[torch.isfinite(v)]
+    if len(v) == 0:
+        return [float("nan"), float("nan")], 0
+    se = float(v.std() / len(v) ** 0.5) if len(v) > 1 else 0.0
+    return [float(v.mean()), se], int(len(v))
+
+
 @dataclass
-class CascadeResult:
+class CascadeResult(Shows):
     """Cascading randomization: ``layers[k]`` is randomized at step ``k + 1`` (top first);
     ``spearman``/``ssim`` are (steps, N), the last step being the full randomization."""
 
@@ -434,6 +446,26 @@ class CascadeResult:
     ssim: torch.Tensor
     degenerate: torch.Tensor  # (steps, N): the randomized model's map is degenerate
     extra: dict[str, Any] = field(default_factory=dict)
+
+    picture_name = "cascade.png"
+
+    def summary(self) -> dict[str, Any]:
+        """Per step, ``[mean, standard error]`` of the rank correlation and SSIM over the
+        images (degenerate maps are NaN there and left out) and the degenerate count: the
+        ``cascade`` entry of ``kangae explain-bench``'s ``bench.json``."""
+        return {"layers": list(self.layers), "spearman": [mean_and_se(v)[0] for v in self.spearman],
+                "ssim": [mean_and_se(v)[0] for v in self.ssim], "degenerate": self.degenerate.sum(1).tolist()}
+
+    def picture(self) -> Any:
+        """Rank correlation and SSIM with the trained model's map, step by step (as
+        ``kangae explain-bench`` draws ``cascade.png``)."""
+        from ..render.plots import as_picture, plot_cascade
+
+        method = str(self.extra.get("method", "explanation"))
+        return as_picture(lambda path: plot_cascade({method: {"cascade": self.summary()}}, path))
+
+    def record(self) -> dict[str, Any]:
+        return {**self.extra, **self.summary()}
 
 
 def cascading_randomization(explainer: Explainer, model: nn.Module, images: torch.Tensor,

@@ -39,22 +39,31 @@ def _frame(plt: Any, train: np.ndarray, y: np.ndarray, test: np.ndarray | None,
     return Image.open(buf).convert("RGB")
 
 
-def save_embedding_animation(result: Any, classes: Sequence[str], path: str | os.PathLike,
-                             label: str = "", duration_ms: int = 700) -> list[Path]:
-    """A GIF of every epoch's map (and an MP4 when ffmpeg is on the PATH)."""
-    plt = pyplot()
+def _limits(result: Any) -> tuple:
+    """Axis limits holding every epoch's points, with a 5% margin (the same in every frame)."""
     pts = [result.train] + ([result.test] if result.test is not None else [])
     allpts = np.concatenate([p.reshape(-1, 2) for p in pts])
     lo, hi = allpts.min(0), allpts.max(0)
     pad = (hi - lo) * 0.05
-    lims = ((lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1]))
-    frames = []
-    for i, epoch in enumerate(result.epochs):
-        m = result.metrics[i]
-        knn = f", k-NN {m['knn_map']:.1%}" if "knn_map" in m else ""
-        frames.append(_frame(plt, result.train[i], result.train_labels,
-                             None if result.test is None else result.test[i], result.test_labels,
-                             classes, f"{label} epoch {epoch}{knn}", lims))
+    return ((lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1]))
+
+
+def embedding_frame(result: Any, i: int, classes: Sequence[str], label: str = "",
+                    lims: tuple | None = None) -> Image.Image:
+    """Epoch ``result.epochs[i]``'s map as a picture, titled with its k-NN accuracy."""
+    m = result.metrics[i] if result.metrics else {}
+    knn = f", k-NN {m['knn_map']:.1%}" if "knn_map" in m else ""
+    return _frame(pyplot(), result.train[i], result.train_labels,
+                  None if result.test is None else result.test[i], result.test_labels,
+                  classes, f"{label} epoch {result.epochs[i]}{knn}".strip(), lims or _limits(result))
+
+
+def save_embedding_animation(result: Any, classes: Sequence[str], path: str | os.PathLike,
+                             label: str = "", duration_ms: int = 700) -> list[Path]:
+    """A GIF of every epoch's map (and an MP4 when ffmpeg is on the PATH)."""
+    plt = pyplot()
+    lims = _limits(result)
+    frames = [embedding_frame(result, i, classes, label, lims) for i in range(len(result.epochs))]
     size = frames[0].size
     frames = [f.resize(size) for f in frames]
     path = Path(path)

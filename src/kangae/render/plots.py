@@ -144,3 +144,27 @@ def plot_reliability(results: Sequence[tuple[str, Any]], path: str | os.PathLike
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def plot_cascade(rows: dict[str, dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
+    """Spearman rho and SSIM against the trained model's map, per randomization step, one
+    line per method (``rows[method]["cascade"]`` as :meth:`CascadeResult.summary` gives it)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    layers: list[str] = []
+    for method, row in rows.items():
+        c = row.get("cascade")
+        if not c or not c["layers"]:
+            continue
+        layers = c["layers"]
+        steps = range(len(layers) + 1)
+        for ax, key in zip(axes, ("spearman", "ssim")):
+            ax.plot(steps, [1.0] + [v[0] for v in c[key]], marker="o", ms=3, label=method)
+    for ax, name in zip(axes, ("Spearman rank correlation (|a|)", "SSIM")):
+        ax.set_xticks(range(len(layers) + 1))
+        ax.set_xticklabels(["trained", *layers], rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel(name)
+        ax.axhline(0, color="0.8", lw=0.8)
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.suptitle(title + " (layers randomized from the top, cumulatively)")
+    return save_figure(fig, path)

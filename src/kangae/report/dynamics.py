@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import KangaeError
 from ..probes.embeddings import embed_epochs, warm_up
-from ..render.embedding import plot_dynamics_metrics, save_embedding_animation
 from ..training.run import Run
 from ..training.snapshots import read_snapshot, read_subset, snapshot_epochs
-from ..utils.atomic import write_json
 
 
 def write_dynamics(run: Run, out: str | Path, layer: str | None = None, *,
@@ -51,10 +50,7 @@ def write_dynamics(run: Run, out: str | Path, layer: str | None = None, *,
     bar.update(1)
     bar.close()
     label = f"{run.meta.model} '{meta['layer']}'"
-    files = save_embedding_animation(result, run.classes, out / "embedding.gif", label=label)
-    plot_dynamics_metrics(result.metrics, out / "dynamics.png")
-    summary = {"run": str(run.path), "layer": meta["layer"], "epochs": epochs,
-               "n_train": int(len(subset["train_labels"])), "compile_seconds": compile_s,
-               "frames": result.metrics, "files": [p.name for p in files]}
-    write_json(out / "dynamics.json", summary)
-    return summary
+    result.save(out, classes=run.classes, label=label,
+                extra={"run": str(run.path), "layer": meta["layer"],
+                       "n_train": int(len(subset["train_labels"])), "compile_seconds": compile_s})
+    return json.loads((out / "dynamics.json").read_text())

@@ -27,6 +27,7 @@ from ..probes.attribution import METHODS, explain
 from ..probes.explanation import Explanation, degenerate
 from ..probes.faithfulness import (
     ROAD_FRACTIONS,
+    CascadeResult,
     cascading_randomization,
     centre_map,
     complexity,
@@ -34,14 +35,16 @@ from ..probes.faithfulness import (
     difficult,
     infidelity,
     max_sensitivity,
+    mean_and_se,
     pointing_hits,
     random_logit,
     road,
     sparseness,
 )
 from ..probes.registry import explainers
+from ..render.plots import plot_cascade
 from ..utils import shard
-from ..utils.atomic import atomic_path, write_bytes, write_json
+from ..utils.atomic import write_bytes, write_json
 
 BENCH_METHODS = METHODS  # every registered method (the tour's table)
 CLUTTERED_MODEL = "cluttered-global-cnn-v1"
@@ -71,15 +74,6 @@ def write_explanations(model: torch.nn.Module, classes: Sequence[str], images: t
     return json.loads((Path(out) / "explanations.json").read_text())
 
 
-def _mean_se(values: torch.Tensor) -> tuple[float, float]:
-    v = values.double().flatten()
-    v = v[~torch.isnan(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan")
-    se = float(v.std() / math.sqrt(len(v))) if len(v) > 1 else 0.0
-    return float(v.mean()), se
-
-
 def cluttered_model(data_dir: str | None = None, progress: bool = False) -> Any:
     """The small cluttered-MNIST classifier the pointing game needs: loaded from the cache,
     or trained once (about a minute on 2 cores) and moved into the cache in one rename."""
@@ -96,15 +90,8 @@ def _explainer(method: str, options: dict[str, Any]) -> Callable[..., torch.Tens
     return lambda m, x, t: explain(m, x, t, method=method, **options).attribution
 
 
-def _stat(values: torch.Tensor) -> tuple[list[float], int]:
-    """``[mean, standard error]`` over the finite values, and how many there were."""
-    v = values.double().flatten()
-    v = v[torch.isfinite(v)]
-    return list(_mean_se(v)), int(len(v))
-
-
 def _put(row: dict[str, Any], key: str, values: torch.Tensor) -> None:
-    row[key], row.setdefault("n", {})[key] = _stat(values)
+    row[key], row.setdefault("n", {})[key] = mean_and_se(values)
 
 
 @dataclass(frozen=True)
@@ -196,8 +183,7 @@ def _sanity_row(row: dict[str, Any], parts: list[dict[str, Any]]) -> None:
     ``sanity_spearman`` as before) and the random-logit test, over all blocks."""
     layers = parts[0]["layers"]
     rho, sim, bad = (_cat(parts, k, 1) for k in ("spearman", "ssim", "degenerate"))
-    row["cascade"] = {"layers": layers, "spearman": [_stat(v)[0] for v in rho],
-                      "ssim": [_stat(v)[0] for v in sim], "degenerate": bad.sum(1).tolist()}
+    row["cascade"] = CascadeResult(layers, rho, sim, bad).summary()
     if len(layers):
         _put(row, "sanity_spearman", rho[-1])
         _put(row, "sanity_ssim", sim[-1])
@@ -340,36 +326,6 @@ def pointing_csv(result: dict[str, Any]) -> str:
                  for k in ("pointing", "pointing_difficult")]
         lines.append(",".join([name, *cells]))
     return "\n".join(lines) + "\n"
-
-
-def plot_cascade(rows: dict[str, dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Spearman rho and SSIM against the trained model's map, per randomization step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
-    layers: list[str] = []
-    for method, row in rows.items():
-        c = row.get("cascade")
-        if not c or not c["layers"]:
-            continue
-        layers = c["layers"]
-        steps = range(len(layers) + 1)
-        for ax, key in zip(axes, ("spearman", "ssim")):
-            ax.plot(steps, [1.0] + [v[0] for v in c[key]], marker="o", ms=3, label=method)
-    for ax, name in zip(axes, ("Spearman rank correlation (|a|)", "SSIM")):
-        ax.set_xticks(range(len(layers) + 1))
-        ax.set_xticklabels(["trained", *layers], rotation=45, ha="right", fontsize=7)
-        ax.set_ylabel(name)
-        ax.axhline(0, color="0.8", lw=0.8)
-    axes[0].legend(fontsize=6, ncol=2)
-    fig.suptitle(title + " (layers randomized from the top, cumulatively)")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _fmt(v: Any, pct: bool = False, n: int | None = None, total: int | None = None) -> str:
