@@ -47,3 +47,86 @@ def test_apply_threads_sets_torch():
         assert apply_threads(1).threads == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_busy_machine_gets_one_worker_per_cpu_and_a_quiet_or_explicit_one_does_not():
+    assert choose_threads(cpus=2, busy=0.9).workers == 2  # one intra-op thread, two pieces at once
+    assert choose_threads(cpus=2, busy=0.0).workers == 1  # quiet: intra-op threads do it
+    assert choose_threads(1, cpus=2, busy=0.9).workers == 1  # --threads 1 means one core
+    assert choose_threads(cpus=1, busy=0.0).workers == 1
+    assert "independent pieces of work on 2 threads" in choose_threads(cpus=2, busy=0.9).describe()
+
+
+@pytest.fixture
+def two_workers():
+    before, old = torch.get_num_threads(), threads.set_workers(2)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        threads.set_workers(old)
+
+
+def test_pieces_are_cut_finer_only_with_several_workers(two_workers):
+    assert threads.workers() == 2
+    assert threads.pieces(64, 128) == [slice(0, 16), slice(16, 32), slice(32, 48), slice(48, 64)]
+    assert threads.pieces(200, 128) == [slice(i, min(i + 25, 200)) for i in range(0, 200, 25)]
+    assert threads.pieces(10, 128) == [slice(0, 10)]  # never under 16 images a piece
+    torch.set_num_threads(2)  # intra-op threads: no workers on top of them
+    assert threads.workers() == 1 and threads.pieces(64, 128) == [slice(0, 64)]
+
+
+def test_map_pieces_runs_on_several_threads_in_order_and_raises(two_workers):
+    import threading
+
+    names = set()
+
+    def work(part):
+        names.add(threading.current_thread().name)
+        time.sleep(0.01)
+        return part.start
+
+    parts = threads.pieces(64, 128)
+    assert threads.map_pieces(work, parts) == [0, 16, 32, 48]
+    assert len(names) == 2 and all(n.startswith("kangae-piece") for n in names)
+
+    def fail(part):
+        if part.start == 32:
+            raise ValueError("piece 32")
+        return part.start
+
+    with pytest.raises(ValueError, match="piece 32"):
+        threads.map_pieces(fail, parts)
+    with pytest.raises(ValueError, match="at least 1"):
+        threads.set_workers(0)
+
+
+def test_pgd_in_pieces_on_two_workers_equals_one_batch(two_workers):
+    from torch import nn
+
+    from kangae.probes import pgd
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(8 * 13 * 13, 10)).eval()
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(64) % 10
+    pieces_run = pgd(model, x, y, 0.2, steps=5, seed=3, restarts=2)
+    threads.set_workers(1)
+    whole = pgd(model, x, y, 0.2, steps=5, seed=3, restarts=2)
+    torch.testing.assert_close(pieces_run.images, whole.images)
+    assert torch.equal(pieces_run.success, whole.success) and 0 < float(whole.success.float().mean())
+
+
+def test_a_command_leaves_the_workers_as_it_found_them(monkeypatch):
+    from click.testing import CliRunner
+
+    from kangae.cli import cli
+
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda window=0.1: 1.0)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    before = torch.get_num_threads()
+    res = CliRunner().invoke(cli, ["models"])
+    assert res.exit_code == 0, res.output
+    assert threads._workers == 1 and torch.get_num_threads() == before

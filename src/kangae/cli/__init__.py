@@ -17,7 +17,7 @@ import click
 import torch
 
 from ..errors import DataError, KangaeError
-from ..utils.threads import apply_threads
+from ..utils.threads import apply_threads, set_workers
 from ._options import SPEC_HELP, as_flags, threads_option
 
 
@@ -34,12 +34,13 @@ def _with_threads(command: click.Command) -> click.Command:
     @functools.wraps(callback)
     def run(*args: Any, threads: int | None = None, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
-        before = torch.get_num_threads()
+        before, before_workers = torch.get_num_threads(), set_workers(1)
         ctx.meta["kangae.threads"] = apply_threads(threads)
         try:
             return callback(*args, **kwargs)
         finally:  # a command run in-process (tests, notebooks) leaves torch as it found it
             torch.set_num_threads(before)
+            set_workers(before_workers)
 
     command.callback = run
     return command

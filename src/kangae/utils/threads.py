@@ -13,27 +13,42 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 SAMPLE_SECONDS = 0.1
+PIECE = 16  # images in the smallest piece of work handed to a worker
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class ThreadChoice:
-    """The thread count chosen, and why: ``cpus`` usable, ``busy`` of them taken by others."""
+    """The thread count chosen, and why: ``cpus`` usable, ``busy`` of them taken by others.
+
+    ``workers``: how many independent pieces of work may run side by side, each on one
+    thread, when other programs hold some CPUs. A piece on a shared core runs slower but
+    stalls no other piece (unlike an intra-op thread, which every parallel region waits
+    for), so probes whose images are independent (PGD) hand out small pieces to
+    ``workers`` Python threads and the free core simply takes more of them."""
 
     threads: int
     cpus: int
     busy: float
     explicit: bool = False
 
+    @property
+    def workers(self) -> int:
+        return self.cpus if not self.explicit and self.threads == 1 and self.cpus > 1 else 1
+
     def describe(self) -> str:
         if self.explicit:
             return f"threads: {self.threads} (--threads), {self.cpus} CPUs usable"
+        side = f"; independent pieces of work on {self.workers} threads of 1" if self.workers > 1 else ""
         return (f"threads: {self.threads} of {self.cpus} CPUs "
-                f"(other programs keep {self.busy:.1f} busy)")
+                f"(other programs keep {self.busy:.1f} busy){side}")
 
 
 def usable_cpus() -> int:
@@ -93,9 +108,50 @@ def choose_threads(requested: int | None = None, *, cpus: int | None = None,
     return ThreadChoice(max(1, min(cpus, cpus - taken)), cpus, busy)
 
 
+_workers = 1  # set by apply_threads: the CLI and the tour choose it, a library call gets 1
+
+
 def apply_threads(requested: int | None = None) -> ThreadChoice:
-    """Choose a thread count (see :func:`choose_threads`) and give it to torch."""
+    """Choose a thread count (see :func:`choose_threads`), give it to torch, and set how
+    many :func:`map_pieces` workers run side by side."""
+    global _workers
     choice = choose_threads(requested)
     if torch.get_num_threads() != choice.threads:
         torch.set_num_threads(choice.threads)
+    _workers = choice.workers
     return choice
+
+
+def set_workers(count: int) -> int:
+    """Set the number of :func:`map_pieces` workers (1: run pieces in turn); returns the old."""
+    global _workers
+    if count < 1:
+        raise ValueError(f"workers must be at least 1, got {count}")
+    old, _workers = _workers, int(count)
+    return old
+
+
+def workers() -> int:
+    """How many pieces of independent work run side by side (see :class:`ThreadChoice`)."""
+    return _workers if torch.get_num_threads() == 1 else 1
+
+
+def pieces(count: int, chunk: int, smallest: int = PIECE) -> list[slice]:
+    """``count`` items in slices of at most ``chunk``; with several :func:`workers`, cut finer
+    (about four pieces per worker, none under ``smallest``) so a free core can take more."""
+    size = max(1, chunk)
+    if workers() > 1:
+        size = min(size, max(smallest, math.ceil(count / (4 * workers()))))
+    return [slice(i, min(i + size, count)) for i in range(0, count, size)]
+
+
+def map_pieces(fn: Callable[[slice], T], parts: Sequence[slice]) -> list[T]:
+    """``[fn(p) for p in parts]``, on :func:`workers` Python threads when there are several
+    (torch releases the GIL in its kernels; each thread runs its ops on one intra-op
+    thread), in order either way. The first exception raised is raised here."""
+    if workers() <= 1 or len(parts) <= 1:
+        return [fn(p) for p in parts]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(workers(), len(parts)), thread_name_prefix="kangae-piece") as pool:
+        return list(pool.map(fn, parts))

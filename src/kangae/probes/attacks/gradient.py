@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...utils.device import chunk_size
+from ...utils.threads import map_pieces, pieces
 from .._model import frozen
 from ..display import Shows
 from ..inputs import renamed
@@ -162,24 +163,29 @@ def pgd(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int, eps:
         y = as_labels(target, len(x0), p0.shape[1])
         random = random_start and eps > 0
         restarts = restarts if random else 1  # without a random start every restart is the same
-        # One stream per restart, drawn for whole chunks: an image's start in restart r does not
-        # depend on the chunk size or on which images earlier restarts fooled.
+        # One stream per restart, drawn for all images at once: an image's start in restart r
+        # does not depend on the chunk size, on the order chunks run in, or on which images
+        # earlier restarts fooled.
         gens = [torch.Generator(device=device).manual_seed(seed + 1_000_003 * r) for r in range(restarts)]
+        starts = [_noise(x0.to(device), g) for g in gens] if random else []
         attack = dict(eps=eps, alpha=alpha, steps=steps, targeted=targeted, keep_best=keep_best,
                       check=restarts > 1)
-        out = []
-        for xc, yc in zip(x0.split(batch_size), y.split(batch_size)):
-            xc, yc = xc.to(device), yc.to(device)
-            adv, fooled = _pgd_run(model, xc, yc, _noise(xc, gens[0]) if random else None, **attack)
-            for gen in gens[1:]:
-                start = _noise(xc, gen)  # drawn for the whole chunk, even if most are fooled
+
+        def run(part: slice) -> torch.Tensor:
+            xc, yc = x0[part].to(device), y[part].to(device)
+            adv, fooled = _pgd_run(model, xc, yc, starts[0][part] if random else None, **attack)
+            for start in starts[1:]:
                 left = (~fooled).nonzero().squeeze(1)
                 if not len(left):
                     continue
-                again, hit = _pgd_run(model, xc[left], yc[left], start[left], **attack)
+                again, hit = _pgd_run(model, xc[left], yc[left], start[part][left], **attack)
                 adv[left[hit]] = again[hit]
                 fooled[left[hit]] = True
-            out.append(adv.detach().cpu())
+            return adv.detach().cpu()
+
+        # on a busy machine, pieces run side by side on one thread each (kangae.utils.threads)
+        out = map_pieces(run, pieces(len(x0), batch_size) if device.type == "cpu" else
+                         [slice(i, i + batch_size) for i in range(0, len(x0), batch_size)])
         adv_all = torch.cat(out) if out else x0.clone()
     extra = {"steps": steps, "alpha": alpha, "random_start": random_start, "keep_best": keep_best,
              "seed": seed, "restarts": restarts} if _name == "pgd" else {}
