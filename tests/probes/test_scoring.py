@@ -101,6 +101,24 @@ def test_deletion_and_insertion_equal_one_step_per_forward():
                 assert torch.allclose(r[f"{kind}_curve"], want, atol=1e-5), (type(model), baseline, kind)
 
 
+def test_steps_that_move_only_background_pixels_are_not_scored_again_and_change_nothing():
+    g = torch.Generator().manual_seed(4)
+    x = torch.zeros(4, 1, 28, 28)
+    x[:, :, 8:20, 10:18] = torch.rand(4, 1, 12, 8, generator=g)  # ink on 96 of 784 pixels
+    ink = (x > 0).float()
+    # the ink ranks first, then the background: after 4 of 28 steps nothing changes any more
+    a = ink * 10 + torch.rand(4, 1, 28, 28, generator=g)
+    t = torch.tensor([1, 2, 3, 4])
+    model = bn_cnn()
+    r = deletion_insertion(model, x, a, t, steps=28, baseline="zero", batch_size=5)
+    for kind in ("deletion", "insertion"):
+        want = deletion_oracle(model, x, a, t, kind, "zero", steps=28)
+        assert torch.allclose(r[f"{kind}_curve"], want, atol=1e-5), kind
+    assert r["steps_scored"] <= 2 * 4 * 6  # step 0 and the 4-5 steps that hold ink, per image
+    blurred = deletion_insertion(model, x, a, t, steps=28, baseline="blur")
+    assert blurred["steps_scored"] > 2 * 4 * 20  # the blur moves background pixels too
+
+
 def test_road_equals_one_imputation_and_forward_per_fraction():
     model, x = bn_cnn(), images(2)
     a = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(3))

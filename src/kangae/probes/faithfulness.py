@@ -79,7 +79,11 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, attribution: torc
     step k removes (deletion) or restores (insertion) the first ``k/steps`` of them. The
     removed value is 0 (``baseline="zero"``, MNIST's background) or a blurred copy.
     Returns ``deletion``/``insertion`` AUCs (N,) and their curves (N, steps + 1) for each
-    of ``kinds``.
+    of ``kinds``, and ``steps_scored``: how many (image, step) images went through the model.
+
+    A step whose pixels all equal the baseline already (a black pixel "deleted" to black)
+    leaves the image as the step before left it, so it takes that step's score instead of a
+    forward pass: the same numbers, and on MNIST most steps past the ink.
     """
     device = module_device(model)
     x = images.to(device)
@@ -90,21 +94,39 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, attribution: torc
     counts = torch.round(torch.linspace(0, h * w, steps + 1, device=device)).long()
     t = target.to(device).long()
     score = Scorer(model, x, batch_size)
+    fresh = _steps_that_change(x, base, rank, counts)  # (n, steps + 1), the same for both kinds
     per = max(1, 4 * score.chunk // (steps + 1))  # images whose steps are made at once
     curves = {}
     for kind in kinds:
         out = torch.empty(n, steps + 1)
         for i in range(0, n, per):
-            r = rank[i : i + per]
+            r, need = rank[i : i + per], fresh[i : i + per]
             m = (r[:, None, :] < counts[None, :, None]).to(x.dtype).view(len(r), steps + 1, 1, h, w)
             xi, bi = x[i : i + per, None], base[i : i + per, None]
             mixed = xi * (1 - m) + bi * m if kind == "deletion" else bi * (1 - m) + xi * m
-            p = score(mixed.reshape(-1, c, h, w), t[i : i + per].repeat_interleave(steps + 1))
-            out[i : i + per] = p.view(len(r), steps + 1).cpu()
+            p = torch.empty(len(r), steps + 1, device=device)
+            p[need] = score(mixed[need], t[i : i + per, None].expand(-1, steps + 1)[need])
+            # an unchanged step takes the score of the last step that changed the image
+            last = torch.where(need, torch.arange(steps + 1, device=device), 0).cummax(1).values
+            out[i : i + per] = p.gather(1, last).cpu()
         curves[kind] = out
     bad = degenerate(attribution.reshape(n, h * w).cpu())
     result = {kind: _auc(curve).masked_fill(bad, float("nan")) for kind, curve in curves.items()}
-    return {**result, **{f"{kind}_curve": curve for kind, curve in curves.items()}}
+    return {**result, **{f"{kind}_curve": curve for kind, curve in curves.items()},
+            "steps_scored": int(fresh.sum()) * len(kinds)}
+
+
+def _steps_that_change(x: torch.Tensor, base: torch.Tensor, rank: torch.Tensor,
+                       counts: torch.Tensor) -> torch.Tensor:
+    """(N, steps + 1) bool: step k (k >= 1) moves at least one pixel whose value differs from
+    the baseline's, so its image differs from step k - 1's; step 0 always counts."""
+    n = len(x)
+    differs = (x != base).any(1).reshape(n, -1)  # (N, H*W): a pixel the baseline changes
+    step_of = torch.bucketize(rank, counts, right=True)  # the step that first moves each pixel
+    moved = torch.zeros(n, len(counts), device=x.device).scatter_add_(1, step_of, differs.float())
+    fresh = moved > 0
+    fresh[:, 0] = True
+    return fresh
 
 
 def pointing_hits(attribution: torch.Tensor, boxes: torch.Tensor, tolerance: int = 1) -> torch.Tensor:
