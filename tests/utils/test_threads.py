@@ -130,3 +130,22 @@ def test_a_command_leaves_the_workers_as_it_found_them(monkeypatch):
     res = CliRunner().invoke(cli, ["models"])
     assert res.exit_code == 0, res.output
     assert threads._workers == 1 and torch.get_num_threads() == before
+
+
+def test_masks_in_pieces_on_two_workers_equal_one_batch(two_workers):
+    from torch import nn
+
+    from kangae.probes import explain
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(6 * 13 * 13, 10))
+    x = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(40) % 10
+    assert len(threads.pieces(40, 128, "cpu")) == 3 and len(threads.pieces(40, 128, "meta")) == 1
+    got = {m: explain(model, x, y, method=m, steps=4) for m in ("mask", "extremal")}
+    threads.set_workers(1)
+    for m, e in got.items():
+        want = explain(model, x, y, method=m, steps=4)
+        torch.testing.assert_close(e.mask, want.mask, atol=1e-5, rtol=0)
+        torch.testing.assert_close(e.prob_after, want.prob_after, atol=1e-5, rtol=0)

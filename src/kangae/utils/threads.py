@@ -136,11 +136,13 @@ def workers() -> int:
     return _workers if torch.get_num_threads() == 1 else 1
 
 
-def pieces(count: int, chunk: int, smallest: int = PIECE) -> list[slice]:
-    """``count`` items in slices of at most ``chunk``; with several :func:`workers`, cut finer
-    (about four pieces per worker, none under ``smallest``) so a free core can take more."""
+def pieces(count: int, chunk: int, device: torch.device | str | None = None,
+           smallest: int = PIECE) -> list[slice]:
+    """``count`` items in slices of at most ``chunk``; with several :func:`workers` and work
+    on the CPU, cut finer (about four pieces per worker, none under ``smallest``) so a free
+    core can take more."""
     size = max(1, chunk)
-    if workers() > 1:
+    if workers() > 1 and torch.device(device or "cpu").type == "cpu":
         size = min(size, max(smallest, math.ceil(count / (4 * workers()))))
     return [slice(i, min(i + size, count)) for i in range(0, count, size)]
 

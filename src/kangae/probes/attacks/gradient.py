@@ -184,8 +184,7 @@ def pgd(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int, eps:
             return adv.detach().cpu()
 
         # on a busy machine, pieces run side by side on one thread each (kangae.utils.threads)
-        out = map_pieces(run, pieces(len(x0), batch_size) if device.type == "cpu" else
-                         [slice(i, i + batch_size) for i in range(0, len(x0), batch_size)])
+        out = map_pieces(run, pieces(len(x0), batch_size, device))
         adv_all = torch.cat(out) if out else x0.clone()
     extra = {"steps": steps, "alpha": alpha, "random_start": random_start, "keep_best": keep_best,
              "seed": seed, "restarts": restarts} if _name == "pgd" else {}
