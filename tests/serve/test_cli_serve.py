@@ -34,8 +34,8 @@ def test_unknown_folders_exit_2_with_a_clear_error(tmp_path: Path) -> None:
     bad_json = tmp_path / "badjson"
     bad_json.mkdir()
     (bad_json / "tour.json").write_text("{not json")
-    cases = [(tmp_path / "missing", "no such folder"), (tmp_path / "empty", "neither a kangae run folder"),
-             (bad_json, "not valid JSON")]
+    cases = [(tmp_path / "missing", "no such run folder"),
+             (tmp_path / "empty", "neither a kangae run folder"), (bad_json, "not valid JSON")]
     for folder, message in cases:
         r = CliRunner().invoke(cli, ["serve", str(folder), "--port", "0"])
         assert r.exit_code == 2, r.output
