@@ -148,7 +148,8 @@ def main() -> None:
         print(f"  prototypes, {args.batch} classes asked together: batches (classes, s) {batches}"
               f"{' (first alone: it had started)' if not first['ready'] else ''}")
         if during:
-            print(f"  predict while prototypes compute    median {1000 * sorted(during)[len(during) // 2]:7.1f} ms "
+            median = 1000 * sorted(during)[len(during) // 2]
+            print(f"  predict while prototypes compute    median {median:7.1f} ms "
                   f"of {len(during)}, max {1000 * max(during):.1f} ms")
     if not args.no_reference:
         from kangae.probes.attribution import explain
