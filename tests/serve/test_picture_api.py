@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import struct
 import threading
 import time
@@ -17,6 +18,7 @@ import torch
 from PIL import Image
 
 from kangae.data.folder import prepare_picture
+from kangae.errors import KangaeError
 from kangae.models.card import read_card
 
 from .colours import COLOURS, NAMES, pixel_logits
@@ -234,3 +236,35 @@ def test_prototype_cache_is_bounded_and_the_queue_too(picture_app) -> None:
     finally:
         protos.close()
 
+
+
+def test_a_tour_of_the_users_model_is_served_with_its_prototypes(tmp_path, colour_spec) -> None:
+    """tour.json of a tour of the user's model names the model ("serve_model": spec, weights
+    and the card it completed) and the prototypes of the classes it showed."""
+    from fastapi.testclient import TestClient
+    from safetensors.torch import save_file
+
+    from kangae.serve import app_for
+
+    card = {**read_card(colour_spec["card"]).to_dict(), "inferred": ["channels"], "mean": None}
+    model = {"spec": colour_spec["spec"], "weights": colour_spec["weights"], "card": card}
+    images = torch.zeros(2, 3, 32, 32)
+    images[0, 0] = 1.0  # red
+    images[1, 1:] = 1.0  # cyan
+    (tmp_path / "ideas").mkdir()
+    protos = tmp_path / "ideas" / "prototypes.safetensors"
+    save_file({"images": images, "targets": torch.tensor([1, 6])}, protos)
+    (tmp_path / "tour.json").write_text(json.dumps({"serve_model": model, "quick": True,
+                                                    "prototypes": "ideas/prototypes.safetensors"}))
+    app = app_for(tmp_path, allowed_hosts=["testserver"], proto_steps=4)
+    with TestClient(app) as client:
+        assert client.get("/api/info").json()["mode"] == "picture"
+        p = client.get("/api/prototypes/6").json()  # ready at once: the tour's own
+        assert p["ready"] and p["source"] == "precomputed: prototypes.safetensors" and p["probability"] > 0.9
+        want = (images[1].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        assert np.array_equal(_decode(p["image"]), want)
+        p = client.get("/api/prototypes/2?wait=20").json()  # any other class: computed
+        assert p["ready"] and p["source"] == "computed"
+    save_file({"images": images, "targets": torch.tensor([1, 9])}, protos)
+    with pytest.raises(KangaeError, match=r"'targets' must be classes 0\.\.7"):
+        app_for(tmp_path)

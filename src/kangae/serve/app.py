@@ -315,22 +315,28 @@ def app_for(spec: str | os.PathLike, *, weights: str | os.PathLike | None = None
     drawings, 16 MiB for pictures."""
     from ..errors import RunError
     from ..training.run import load, open_model
-    from .source import load_prototypes, resolve
+    from .source import load_picture_prototypes, load_prototypes, resolve_source
 
     protos_path = None
     if Path(spec).is_dir():
         if weights is not None or card is not None:
             raise RunError(f"{spec}: a kangae run or tour folder carries its own weights and card; "
                            "--weights and --card are for other models")
-        run_path, protos_path = resolve(spec)
-        run = load(run_path)
+        source = resolve_source(spec)
+        protos_path = source.prototypes
+        run = load(source.run) if source.run is not None else open_model(**source.model)  # type: ignore[arg-type]
     else:
         run = open_model(spec, weights=weights, card=card)
     if not is_digit_model(run):
         for name in ("ideas", "ideas_from", "compute_ideas_now"):
             engine_options.pop(name, None)
+        known = None  # checked before the engine starts its threads
+        if protos_path is not None:
+            known = load_picture_prototypes(protos_path, len(run.classes), tuple(run.card.input_shape))
         engine = PictureEngine(run, workers=workers, explain_method=explain_method or "gradcam",
                                **engine_options)
+        if known is not None:
+            engine.prototypes.preload(*known, f"precomputed: {protos_path.name}")
         return create_app(engine, max_body=max_body or PICTURE_MAX_BODY, title=run.path.name,
                           allowed_hosts=allowed_hosts)
     for name in ("mask_steps", "proto_steps", "proto_batch"):

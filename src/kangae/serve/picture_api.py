@@ -79,6 +79,7 @@ class PrototypeOut(BaseModel):
     probability: float | None = Field(None, description="The model's probability of the class for it.")
     seconds: float | None = Field(None, description="Time of the batch that computed it.")
     batch: int | None = Field(None, description="Classes computed in that batch.")
+    source: str | None = Field(None, description="`computed`, or `precomputed: FILE` for a tour's.")
     position: int = Field(description="While not ready: 0 being computed, n: n - 1 classes before it.")
     settings: dict[str, Any]
 
@@ -132,5 +133,6 @@ def add_picture_routes(app: FastAPI, engine: PictureEngine, errors: dict[int | s
                 p = future.result()
             except Exception as e:  # noqa: BLE001 - the background computation failed
                 raise NotAvailable(f"prototype computation failed: {e}", 500) from None
-            out.update(image=p.image, probability=p.probability, seconds=p.seconds, batch=p.batch, position=0)
+            out.update(image=p.image, probability=p.probability, seconds=p.seconds, batch=p.batch, position=0,
+                       source=p.source)
         return out

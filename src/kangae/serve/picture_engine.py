@@ -52,6 +52,7 @@ class Prototype:
     probability: float
     seconds: float
     batch: int
+    source: str = "computed"
 
 
 def proto_param(side: int) -> str:
@@ -113,6 +114,19 @@ class Prototypes:
                 self._thread.start()
             self._cond.notify()
             return fut
+
+    def preload(self, images: torch.Tensor, targets: list[int], source: str) -> None:
+        """Prototypes computed before (a tour's), kept like computed ones."""
+        from ..render.images import to_pil
+
+        with torch.inference_mode():
+            probs = F.softmax(self.model(images.float()).float(), dim=1)
+        with self._cond:
+            for i, k in enumerate(targets):
+                fut: Future[Prototype] = Future()
+                image = png_data_url(to_pil(images[i], scale=1))
+                fut.set_result(Prototype(k, image, round(float(probs[i, k]), 4), 0.0, 0, source))
+                self._futures[k] = fut
 
     def _forget_old(self) -> None:
         done = [k for k, f in self._futures.items() if f.done()]
