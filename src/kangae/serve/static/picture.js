@@ -5,12 +5,12 @@
   const info = JSON.parse(document.body.dataset.info);
   const classes = info.classes;
   const $ = (id) => document.getElementById(id);
-  const state = { seq: 0, crop: null, predicted: null, protos: {} };
+  const state = { seq: 0, crop: null, predicted: null, abort: null };
   const pct = (p) => (100 * p).toFixed(1) + "%";
 
-  async function post(path, body) {
+  async function post(path, body, signal) {
     const res = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" },
-                                    body: JSON.stringify(body) });
+                                    body: JSON.stringify(body), signal });
     const data = await res.json();
     if (!res.ok) throw new Error(data.error || res.statusText);
     return data;
@@ -31,6 +31,8 @@
   async function use(file) {
     if (!file) return;
     const seq = ++state.seq;
+    if (state.abort) state.abort.abort();  // stop waiting for the last picture's explanations
+    state.abort = new AbortController();
     status(`Reading ${file.name}...`);
     for (const id of ["cam", "mask", "proto-pred"]) hide(id);
     try {
@@ -86,13 +88,14 @@
     }
     note.textContent = method === "mask" ? `Optimizing the mask (${info.mask_steps} steps)...` : "Computing...";
     try {
-      const e = await post("/api/explain", { image: state.crop, prepared: true, method, target: "auto" });
+      const e = await post("/api/explain", { image: state.crop, prepared: true, method, target: "auto" },
+                           state.abort.signal);
       if (seq !== state.seq) return;
       show(id, e.overlay);
       const steps = e.metrics.steps ? `, ${e.metrics.steps} steps` : "";
       note.textContent = `${e.summary} (${e.method}${steps}, ${(e.ms / 1000).toFixed(1)} s).`;
     } catch (err) {
-      if (seq === state.seq) note.textContent = `No ${method}: ${err.message}`;
+      if (seq === state.seq && err.name !== "AbortError") note.textContent = `No ${method}: ${err.message}`;
     }
   }
   // the model's idea of class k, polled until it is computed; dropped once current() is false
