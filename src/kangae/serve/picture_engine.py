@@ -282,6 +282,8 @@ class PictureEngine(Engine):
         else:
             res = explain(self.model, x, torch.tensor([t]), method=method, **options)
         a = torch.nan_to_num(res.attribution.detach().float().cpu()[0].sum(0))  # (H, W)
+        if method == "gradcam":  # the paper's ReLU: only the evidence for the class
+            a = a.clamp(min=0)
         metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str)) or v is None}
         for name in ("prob_after", "area"):
             value = getattr(res, name, None)

@@ -43,7 +43,7 @@
       state.predicted = p.predicted;
       renderTop(p);
       show("crop", p.crop);
-      $("prep").textContent = `${p.upload[0]}x${p.upload[1]}: ${p.preprocessing}.`;
+      $("prep").textContent = `${p.preprocessing}.`;
       status(`${file.name}: ${p.name} (${pct(p.confidence)}) in ${p.ms.toFixed(0)} ms.`);
       explain("gradcam", "cam", seq);
       explain("mask", "mask", seq);
@@ -93,7 +93,8 @@
       if (seq !== state.seq) return;
       show(id, e.overlay);
       const steps = e.metrics.steps ? `, ${e.metrics.steps} steps` : "";
-      note.textContent = `${e.summary} (${e.method}${steps}, ${(e.ms / 1000).toFixed(1)} s).`;
+      const summary = e.summary.replace(` (${e.method})`, "");  // the method is named once, below
+      note.textContent = `${summary} (${e.method}${steps}, ${(e.ms / 1000).toFixed(1)} s).`;
     } catch (err) {
       if (seq === state.seq && err.name !== "AbortError") note.textContent = `No ${method}: ${err.message}`;
     }
