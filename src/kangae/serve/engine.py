@@ -167,7 +167,7 @@ class Engine:
     # -- plumbing (on the event loop) ------------------------------------------------------
     def lane(self, name: str) -> tuple[Executor, int, float]:
         """(pool, most requests in progress, seconds a request may wait to start) of a lane:
-        ``fast`` (decoding, searches), ``slow`` (explanations and edit searches)."""
+        ``fast`` (decoding and quick calls), ``slow`` (explanations and edit searches)."""
         if name == "slow":
             return self.slow_pool, self.max_pending_slow, self.max_wait
         return self.pool, self.max_pending, self.max_wait
@@ -186,7 +186,7 @@ class Engine:
             self._pending[lane] -= 1
 
     def pending(self, slow: bool = False, lane: str | None = None) -> int:
-        """Requests in progress (queued or running) for the fast pool, or the ``slow`` one."""
+        """Requests in progress (queued or running) in the fast lane, the ``slow`` one, or ``lane``."""
         return self._pending.get(lane or ("slow" if slow else "fast"), 0)
 
     async def call(self, fn: Callable[..., T], *args: Any, slow: bool = False, arrived: float | None = None,
