@@ -268,3 +268,25 @@ def test_a_tour_of_the_users_model_is_served_with_its_prototypes(tmp_path, colou
     save_file({"images": images, "targets": torch.tensor([1, 9])}, protos)
     with pytest.raises(KangaeError, match=r"'targets' must be classes 0\.\.7"):
         app_for(tmp_path)
+
+
+def test_gradcam_beside_concurrent_predictions(picture_app, picture_client) -> None:
+    """Grad-CAM hooks a layer of a private copy: forward passes of predictions running at the
+    same time never reach its hook, and every map is the same."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    crop = picture_client.post("/api/predict", json={"image": _url(_halves())}).json()["crop"]
+    body = {"image": crop, "prepared": True, "method": "gradcam"}
+    blue = _url(Image.new("RGB", (32, 32), "blue"))
+    with ThreadPoolExecutor(4) as pool:
+        predictions = [pool.submit(picture_client.post, "/api/predict", json={"image": blue})
+                       for _ in range(40)]
+        maps = [pool.submit(picture_client.post, "/api/explain", json=body) for _ in range(6)]
+        answers = [f.result() for f in maps]
+        assert all(f.result().json()["name"] == "blue" for f in predictions)
+    assert all(r.status_code in (200, 503) for r in answers)
+    heats = {r.json()["heat"] for r in answers if r.status_code == 200}
+    assert len(heats) == 1
+    engine = picture_app.state.engine
+    assert engine._layer_model is not None and engine._layer_model is not engine.model
+    assert not engine.model.net[0]._forward_hooks  # the shared model never carries a hook

@@ -15,6 +15,7 @@ same from every thread. Class prototypes are computed once, at start, in their o
 
 from __future__ import annotations
 
+import copy
 import io
 import threading
 import time
@@ -157,7 +158,22 @@ class Engine:
             self._ideas.set_result(self._given_ideas(ideas, ideas_from))
         elif compute_ideas_now:
             self.start_ideas(ideas_method)
+        self._layer_lock = threading.Lock()
+        self._layer_model: nn.Module | None = None
         self.slow_pool.submit(self.warm_up)
+
+    @contextmanager
+    def model_for(self, method: str) -> Iterator[nn.Module]:
+        """The model to explain with: for a method that hooks a layer (Grad-CAM), a private
+        copy, one call at a time, since a hook on the shared model would also see the forward
+        passes other threads run meanwhile; else the shared model."""
+        if not get_explainer(method).needs_layer:
+            yield self.model
+            return
+        with self._layer_lock:
+            if self._layer_model is None:
+                self._layer_model = copy.deepcopy(self.model)
+            yield self._layer_model
 
     def warm_up(self) -> None:
         """One forward pass and the explanation backend's imports, so the first request is quick."""
@@ -257,7 +273,9 @@ class Engine:
         x = self.batch(image)
         probs = self.predict(image)
         t = int(probs.argmax()) if target is None else self.check_target(target)
-        out = _explain(self.model, x, torch.tensor([t]), self.check_method(method), self.classes)
+        method = self.check_method(method)
+        with self.model_for(method) as model:
+            out = _explain(model, x, torch.tensor([t]), method, self.classes)
         a = out["attribution"].detach().float().cpu()
         attr = torch.nan_to_num(a[0].mean(0) if a.ndim == 4 else a.reshape(x.shape[-2:]))
         return {"target": t, "method": out["method"], "attribution": attr, "summary": out["summary"],

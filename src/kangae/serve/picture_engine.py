@@ -13,7 +13,6 @@ size (post 004), and keeps the answers (at most ``keep`` classes).
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections import OrderedDict
@@ -230,15 +229,6 @@ class PictureEngine(Engine):
         self.mask_steps = mask_steps
         self.mask_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kangae-mask")
         self.prototypes = Prototypes(self.model, self.shape, steps=proto_steps, max_batch=proto_batch)
-        self._layer_lock = threading.Lock()
-        self._layer_model: nn.Module | None = None
-
-    def layer_model(self) -> nn.Module:
-        """A private copy of the model for the methods that hook a layer (Grad-CAM): a hook on
-        the shared model would also see the forward passes other threads run meanwhile."""
-        if self._layer_model is None:
-            self._layer_model = copy.deepcopy(self.model)
-        return self._layer_model
 
     def lane(self, name: str) -> tuple[Any, int, float]:
         if name == "mask":
@@ -276,11 +266,8 @@ class PictureEngine(Engine):
         probs = self.predict_batch(x)[0]
         t = int(probs.argmax()) if target is None else self.check_target(target)
         options: dict[str, Any] = {"steps": self.mask_steps} if method == "mask" else {}
-        if get_explainer(method).needs_layer:
-            with self._layer_lock:
-                res = explain(self.layer_model(), x, torch.tensor([t]), method=method, **options)
-        else:
-            res = explain(self.model, x, torch.tensor([t]), method=method, **options)
+        with self.model_for(method) as model:
+            res = explain(model, x, torch.tensor([t]), method=method, **options)
         a = torch.nan_to_num(res.attribution.detach().float().cpu()[0].sum(0))  # (H, W)
         if method == "gradcam":  # the paper's ReLU: only the evidence for the class
             a = a.clamp(min=0)
