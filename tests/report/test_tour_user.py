@@ -49,6 +49,15 @@ def test_tour_of_a_user_model(tmp_path):
     assert "Your model <b>colour</b>" in page and "<b>Skipped</b>" in page
     # the first three pictures (the blue folder comes first) are explained as blue
     assert all(line.startswith("blue:") for line in report["explain"]["numbers"]["masks"][:3])
+    # kangae serve opens the tour's model on the picture page, the tour's prototypes ready at once
+    from fastapi.testclient import TestClient
+
+    from kangae.serve import app_for
+
+    with TestClient(app_for(tmp_path / "tour", allowed_hosts=["testserver"])) as client:
+        assert client.get("/api/info").json()["mode"] == "picture"
+        proto = client.get("/api/prototypes/2").json()
+        assert proto["ready"] and proto["source"] == "precomputed: prototypes.safetensors"
 
 
 def test_unlabelled_pictures_skip_the_steps_that_need_labels(tmp_path):

@@ -69,3 +69,39 @@ def drawing(points: list[tuple[int, int]] | None = None, size: int = 280) -> Ima
     img = Image.new("RGB", (size, size), "white")
     ImageDraw.Draw(img).line(points or [(70, 60), (210, 60), (120, 240)], fill="black", width=20)
     return img
+
+
+@pytest.fixture(scope="session")
+def colour_spec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The colour model of tests/serve/colours.py as a user gives it: file.py:factory, a
+    safetensors file and a card with the class names (32x32, centre crop after a resize to 36)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from tests.serve.colours import NAMES, colour_weights
+
+    root = tmp_path_factory.mktemp("colour-model")
+    save_file(colour_weights(), root / "colours.safetensors")
+    card = {"channels": 3, "size": 32, "resize": 36, "preprocess": "center-crop", "normalizes_itself": True,
+            "classes": list(NAMES), "name": "colours"}
+    (root / "card.json").write_text(json.dumps(card))
+    return {"spec": f"{Path(__file__).with_name('colours.py')}:colour_net",
+            "weights": str(root / "colours.safetensors"), "card": str(root / "card.json")}
+
+
+@pytest.fixture(scope="module")
+def picture_app(colour_spec: dict[str, str]):
+    from kangae.serve import app_for
+    from kangae.serve.app import LOCAL_HOSTS
+
+    return app_for(colour_spec["spec"], weights=colour_spec["weights"], card=colour_spec["card"],
+                   allowed_hosts=[*LOCAL_HOSTS, "testserver"], mask_steps=20, proto_steps=24)
+
+
+@pytest.fixture(scope="module")
+def picture_client(picture_app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(picture_app) as c:
+        yield c

@@ -141,3 +141,84 @@ def test_draw_with_a_finger(browser, base_url) -> None:
     assert page.evaluate("() => window.scrollY") == 0
     assert errors == []
     context.close()
+
+
+@pytest.fixture(scope="module")
+def picture_url(picture_app):
+    from kangae.serve.runner import background_server
+
+    with background_server(picture_app) as url:
+        yield url
+
+
+def _loaded(page, sel: str) -> int:
+    """The natural width of a loaded, shown image (0 while hidden or loading)."""
+    return page.evaluate("""(sel) => { const i = document.querySelector(sel);
+        return i && !i.hidden && i.complete ? i.naturalWidth : 0; }""", sel)
+
+
+def test_picture_page_shows_everything(browser, picture_url, tmp_path) -> None:
+    """Any other model: choose a picture; the top-5, the crop, both overlays and the two
+    prototypes appear (the colour model of colours.py: a red picture is red)."""
+    from PIL import Image
+
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    errors, requests, outside = [], [], []
+
+    def guard(route):
+        url = route.request.url
+        if url.startswith(picture_url + "/") or url.startswith("data:"):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    context.route("**/*", guard)
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(picture_url + "/")
+    assert page.locator("#pad").count() == 0 and page.locator("#meant option").count() == 9
+    picture = tmp_path / "red.jpg"
+    Image.new("RGB", (120, 90), (230, 20, 30)).save(picture)
+    page.set_input_files("#file", str(picture))
+    page.wait_for_function("() => document.querySelectorAll('#top .bar').length === 5")
+    assert page.locator("#top .bar .lab").first.inner_text() == "red"
+    assert page.locator("#top .bar.top .lab").inner_text() == "red"
+    assert "red.jpg: red" in page.locator("#status").inner_text()
+    page.wait_for_function("() => !document.querySelector('#crop').hidden")
+    page.wait_for_timeout(50)
+    assert _loaded(page, "#crop") == 32
+    assert "120x90" in page.locator("#prep").inner_text()
+    for sel, note in (("#cam", "gradcam"), ("#mask", "mask, 20 steps")):
+        page.wait_for_function(f"() => document.querySelector('{sel}-note').textContent.includes('{note}')")
+        assert _loaded(page, sel) == 32
+    page.wait_for_function("() => document.querySelector('#proto-pred-cap').textContent.includes('p=')")
+    assert "predicted: red" in page.locator("#proto-pred-cap").inner_text()
+    assert _loaded(page, "#proto-pred") == 32
+    page.select_option("#meant", label="cyan")
+    page.wait_for_function("() => document.querySelector('#proto-meant-cap').textContent.includes('p=')")
+    assert "you mean: cyan" in page.locator("#proto-meant-cap").inner_text()
+    assert _loaded(page, "#proto-meant") == 32
+    assert errors == [] and outside == []
+    # a file that is not a picture: one line, the page carries on (Chromium logs the 400 itself)
+    junk = tmp_path / "notes.png"
+    junk.write_bytes(b"not a picture at all")
+    page.set_input_files("#file", str(junk))
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('unknown format')")
+    assert len(errors) == 1 and "status of 400" in errors[0]
+    # dropped on the panel: a blue picture drawn in the page itself
+    page.evaluate("""async () => {
+        const c = document.createElement('canvas'); c.width = 64; c.height = 40;
+        const g = c.getContext('2d'); g.fillStyle = '#0010f0'; g.fillRect(0, 0, 64, 40);
+        const blob = await new Promise((ok) => c.toBlob(ok, 'image/png'));
+        const dt = new DataTransfer(); dt.items.add(new File([blob], 'blue.png', {type: 'image/png'}));
+        const drop = new DragEvent('drop', {dataTransfer: dt, bubbles: true});
+        document.querySelector('#drop').dispatchEvent(drop);
+    }""")
+    page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('blue.png: blue')")
+    assert page.locator("#top .bar.top .lab").inner_text() == "blue"
+    assert all(u.startswith(picture_url + "/") or u.startswith("data:") for u in requests)
+    assert any(u.endswith("/api/explain") for u in requests)
+    context.close()

@@ -34,8 +34,8 @@ def test_unknown_folders_exit_2_with_a_clear_error(tmp_path: Path) -> None:
     bad_json = tmp_path / "badjson"
     bad_json.mkdir()
     (bad_json / "tour.json").write_text("{not json")
-    cases = [(tmp_path / "missing", "no such folder"), (tmp_path / "empty", "neither a kangae run folder"),
-             (bad_json, "not valid JSON")]
+    cases = [(tmp_path / "missing", "no such run folder"),
+             (tmp_path / "empty", "neither a kangae run folder"), (bad_json, "not valid JSON")]
     for folder, message in cases:
         r = CliRunner().invoke(cli, ["serve", str(folder), "--port", "0"])
         assert r.exit_code == 2, r.output
@@ -152,3 +152,65 @@ def test_batch_and_queue_options_reach_the_engine(tmp_path: Path, serve_run: Pat
     for bad in (["--max-batch", "0"], ["--queue", "0"]):
         r = CliRunner().invoke(cli, ["serve", str(tour), "--port", "0", *bad])
         assert r.exit_code == 2 and "Invalid value" in r.output
+
+
+def _served(monkeypatch, args: list[str]):
+    """``kangae serve ARGS`` up to the point it would serve: (result, its app or None)."""
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(self.config.app))
+    r = CliRunner().invoke(cli, ["serve", *args, "--port", "0"])
+    if served:
+        served[0].state.engine.close()
+    return r, served[0] if served else None
+
+
+def test_any_model_spec_gets_the_picture_engine(monkeypatch, colour_spec) -> None:
+    from kangae.serve.picture_engine import PictureEngine
+
+    spec = [colour_spec["spec"], "--weights", colour_spec["weights"], "--card", colour_spec["card"]]
+    r, app = _served(monkeypatch, [*spec, "--mask-steps", "7", "--proto-steps", "5", "--explain", "saliency"])
+    assert r.exit_code == 0, r.output
+    engine = app.state.engine
+    assert isinstance(engine, PictureEngine) and engine.mask_steps == 7 and engine.prototypes.steps == 5
+    assert engine.explain_method == "saliency" and engine.classes[1] == "red"
+    r, _ = _served(monkeypatch, [*spec, "--explain", "rise"])
+    assert r.exit_code == 2 and "the picture page serves gradcam, mask" in r.output
+
+
+def test_weights_and_card_are_refused_for_run_and_tour_folders(monkeypatch, serve_run, colour_spec) -> None:
+    r, _ = _served(monkeypatch, [str(serve_run), "--weights", colour_spec["weights"]])
+    assert r.exit_code == 2 and "carries its own weights and card" in r.output and "Traceback" not in r.output
+
+
+def test_the_card_decides_the_page(tmp_path: Path) -> None:
+    """A zoo digit model with an 'mnist' card gets the drawing page; without a card it is a
+    28x28 grey picture model, and gets the picture page with a grey crop."""
+    import base64
+    import io
+
+    import numpy as np
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from kangae.serve.engine import Engine
+    from kangae.serve.picture_engine import PictureEngine
+
+    card = {"preprocess": "mnist", "classes": [str(i) for i in range(10)]}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    app = app_for("softmax", card=tmp_path / "card.json", ideas_method="gradient",
+                  allowed_hosts=["testserver"])
+    engine = app.state.engine
+    assert type(engine) is Engine
+    with TestClient(app) as client:
+        assert client.get("/api/info").json()["mode"] == "digits" and 'id="pad"' in client.get("/").text
+    app = app_for("softmax", allowed_hosts=["testserver"])
+    assert isinstance(app.state.engine, PictureEngine)
+    buf = io.BytesIO()
+    Image.new("RGB", (56, 40), (200, 100, 50)).save(buf, format="PNG")
+    with TestClient(app) as client:
+        out = client.post("/api/predict", json={"image": base64.b64encode(buf.getvalue()).decode()}).json()
+    crop = Image.open(io.BytesIO(base64.b64decode(out["crop"].split(",", 1)[1])))
+    assert crop.mode == "L" and crop.size == (28, 28) and len(out["top"]) == 5
+    assert np.asarray(crop).std() == 0  # a flat colour stays flat

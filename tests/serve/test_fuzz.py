@@ -147,3 +147,43 @@ def test_random_json_bodies_get_4xx(client, body: dict) -> None:
     text = json.dumps(body)  # NaN and Infinity tokens included
     for path in ("/api/predict", "/api/explain", "/api/fix"):
         _refused(_post_json(client, text, path))
+
+
+# -- the picture page (any other model): the same junk, the same one-line 4xx ------------------
+
+@FUZZ
+@given(raw=st.binary(max_size=4096), prepared=st.booleans())
+def test_pictures_random_bytes_get_400(picture_client, raw: bytes, prepared: bool) -> None:
+    for image in (_b64(raw), "data:image/jpeg;base64," + _b64(raw)):
+        _refused(picture_client.post("/api/predict", json={"image": image, "prepared": prepared}))
+
+
+@FUZZ
+@given(raw=encoded_pictures(), cut=st.floats(0.0, 1.0))
+def test_pictures_truncated_streams(picture_client, raw: bytes, cut: float) -> None:
+    part = raw[: int(len(raw) * cut)]
+    _refused(picture_client.post("/api/predict", json={"image": _b64(part)}), ok_too=True)
+    r = picture_client.post("/api/predict", json={"image": _b64(raw)})
+    assert r.status_code == 200, r.text  # whole, any mode reads: prepared to the model's 32x32
+    assert r.json()["size"] == [32, 32]
+
+
+@FUZZ
+@given(w=st.integers(1, 2**31 - 1), h=st.integers(8193, 2**31 - 1), swap=st.booleans(),
+       data=st.binary(max_size=64))
+def test_pictures_huge_declared_sizes_get_400(picture_client, w: int, h: int, swap: bool,
+                                              data: bytes) -> None:
+    w, h = (h, w) if swap else (w, h)
+    png = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+           + _png_chunk(b"IDAT", zlib.compress(data)) + _png_chunk(b"IEND", b""))
+    r = picture_client.post("/api/predict", json={"image": _b64(png)})
+    assert r.status_code == 400 and "too large" in r.json()["error"], r.text
+
+
+@FUZZ
+@given(body=st.dictionaries(st.sampled_from(["image", "prepared", "target", "method", "x"]), JSON,
+                            max_size=5))
+def test_pictures_random_json_bodies_get_4xx(picture_client, body: dict) -> None:
+    text = json.dumps(body)
+    for path in ("/api/predict", "/api/explain"):
+        _refused(_post_json(picture_client, text, path))

@@ -9,6 +9,7 @@ leave free (:mod:`kangae.utils.threads`).
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import warnings
 from typing import Any
@@ -51,7 +52,7 @@ class _Group(click.Group):
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         if any(p.name == "spec" for p in cmd.params) and cmd.help and SPEC_HELP not in cmd.help:
-            cmd.help = f"{cmd.help}\n\n{SPEC_HELP}"
+            cmd.help = f"{inspect.cleandoc(cmd.help)}\n\n{SPEC_HELP}"  # as click cleans a docstring
         super().add_command(_with_threads(cmd) if not isinstance(cmd, click.Group) else cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:

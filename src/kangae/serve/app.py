@@ -16,6 +16,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
@@ -30,7 +31,9 @@ from ..probes.registry import explainer_names
 from .batcher import Busy
 from .engine import Engine, NotAvailable, _round
 from .inputs import BadInput, Seen, read_image
-from .limits import ARRIVED, MAX_BODY, Arrival, BodyLimit, HostCheck
+from .limits import ARRIVED, MAX_BODY, PICTURE_MAX_BODY, Arrival, BodyLimit, HostCheck
+from .picture_api import add_picture_routes
+from .picture_engine import PictureEngine, picture_info
 
 log = logging.getLogger("kangae.serve")
 
@@ -38,7 +41,12 @@ PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
             "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 UNPARSED = "There was an error parsing the body"  # FastAPI's words when json.loads raises
-ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+ASSETS = {"app.js": "text/javascript; charset=utf-8", "picture.js": "text/javascript; charset=utf-8",
+          "app.css": "text/css; charset=utf-8"}
+DIGIT_DESCRIPTION = ("Draw a digit; see what the model sees, what it rests on, what it imagines each class "
+                     "looks like, and the fewest edits to change its mind.")
+PICTURE_DESCRIPTION = ("Send a picture; see the top-5 classes, the crop the model sees, Grad-CAM and the "
+                       "mask over it, and the model's prototype of any class.")
 
 IMAGE_DOC = ("A drawing as a base64 PNG (or JPEG), bare or as a `data:image/png;base64,...` URL, which "
              "gets MNIST-style preprocessing; or a 28x28 array of numbers in [0, 1], taken as already "
@@ -153,9 +161,9 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
         yield
         engine.close()
 
+    picture = isinstance(engine, PictureEngine)
     app = FastAPI(title="kangae serve", version=__version__, lifespan=lifespan,
-                  description="Draw a digit; see what the model sees, what it rests on, what it "
-                              "imagines each class looks like, and the fewest edits to change its mind.")
+                  description=PICTURE_DESCRIPTION if picture else DIGIT_DESCRIPTION)
     app.add_middleware(BodyLimit, max_bytes=max_body)
     if allowed_hosts:
         app.add_middleware(HostCheck, allowed=allowed_hosts)
@@ -165,10 +173,13 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
                              autoescape=jinja2.select_autoescape(["html"]))
     assets = {name: _package_text("static", name).encode() for name in ASSETS}
     meta = engine.run.meta
-    info = {"classes": engine.classes, "model": meta.model, "dataset": meta.dataset,
-            "shape": list(engine.shape), "run": title or engine.run.path.name,
+    info = {"mode": "picture" if picture else "digits", "classes": engine.classes, "model": meta.model,
+            "dataset": meta.dataset, "shape": list(engine.shape), "run": title or engine.run.path.name,
             "accuracy": meta.metrics.get("test_accuracy", meta.metrics.get("accuracy"))}
-    page = env.get_template("index.html").render(info=info, info_json=json.dumps(info))
+    if picture:
+        info.update(picture_info(engine))
+    page = env.get_template("picture.html" if picture else "index.html").render(info=info,
+                                                                                 info_json=json.dumps(info))
     hw = engine.shape[-2:]
 
     def _decode_then(fn: Callable[..., Any]) -> Callable[..., tuple[Seen, Any]]:
@@ -222,6 +233,10 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
     @app.get("/api/info", summary="The model being served")
     async def api_info() -> dict[str, Any]:
         return info
+
+    if picture:
+        add_picture_routes(app, engine, ERRORS)
+        return app
 
     @app.post("/api/predict", response_model=PredictOut, responses=ERRORS,
               summary="Class probabilities, and the 28x28 image the model sees")
@@ -282,23 +297,58 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
     return app
 
 
-def app_for(folder: str | os.PathLike, *, workers: int = 2, ideas_method: str = "auto",
-            explain_method: str = "mask", max_body: int = MAX_BODY,
-            allowed_hosts: list[str] | None = None, **engine_options: Any) -> FastAPI:
-    """Load a run or tour folder (see :mod:`kangae.serve.source`) and build its app;
-    ``engine_options`` (``max_batch``, ``max_pending``, ``max_wait``, ...) go to :class:`Engine`."""
-    from ..training.run import load
-    from .source import load_prototypes, resolve
+def is_digit_model(run: Any) -> bool:
+    """A model whose card prepares pictures as MNIST digits gets the drawing page."""
+    return run.card is None or run.card.preprocess == "mnist"
 
-    run_path, protos_path = resolve(folder)
-    run = load(run_path)
+
+def app_for(spec: str | os.PathLike, *, weights: str | os.PathLike | None = None,
+            card: str | os.PathLike | None = None, workers: int = 2, ideas_method: str = "auto",
+            explain_method: str | None = None, max_body: int | None = None,
+            allowed_hosts: list[str] | None = None, **engine_options: Any) -> FastAPI:
+    """Open ``spec`` and build its app: a run or tour folder (see :mod:`kangae.serve.source`),
+    or any other ``SPEC`` of :func:`kangae.open_model` with ``weights`` and ``card``. A digit
+    model (its card says ``mnist``) gets the drawing page and :class:`Engine`, any other the
+    picture page and :class:`~kangae.serve.picture_engine.PictureEngine` (``mask_steps``,
+    ``proto_steps`` and ``proto_batch`` go there). ``engine_options`` (``max_batch``,
+    ``max_pending``, ``max_wait``, ...) go to the engine. ``max_body`` defaults to 1 MiB for
+    drawings, 16 MiB for pictures."""
+    from ..errors import RunError
+    from ..training.run import load, open_model
+    from .source import load_picture_prototypes, load_prototypes, resolve_source
+
+    protos_path = None
+    if Path(spec).is_dir():
+        if weights is not None or card is not None:
+            raise RunError(f"{spec}: a kangae run or tour folder carries its own weights and card; "
+                           "--weights and --card are for other models")
+        source = resolve_source(spec)
+        protos_path = source.prototypes
+        run = load(source.run) if source.run is not None else open_model(**source.model)  # type: ignore[arg-type]
+    else:
+        run = open_model(spec, weights=weights, card=card)
+    if not is_digit_model(run):
+        for name in ("ideas", "ideas_from", "compute_ideas_now"):
+            engine_options.pop(name, None)
+        known = None  # checked before the engine starts its threads
+        if protos_path is not None:
+            known = load_picture_prototypes(protos_path, len(run.classes), tuple(run.card.input_shape))
+        engine = PictureEngine(run, workers=workers, explain_method=explain_method or "gradcam",
+                               **engine_options)
+        if known is not None:
+            engine.prototypes.preload(*known, f"precomputed: {protos_path.name}")
+        return create_app(engine, max_body=max_body or PICTURE_MAX_BODY, title=run.path.name,
+                          allowed_hosts=allowed_hosts)
+    for name in ("mask_steps", "proto_steps", "proto_batch"):
+        engine_options.pop(name, None)
     ideas = None
     if protos_path is not None:
         ideas = load_prototypes(protos_path, len(run.classes), tuple(run.meta.input_shape))
     engine = Engine(run, workers=workers, ideas=ideas, ideas_method=ideas_method,
-                    ideas_from=protos_path.name if protos_path else "", explain_method=explain_method,
+                    ideas_from=protos_path.name if protos_path else "",
+                    explain_method=explain_method or "mask",
                     **engine_options)
-    return create_app(engine, max_body=max_body, title=run.path.name, allowed_hosts=allowed_hosts)
+    return create_app(engine, max_body=max_body or MAX_BODY, title=run.path.name, allowed_hosts=allowed_hosts)
 
 
 __all__ = ["app_for", "create_app"]

@@ -15,11 +15,12 @@ same from every thread. Class prototypes are computed once, at start, in their o
 
 from __future__ import annotations
 
+import copy
 import io
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -35,7 +36,7 @@ from ..probes.inputs import ProbeInputError, as_target
 from ..probes.registry import ExplainerSpec, get_explainer
 from ..training.run import Run
 from .batcher import Busy, MicroBatcher, run_by
-from .inputs import BadInput, Seen, rounded
+from .inputs import BadInput, rounded
 
 T = TypeVar("T")
 IDEA_METHODS = ("auto", "greedy", "gradient")
@@ -150,14 +151,29 @@ class Engine:
         self.max_wait = max_wait
         self.batcher = MicroBatcher(self.predict_batch, self.forward_pool, max_batch=max_batch,
                                     window=batch_window, concurrency=workers)
-        self._pending = {False: 0, True: 0}  # in progress, by pool (slow or not); only the event loop counts
+        self._pending = {"fast": 0, "slow": 0}  # in progress, by lane; only the event loop counts
         self._ideas: Future[Ideas] = Future()
         self._ideas_thread: threading.Thread | None = None
         if ideas is not None:
             self._ideas.set_result(self._given_ideas(ideas, ideas_from))
         elif compute_ideas_now:
             self.start_ideas(ideas_method)
+        self._layer_lock = threading.Lock()
+        self._layer_model: nn.Module | None = None
         self.slow_pool.submit(self.warm_up)
+
+    @contextmanager
+    def model_for(self, method: str) -> Iterator[nn.Module]:
+        """The model to explain with: for a method that hooks a layer (Grad-CAM), a private
+        copy, one call at a time, since a hook on the shared model would also see the forward
+        passes other threads run meanwhile; else the shared model."""
+        if not get_explainer(method).needs_layer:
+            yield self.model
+            return
+        with self._layer_lock:
+            if self._layer_model is None:
+                self._layer_model = copy.deepcopy(self.model)
+            yield self._layer_model
 
     def warm_up(self) -> None:
         """One forward pass and the explanation backend's imports, so the first request is quick."""
@@ -165,36 +181,44 @@ class Engine:
         from ..probes import attribution  # noqa: F401  (imports captum)
 
     # -- plumbing (on the event loop) ------------------------------------------------------
-    @contextmanager
-    def _admit(self, slow: bool, arrived: float | None) -> Iterator[float]:
-        """One request in progress; yields its deadline, ``max_wait`` after it ``arrived``
-        (``time.monotonic()``; default now). :class:`Busy` at once when full."""
-        limit = self.max_pending_slow if slow else self.max_pending
-        if self._pending[slow] >= limit:
-            raise Busy(f"{self._pending[slow]} requests are waiting for the model; try again shortly")
-        self._pending[slow] += 1
-        try:
-            yield (time.monotonic() if arrived is None else arrived) + self.max_wait
-        finally:
-            self._pending[slow] -= 1
+    def lane(self, name: str) -> tuple[Executor, int, float]:
+        """(pool, most requests in progress, seconds a request may wait to start) of a lane:
+        ``fast`` (decoding and quick calls), ``slow`` (explanations and edit searches)."""
+        if name == "slow":
+            return self.slow_pool, self.max_pending_slow, self.max_wait
+        return self.pool, self.max_pending, self.max_wait
 
-    def pending(self, slow: bool = False) -> int:
-        """Requests in progress (queued or running) for the fast pool, or the ``slow`` one."""
-        return self._pending[slow]
+    @contextmanager
+    def _admit(self, lane: str, arrived: float | None) -> Iterator[float]:
+        """One request in progress; yields its deadline, the lane's wait after it ``arrived``
+        (``time.monotonic()``; default now). :class:`Busy` at once when full."""
+        _, limit, wait = self.lane(lane)
+        if self._pending.get(lane, 0) >= limit:
+            raise Busy(f"{self._pending[lane]} requests are waiting for the model; try again shortly")
+        self._pending[lane] = self._pending.get(lane, 0) + 1
+        try:
+            yield (time.monotonic() if arrived is None else arrived) + wait
+        finally:
+            self._pending[lane] -= 1
+
+    def pending(self, slow: bool = False, lane: str | None = None) -> int:
+        """Requests in progress (queued or running) in the fast lane, the ``slow`` one, or ``lane``."""
+        return self._pending.get(lane or ("slow" if slow else "fast"), 0)
 
     async def call(self, fn: Callable[..., T], *args: Any, slow: bool = False, arrived: float | None = None,
-                   **kwargs: Any) -> T:
-        """Run ``fn`` in the model pool (``slow``: the pool for explanations and edit searches);
-        :class:`Busy` when too many calls are in progress, or when it could not start within
-        ``max_wait`` seconds of the request's arrival."""
-        with self._admit(slow, arrived) as deadline:
-            return await run_by(self.slow_pool if slow else self.pool, partial(fn, *args, **kwargs), deadline)
+                   lane: str | None = None, **kwargs: Any) -> T:
+        """Run ``fn`` in the model pool (``slow``: the pool for explanations and edit searches;
+        or a named ``lane``); :class:`Busy` when too many calls are in progress, or when it
+        could not start within the lane's wait of the request's arrival."""
+        lane = lane or ("slow" if slow else "fast")
+        with self._admit(lane, arrived) as deadline:
+            return await run_by(self.lane(lane)[0], partial(fn, *args, **kwargs), deadline)
 
-    async def classify(self, decode: Callable[[], Seen], arrived: float | None = None
-                       ) -> tuple[Seen, torch.Tensor]:
+    async def classify(self, decode: Callable[[], Any], arrived: float | None = None
+                       ) -> tuple[Any, torch.Tensor]:
         """``decode()`` in the pool, then the class probabilities (K,) of its image, computed in
         one forward pass with those of the other requests waiting at the same time."""
-        with self._admit(False, arrived) as deadline:
+        with self._admit("fast", arrived) as deadline:
             seen = await run_by(self.pool, decode, deadline)
             return seen, await self.batcher(seen.image, deadline)
 
@@ -249,7 +273,9 @@ class Engine:
         x = self.batch(image)
         probs = self.predict(image)
         t = int(probs.argmax()) if target is None else self.check_target(target)
-        out = _explain(self.model, x, torch.tensor([t]), self.check_method(method), self.classes)
+        method = self.check_method(method)
+        with self.model_for(method) as model:
+            out = _explain(model, x, torch.tensor([t]), method, self.classes)
         a = out["attribution"].detach().float().cpu()
         attr = torch.nan_to_num(a[0].mean(0) if a.ndim == 4 else a.reshape(x.shape[-2:]))
         return {"target": t, "method": out["method"], "attribution": attr, "summary": out["summary"],

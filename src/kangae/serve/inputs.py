@@ -1,5 +1,6 @@
 """Decode what a client sends into what the model sees: a base64 PNG (or JPEG) drawing, run
-through MNIST-style preprocessing, or a 28x28 array taken as already preprocessed.
+through MNIST-style preprocessing, or a 28x28 array taken as already preprocessed; for any
+other model (:func:`read_picture`), an uploaded picture resized and cropped as its card says.
 
 Every way an input can be junk raises :class:`BadInput` with a message a person can act on;
 the app turns it into HTTP 400 with ``{"error": ...}``.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import math
 import re
 from dataclasses import dataclass, field
@@ -18,11 +20,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.pictures import ImageInputError, decode_picture
+from ..data.pictures import READ_FORMATS, ImageInputError, decode_picture
 from ..data.preprocess import Preprocessed, preprocess
+from ..errors import KangaeError
 
 MAX_SIDE = 4096  # a canvas is a few hundred pixels; this bounds decompression bombs
 FORMATS = ("PNG", "JPEG")
+PICTURE_MAX_SIDE = 8192  # a camera photo, not a bomb (decode_picture also caps the pixel count)
+PICTURE_FORMATS = tuple(f for f in READ_FORMATS if f != "TIFF")  # what browsers show
 _DATA_URL = re.compile(r"^data:image/[a-z+.-]+;base64,", re.IGNORECASE)
 
 
@@ -68,7 +73,7 @@ def frame_of(pre: Preprocessed) -> tuple[float, float, float, float] | None:
     return (left - ox / sx, top - oy / sy, side / sx, side / sy)
 
 
-def decode_png(text: str) -> Image.Image:
+def decode_png(text: str, formats: tuple[str, ...] = FORMATS, max_side: int = MAX_SIDE) -> Image.Image:
     """A base64 string (bare or a ``data:image/...;base64,`` URL) as a loaded PIL image, decoded
     by the same :func:`kangae.data.pictures.decode_picture` as every other picture."""
     body = _DATA_URL.sub("", text.strip(), count=1)
@@ -79,7 +84,7 @@ def decode_png(text: str) -> Image.Image:
     if not raw:
         raise BadInput("image is empty")
     try:
-        return decode_picture(raw, "image", formats=FORMATS, max_side=MAX_SIDE)
+        return decode_picture(raw, "image", formats=formats, max_side=max_side)
     except ImageInputError as e:
         raise BadInput(str(e).removeprefix("image: ")) from None
 
@@ -130,3 +135,55 @@ def read_image(image: Any, shape: tuple[int, int] = (28, 28)) -> Seen:
     if isinstance(image, float) and math.isnan(image):
         raise BadInput("image is NaN")
     raise BadInput("image must be a base64 PNG string or a 28x28 array of numbers in [0, 1]")
+
+
+@dataclass
+class Picture:
+    """An upload as the model sees it: ``image`` (C, H, W) floats in [0, 1], the same crop as
+    ``crop`` (a PNG data URL, lossless: sent back with ``prepared`` it decodes to the same
+    pixels), the upload's ``size`` (width, height) and how it was prepared."""
+
+    image: torch.Tensor
+    crop: str
+    size: tuple[int, int]
+    steps: str
+
+
+def png_data_url(img: Image.Image) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _describe(card: Any, size: tuple[int, int], prepared: bool) -> str:
+    h, w = card.size
+    if prepared:
+        return f"taken as already prepared ({w}x{h})"
+    if card.preprocess == "stretch":
+        return f"{size[0]}x{size[1]} stretched to {w}x{h}"
+    return f"{size[0]}x{size[1]}: shorter side resized to {card.resize_to}, centre {w}x{h} cropped"
+
+
+def read_picture(image: Any, card: Any, prepared: bool = False) -> Picture:
+    """A request's ``image`` (a base64 picture or data URL) decoded by the one picture decoder
+    and prepared as ``card`` (a :class:`~kangae.models.card.ModelCard`) says, by
+    :func:`kangae.data.folder.prepare_picture`. ``prepared``: the picture is already the
+    model's crop (the ``crop`` of an earlier answer) and must have the model's size."""
+    from dataclasses import replace
+
+    from ..data.folder import prepare_picture
+
+    if not isinstance(image, str):
+        raise BadInput("image must be a picture as base64 or a data: URL (PNG, JPEG, GIF, BMP, WebP)")
+    img = decode_png(image, PICTURE_FORMATS, PICTURE_MAX_SIDE)
+    h, w = card.size
+    if prepared and img.size != (w, h):
+        raise BadInput(f"a prepared image must be {w}x{h} (the model's size), not {img.width}x{img.height}")
+    # the same size stretched is Pillow's identity: a prepared crop keeps its exact pixels
+    use = replace(card, preprocess="stretch") if prepared else card
+    try:
+        x = prepare_picture(img, use, "image")
+    except (ImageInputError, KangaeError) as e:
+        raise BadInput(str(e).removeprefix("image: ")) from None
+    crop = Image.fromarray(x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy())
+    return Picture(x.float().div_(255), png_data_url(crop), img.size, _describe(card, img.size, prepared))

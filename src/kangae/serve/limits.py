@@ -12,7 +12,8 @@ import json
 import time
 from typing import Any
 
-MAX_BODY = 1 << 20  # 1 MiB
+MAX_BODY = 1 << 20  # 1 MiB: a drawing
+PICTURE_MAX_BODY = 16 << 20  # 16 MiB: a photo of 12 MB as base64
 ARRIVED = "kangae.arrived"  # scope key: time.monotonic() when the request reached the app
 
 Scope = dict[str, Any]
