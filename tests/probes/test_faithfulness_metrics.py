@@ -69,6 +69,22 @@ def test_batched_imputation_equals_the_sparse_direct_solve():
     assert torch.equal(noisy[~removed.expand_as(x)], x[~removed.expand_as(x)])
 
 
+def test_imputation_in_several_factorizations_and_of_a_blank_mask(monkeypatch):
+    """Masks beyond one factorization's size limit go in further ones, with the same answer;
+    a mask that removes everything has nothing to interpolate from and is filled with 0."""
+    import kangae.probes.faithfulness as faithfulness
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(4, 3, 12, 10, generator=g).double()
+    removed = torch.rand(4, 1, 12, 10, generator=g) < 0.7
+    removed[2] = True
+    one = impute(x, removed)
+    monkeypatch.setattr(faithfulness, "_SOLVE_UNKNOWNS", 100)  # about one mask per solve
+    torch.testing.assert_close(impute(x, removed), one, atol=1e-12, rtol=0)
+    assert torch.equal(one[2], torch.zeros(3, 12, 10))
+    torch.testing.assert_close(one[3], impute_reference(x[3], removed[3]), atol=1e-9, rtol=0)
+
+
 def test_sparseness_and_complexity_on_four_pixels_by_hand():
     a = torch.tensor([[[[0.0, 0.0], [1.0, -3.0]]]])
     # Gini of sorted |a| = 0, 0, 1, 3: sum((2i - n - 1) a_i) / (n sum a) = (1 + 9) / 16
