@@ -203,22 +203,78 @@ def _system(removed: np.ndarray, known: np.ndarray) -> tuple[Any, np.ndarray]:
     return matrix, rhs
 
 
+CG_SIDE = 32  # px: up to this side conjugate gradients are faster; beyond, the direct solve
+
+
 @torch.no_grad()
 def impute(images: torch.Tensor, removed: torch.Tensor, noise: float = 0.0,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+           generator: torch.Generator | None = None, solver: str = "auto") -> torch.Tensor:
     """ROAD's noisy linear imputation of the ``removed`` pixels ((B, 1, H, W) bool) of
     (B, C, H, W) ``images``: every removed pixel is the weighted mean of its 8 neighbours,
-    solved exactly by a sparse direct solve (scipy's SuperLU, as ROAD's own code solves it),
-    many masks per factorization (a block-diagonal system; the channels share it), then
-    Gaussian noise of std ``noise`` on the filled pixels (ROAD uses 0.01). A mask that
-    removes every pixel has nothing to interpolate from: it is filled with zeros."""
+    then Gaussian noise of std ``noise`` on the filled pixels (ROAD uses 0.01). ``solver``:
+    ``cg``, conjugate gradients on every system at once on the images' device (the system is
+    a Dirichlet Laplacian: symmetric, positive definite whenever a pixel is kept), whose
+    iterations grow with the image's side; ``direct``, a sparse direct solve (scipy's
+    SuperLU, as ROAD's own code solves it), many masks per block-diagonal factorization;
+    ``auto``, ``cg`` up to :data:`CG_SIDE` px and ``direct`` beyond. A mask that removes
+    every pixel has nothing to interpolate from: it is filled with zeros."""
+    b, c, h, w = images.shape
+    if solver not in ("auto", "cg", "direct"):
+        raise ValueError(f"unknown solver '{solver}'; use auto, cg or direct")
+    if solver == "cg" or (solver == "auto" and max(h, w) <= CG_SIDE):
+        filled = _solve_cg(images.double(), removed)
+    else:
+        filled = _solve_direct(images.double(), removed)
+    if noise > 0:
+        z = torch.randn(filled.shape, generator=generator, dtype=torch.float64).to(filled.device)
+        filled = filled + noise * z * removed.reshape(b, 1, h, w).to(filled)
+    return filled.to(dtype=images.dtype)
+
+
+def _neighbour_sum(u: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of each pixel's in-image neighbours, for (B, 1, H, W)."""
+    k = torch.tensor(NEIGHBOUR_WEIGHTS, dtype=u.dtype, device=u.device).view(1, 1, 3, 3)
+    return F.conv2d(u, k, padding=1)
+
+
+def _solve_cg(images: torch.Tensor, removed: torch.Tensor, tol: float = 1e-7,
+              max_iter: int = 2000) -> torch.Tensor:
+    """The imputation of every image and channel at once by conjugate gradients."""
+    b, c, h, w = images.shape
+    x = images.reshape(b * c, 1, h, w)
+    unknown = removed.reshape(b, 1, h, w).to(x).repeat_interleave(c, 0)
+    diag = _neighbour_sum(torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device))
+
+    def apply(v: torch.Tensor) -> torch.Tensor:  # A restricted to the unknowns
+        return (diag * v - _neighbour_sum(v * unknown)) * unknown
+
+    rhs = _neighbour_sum(x * (1 - unknown)) * unknown
+    u = torch.zeros_like(x)
+    r = rhs.clone()
+    d = r.clone()
+    rr = (r * r).flatten(1).sum(1)
+    limit = tol**2 * (rhs * rhs).flatten(1).sum(1).clamp_min(1e-30)
+    for _ in range(max_iter):
+        if bool((rr <= limit).all()):
+            break
+        ad = apply(d)
+        alpha = rr / (d * ad).flatten(1).sum(1).clamp_min(1e-300)
+        u = u + alpha.view(-1, 1, 1, 1) * d
+        r = r - alpha.view(-1, 1, 1, 1) * ad
+        rr_new = (r * r).flatten(1).sum(1)
+        d = r + (rr_new / rr.clamp_min(1e-300)).view(-1, 1, 1, 1) * d
+        rr = rr_new
+    return (x * (1 - unknown) + u * unknown).view(b, c, h, w)
+
+
+def _solve_direct(images: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    """The imputation by sparse LU factorizations of block-diagonal systems (on the CPU)."""
     from scipy.sparse.linalg import splu
 
     b, c, h, w = images.shape
-    x = images.detach().double().cpu()
     mask = removed.reshape(b, h, w).cpu().numpy().astype(bool)
     full = mask.reshape(b, -1).all(1)
-    pixels = x.permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
+    pixels = images.detach().cpu().permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
     filled = np.where(mask[..., None], 0.0, pixels)
     todo = [i for i in range(b) if mask[i].any() and not full[i]]
     while todo:
@@ -231,11 +287,7 @@ def impute(images: torch.Tensor, removed: torch.Tensor, noise: float = 0.0,
                         options={"SymmetricMode": True}).solve(rhs)
         gi, ii, jj = mask[group].nonzero()
         filled[np.asarray(group)[gi], ii, jj] = solution
-    out = torch.from_numpy(filled).permute(0, 3, 1, 2)
-    if noise > 0:
-        z = torch.randn(out.shape, generator=generator, dtype=torch.float64)
-        out = out + noise * z * removed.reshape(b, 1, h, w).cpu()
-    return out.to(device=images.device, dtype=images.dtype)
+    return torch.from_numpy(filled).permute(0, 3, 1, 2).to(images.device)
 
 
 def impute_reference(image: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
