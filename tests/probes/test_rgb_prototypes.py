@@ -35,8 +35,9 @@ def test_every_class_prototype_ranks_first(shapes_resnet_run, prototypes):
 
 def test_kangae_ideas_on_the_run_gives_the_same_prototypes(shapes_resnet_run, prototypes, tmp_path):
     out = tmp_path / "ideas"
+    threads = str(torch.get_num_threads())  # as the fixture's: the same sums in the same order
     res = CliRunner().invoke(cli, ["ideas", str(shapes_resnet_run.path), "--method", "gradient",
-                                   "--out", str(out)])
+                                   "--out", str(out), "--threads", threads])
     assert res.exit_code == 0, res.output
     assert "all rank 1: yes" in res.output
     for name in shapes_resnet_run.classes:
