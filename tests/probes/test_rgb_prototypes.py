@@ -46,3 +46,17 @@ def test_kangae_ideas_on_the_run_gives_the_same_prototypes(shapes_resnet_run, pr
     torch.testing.assert_close(saved["images"], prototypes.images, atol=1e-5, rtol=0)
     check = json.loads((out / "metrics.json").read_text())["verification"]
     assert [p["rank"] for p in check["prototypes"]] == [1] * 6
+
+
+def test_the_quick_tour_shows_prototypes_that_rank_first(shapes_resnet_run, prototypes, tmp_path):
+    """The tour of a 64-px model, even --quick, optimizes as long as the defaults do."""
+    from kangae import open_model
+    from kangae.report.tour import Settings, run_tour
+
+    user = open_model(str(shapes_resnet_run.path))
+    res = run_tour(tmp_path / "tour", settings=Settings.make(True), progress=False, log=lambda s: None,
+                   model=user, only=["ideas"])
+    assert res["failed"] == []
+    steps = json.loads((tmp_path / "tour" / "report.json").read_text())["steps"]
+    check = steps["ideas"]["numbers"]["gradient"]["verification"]
+    assert check["summary"]["all_rank_1"], [(p["name"], p["rank"]) for p in check["prototypes"]]
