@@ -6,7 +6,7 @@ elsewhere. For each method, a hit is the map's maximum within ``--tolerance`` px
 
 Usage: python benchmarks/shapes_pointing.py [--run RUN] [--n 96] [--methods gradcam,mask,extremal]
        [--steps 150] [--threads 2]
-(without --run, the ResNet is trained as tests/probes/test_rgb_pointing.py trains it: 3,000
+(without --run, the ResNet is trained as the tests train it (tests/probes/rgb_models.py): 3,000
 pictures, 6 epochs; ``--full`` trains the zoo recipe on all 10,000)
 """
 

@@ -77,3 +77,17 @@ def mlp_run(blob_data: Path, tmp_path: Path) -> Path:
     kangae.train("mlp", out=tmp_path / "mlp", epochs=2, batch_size=32, progress=False,
                  tensorboard=False, model_args={"hidden": 64})
     return tmp_path / "mlp"
+
+
+@pytest.fixture(scope="session")
+def shapes_resnet_run(tmp_path_factory: pytest.TempPathFactory):
+    """The zoo's ResNet-8 trained briefly on the generated ``shapes`` pictures (3x64x64, 100%
+    test accuracy), once per session: the pointing game and the prototype tests share it.
+    Its run folder is ``run.path``."""
+    from .probes.rgb_models import shapes_resnet
+
+    with pytest.MonkeyPatch.context() as mp:
+        cache = tmp_path_factory.mktemp("shapes-cache")
+        mp.setenv("KANGAE_CACHE", str(cache))
+        mp.setenv("KANGAE_OFFLINE", "1")
+        return shapes_resnet(cache / "models" / "resnet-shapes")

@@ -107,3 +107,16 @@ def test_library_errors_are_told_in_flags(mlp_run):
     assert res.exit_code == 2 and "pass --resume to continue it or choose another --out" in res.output
     res = run("train", "--eps", "0.3", "--out", str(mlp_run) + "-x")
     assert res.exit_code == 2 and "pass --adversarial too" in res.output
+
+
+
+@pytest.mark.parametrize("name, shape, rows", [
+    ("vgg16", "3x224x224", {"features.0": "64x224x224", "features.30": "512x7x7", "classifier.6": "1000"}),
+    ("resnet", "1x28x28", {"stem.conv": "16x28x28", "stage3": "64x7x7", "logits": "10"}),
+])
+def test_layers_of_a_zoo_model_at_its_own_input_shape(name, shape, rows):
+    res = run("layers", "--model", name)
+    assert res.exit_code == 0, res.output
+    assert f"input: {shape}" in res.output
+    table = {line.split()[0]: line.split()[2] for line in res.output.splitlines() if len(line.split()) > 2}
+    assert {k: table.get(k) for k in rows} == rows

@@ -1,6 +1,10 @@
-"""RGB models for probe tests: a cheap VGG-like net at 224 px and the zoo's ResNet."""
+"""RGB models for probe tests: a cheap VGG-like net at 224 px and the zoo's ResNet, random or
+trained briefly on ``shapes``."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,3 +54,19 @@ class Wrapped(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
+
+
+# 3,000 pictures, 6 epochs, shifts of 4 px (the recipe's): 100% test accuracy in ~25 s on 2
+# cores. 4 epochs without the shifts also reach 99.9%, but that model still leans on the
+# distractors, and its deletion masks hit the shape on 90% of the pictures, not 97%.
+SHAPES_TRAINING = {"limit": 3000, "epochs": 6}
+
+
+def shapes_resnet(folder: Path) -> Any:
+    """The zoo's ResNet-8 trained briefly on shapes, once, kept in ``folder`` (a ``Run``)."""
+    from kangae.training.folders import cached_run
+    from kangae.training.run import load, train
+
+    cached_run(folder, lambda out: train("resnet", "shapes", out=out, progress=False, tensorboard=False,
+                                         snapshots=False, device="cpu", **SHAPES_TRAINING))
+    return load(folder)

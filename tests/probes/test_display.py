@@ -168,3 +168,16 @@ def test_show_outside_a_notebook_opens_the_picture(results, monkeypatch):
     monkeypatch.setattr(Image.Image, "show", lambda self, *a, **k: shown.append(self.size))
     results["confusion"].show()
     assert len(shown) == 1
+
+
+@pytest.mark.parametrize("side, png, tile", [(28, 224, 84), (224, 224, 224)])
+def test_prototype_files_are_enlarged_only_below_photo_size(tmp_path, side, png, tile):
+    """Digits are shown 8x (the search 3x); a 224-px prototype is saved at its own size."""
+    from kangae.probes.result import PrototypeResult
+
+    images = torch.rand(2, 3, side, side)
+    r = PrototypeResult(images=images, target=torch.tensor([0, 1]), scores=torch.zeros(2),
+                        method="gradient", frames=torch.rand(3, 2, 3, side, side))
+    r.save(tmp_path)
+    assert Image.open(tmp_path / "target-00-0.png").size == (png, png)
+    assert Image.open(tmp_path / "search.gif").size == (2 * (tile + 2) + 2, tile + 4)

@@ -47,26 +47,52 @@ def test_deletion_on_four_pixels_by_hand():
     assert abs(float(r["deletion"][0]) - auc) < 1e-6
 
 
-def test_road_imputation_on_four_pixels_by_hand():
+@pytest.mark.parametrize("solver", ["cg", "direct"])
+def test_road_imputation_on_four_pixels_by_hand(solver):
     removed = torch.tensor([[[[True, False], [False, False]]]])
     # (0,0) = (2/6 + 3/6 + 4/12) / (1/6 + 1/6 + 1/12) = 14/5
-    assert abs(float(impute(X4, removed)[0, 0, 0, 0]) - 2.8) < 1e-9
+    assert abs(float(impute(X4, removed, solver=solver)[0, 0, 0, 0]) - 2.8) < 1e-9
     removed = torch.tensor([[[[True, True], [False, False]]]])
     # 5 u0 - 2 u1 = 10 and -2 u0 + 5 u1 = 11 (times 12): u0 = 72/21, u1 = 75/21
-    out = impute(X4, removed)[0, 0]
+    out = impute(X4, removed, solver=solver)[0, 0]
     assert abs(float(out[0, 0]) - 72 / 21) < 1e-9 and abs(float(out[0, 1]) - 75 / 21) < 1e-9
     assert float(out[1, 0]) == 3.0 and float(out[1, 1]) == 4.0  # kept pixels untouched
 
 
-def test_batched_imputation_equals_the_sparse_direct_solve():
+@pytest.mark.parametrize("solver", ["cg", "direct"])
+def test_batched_imputation_equals_the_sparse_direct_solve(solver):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 2, 9, 7, generator=g)
     removed = torch.rand(3, 1, 9, 7, generator=g) < torch.tensor([0.2, 0.6, 0.9]).view(3, 1, 1, 1)
-    fast = impute(x.double(), removed)
+    fast = impute(x.double(), removed, solver=solver)
     for i in range(3):
         assert torch.allclose(fast[i], impute_reference(x[i].double(), removed[i]), atol=1e-6)
-    noisy = impute(x, removed, noise=0.01, generator=torch.Generator().manual_seed(1))
+    noisy = impute(x, removed, noise=0.01, generator=torch.Generator().manual_seed(1), solver=solver)
     assert torch.equal(noisy[~removed.expand_as(x)], x[~removed.expand_as(x)])
+
+
+def test_imputation_in_several_factorizations_and_of_a_blank_mask(monkeypatch):
+    """Masks beyond one factorization's size limit go in further ones, with the same answer;
+    a mask that removes everything has nothing to interpolate from and is filled with 0; above
+    32 px ``auto`` is the direct solve, and conjugate gradients agree with it."""
+    import kangae.probes.faithfulness as faithfulness
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(4, 3, 12, 10, generator=g).double()
+    removed = torch.rand(4, 1, 12, 10, generator=g) < 0.7
+    removed[2] = True
+    one = impute(x, removed, solver="direct")
+    monkeypatch.setattr(faithfulness, "_SOLVE_UNKNOWNS", 100)  # about one mask per solve
+    torch.testing.assert_close(impute(x, removed, solver="direct"), one, atol=1e-12, rtol=0)
+    assert torch.equal(one[2], torch.zeros(3, 12, 10))
+    assert torch.equal(impute(x, removed, solver="cg")[2], one[2])
+    torch.testing.assert_close(one[3], impute_reference(x[3], removed[3]), atol=1e-9, rtol=0)
+    big = torch.rand(2, 3, 40, 36, generator=g).double()
+    holes = torch.rand(2, 1, 40, 36, generator=g) < 0.5
+    monkeypatch.setattr(faithfulness, "_solve_cg", None)  # auto must not take it at 40 px
+    direct = impute(big, holes)
+    monkeypatch.undo()
+    torch.testing.assert_close(impute(big, holes, solver="cg"), direct, atol=1e-5, rtol=0)
 
 
 def test_sparseness_and_complexity_on_four_pixels_by_hand():

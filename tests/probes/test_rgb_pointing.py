@@ -3,39 +3,19 @@ shape that decides the class, and its masks and Grad-CAM point at it (the pointi
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from kangae.data.shapes import load_shapes
 from kangae.probes.attribution import explain
 from kangae.probes.faithfulness import centre_map, pointing_hits
-from kangae.training.folders import cached_run
 
 N = 48  # test pictures
 TOLERANCE = 1  # px around the shape's box, as for the digits
-# 3,000 pictures, 6 epochs, shifts of 4 px (the recipe's): 100% test accuracy in ~25 s on 2
-# cores. 4 epochs without the shifts also reach 99.9%, but that model still leans on the
-# distractors, and its deletion masks hit the shape on 90% of the pictures, not 97%.
-TRAINING = {"limit": 3000, "epochs": 6}
-
-
-def shapes_resnet(folder: Path):
-    """The zoo's ResNet-8 trained briefly on shapes, once, kept in ``folder``."""
-    from kangae.training.run import load, train
-
-    cached_run(folder, lambda out: train("resnet", "shapes", out=out, progress=False, tensorboard=False,
-                                         snapshots=False, device="cpu", **TRAINING))
-    return load(folder)
 
 
 @pytest.fixture(scope="module")
-def game(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        cache = tmp_path_factory.mktemp("cache")
-        mp.setenv("KANGAE_CACHE", str(cache))
-        mp.setenv("KANGAE_OFFLINE", "1")
-        run = shapes_resnet(cache / "models" / "resnet-shapes")
+def game(shapes_resnet_run):
+    run = shapes_resnet_run  # trained once per session (tests/conftest.py)
     test = load_shapes("test")
     x, y, boxes = test.data.floats()[:N], test.data.labels[:N], test.boxes[:N]
     centre = pointing_hits(centre_map(N, tuple(x.shape[-2:])), boxes, TOLERANCE).float().mean()

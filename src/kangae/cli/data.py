@@ -54,7 +54,12 @@ def layers(spec: str | None, model_name: str | None, weights: str | None, card: 
             click.echo(f"card: {said}; classes: {len(run.classes)}"
                        f" (inferred: {', '.join(run.card.inferred) or 'nothing'})")
     else:
-        model, shape = create_model(model_name), (1, 28, 28)
+        model, shape = create_model(model_name), None
+    if shape is None:
+        from ..probes._model import input_shape_of
+
+        shape = input_shape_of(model)
+    click.echo(f"input: {'x'.join(map(str, shape))}")
     rows = [["  " * info.depth + info.name, info.kind,
              "x".join(map(str, info.output_shape)), f"{info.params:,}" if info.params else ""]
             for info in describe_layers(model, shape)]

@@ -164,4 +164,6 @@ def explain_bench(spec: str, methods: str, n: int, n_pointing: int, n_sanity: in
     click.echo(markdown_table(res))
     if n_pointing:
         click.echo((out_dir / "pointing.csv").read_text())
-    click.echo(f"wrote {out_dir}/bench.json, bench.md, pointing.csv, cascade.png")
+    written = [name for name in ("bench.json", "bench.md", "pointing.csv", "cascade.png")
+               if (out_dir / name).is_file()]
+    click.echo(f"wrote {out_dir}/{', '.join(written)}")

@@ -81,8 +81,14 @@ class LayerInfo:
 
 
 @torch.no_grad()
-def describe_layers(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> list[LayerInfo]:
-    """Every named submodule with its output shape (for one image) and own parameter count."""
+def describe_layers(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[LayerInfo]:
+    """Every named submodule with its output shape (for one image of ``input_shape``, by
+    default the model's own: ``model.input_shape`` or what its first layer tells) and own
+    parameter count."""
+    if input_shape is None:
+        from ..probes._model import input_shape_of  # probes build on this module
+
+        input_shape = input_shape_of(model)
     names = layer_names(model)
     with eval_mode(model), capture(model, names) as out:
         model(torch.zeros(1, *input_shape, device=module_device(model)))

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -188,6 +189,69 @@ def sanity_check(explainer: Callable[[nn.Module, torch.Tensor, torch.Tensor], to
 # (1/6 for the 4 direct ones, 1/12 for the diagonals), removed neighbours included, so the
 # removed pixels solve one sparse linear system per image and channel (Rong et al. 2022).
 NEIGHBOUR_WEIGHTS = ((1 / 12, 1 / 6, 1 / 12), (1 / 6, 0.0, 1 / 6), (1 / 12, 1 / 6, 1 / 12))
+_SOLVE_UNKNOWNS = 250_000  # removed pixels per sparse factorization (~300 MB of LU factors)
+
+
+def _system(removed: np.ndarray, known: np.ndarray) -> tuple[Any, np.ndarray]:
+    """ROAD's linear system for the removed pixels of a stack of (H, W) masks, block-diagonal
+    (one block per mask): the sparse matrix and, per unknown, the weighted sum of its kept
+    neighbours ``(n, C)`` from ``known`` ((B, H, W, C), zero where removed)."""
+    from scipy.sparse import coo_matrix
+
+    b, h, w = removed.shape
+    bi, ii, jj = removed.nonzero()
+    n = len(bi)
+    index = np.full((b, h, w), -1, np.int64)
+    index[bi, ii, jj] = np.arange(n)
+    rows, cols, vals = [np.arange(n)], [np.arange(n)], []
+    diag = np.zeros(n)
+    rhs = np.zeros((n, known.shape[-1]))
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            wt = NEIGHBOUR_WEIGHTS[di + 1][dj + 1]
+            y, z = ii + di, jj + dj
+            inside = (y >= 0) & (y < h) & (z >= 0) & (z < w)
+            if wt == 0 or not inside.any():
+                continue
+            yc, zc = y.clip(0, h - 1), z.clip(0, w - 1)
+            diag += wt * inside
+            other = np.where(inside, index[bi, yc, zc], -1)
+            link = other >= 0
+            rows.append(link.nonzero()[0])
+            cols.append(other[link])
+            vals.append(np.full(int(link.sum()), -wt))
+            rhs += wt * inside[:, None] * known[bi, yc, zc]
+    matrix = coo_matrix((np.concatenate([diag, *vals]), (np.concatenate(rows), np.concatenate(cols))),
+                        shape=(n, n)).tocsc()
+    return matrix, rhs
+
+
+CG_SIDE = 32  # px: up to this side conjugate gradients are faster; beyond, the direct solve
+
+
+@torch.no_grad()
+def impute(images: torch.Tensor, removed: torch.Tensor, noise: float = 0.0,
+           generator: torch.Generator | None = None, solver: str = "auto") -> torch.Tensor:
+    """ROAD's noisy linear imputation of the ``removed`` pixels ((B, 1, H, W) bool) of
+    (B, C, H, W) ``images``: every removed pixel is the weighted mean of its 8 neighbours,
+    then Gaussian noise of std ``noise`` on the filled pixels (ROAD uses 0.01). ``solver``:
+    ``cg``, conjugate gradients on every system at once on the images' device (the system is
+    a Dirichlet Laplacian: symmetric, positive definite whenever a pixel is kept), whose
+    iterations grow with the image's side; ``direct``, a sparse direct solve (scipy's
+    SuperLU, as ROAD's own code solves it), many masks per block-diagonal factorization;
+    ``auto``, ``cg`` up to :data:`CG_SIDE` px and ``direct`` beyond. A mask that removes
+    every pixel has nothing to interpolate from: it is filled with zeros."""
+    b, c, h, w = images.shape
+    if solver not in ("auto", "cg", "direct"):
+        raise ValueError(f"unknown solver '{solver}'; use auto, cg or direct")
+    if solver == "cg" or (solver == "auto" and max(h, w) <= CG_SIDE):
+        filled = _solve_cg(images.double(), removed)
+    else:
+        filled = _solve_direct(images.double(), removed)
+    if noise > 0:
+        z = torch.randn(filled.shape, generator=generator, dtype=torch.float64).to(filled.device)
+        filled = filled + noise * z * removed.reshape(b, 1, h, w).to(filled)
+    return filled.to(dtype=images.dtype)
 
 
 def _neighbour_sum(u: torch.Tensor) -> torch.Tensor:
@@ -196,17 +260,13 @@ def _neighbour_sum(u: torch.Tensor) -> torch.Tensor:
     return F.conv2d(u, k, padding=1)
 
 
-@torch.no_grad()
-def impute(images: torch.Tensor, removed: torch.Tensor, noise: float = 0.0,
-           generator: torch.Generator | None = None, tol: float = 1e-7, max_iter: int = 2000) -> torch.Tensor:
-    """ROAD's noisy linear imputation of the ``removed`` pixels ((B, 1, H, W) bool) of
-    (B, C, H, W) ``images``, all systems at once by conjugate gradients (the system is a
-    Dirichlet Laplacian: symmetric, positive definite whenever a pixel is kept), then
-    Gaussian noise of std ``noise`` on the filled pixels (ROAD uses 0.01)."""
+def _solve_cg(images: torch.Tensor, removed: torch.Tensor, tol: float = 1e-7,
+              max_iter: int = 2000) -> torch.Tensor:
+    """The imputation of every image and channel at once by conjugate gradients."""
     b, c, h, w = images.shape
-    x = images.double().reshape(b * c, 1, h, w)
-    unknown = removed.to(torch.float64).repeat_interleave(c, 0)
-    diag = _neighbour_sum(torch.ones(1, 1, h, w, dtype=torch.float64, device=x.device))
+    x = images.reshape(b * c, 1, h, w)
+    unknown = removed.reshape(b, 1, h, w).to(x).repeat_interleave(c, 0)
+    diag = _neighbour_sum(torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device))
 
     def apply(v: torch.Tensor) -> torch.Tensor:  # A restricted to the unknowns
         return (diag * v - _neighbour_sum(v * unknown)) * unknown
@@ -227,11 +287,30 @@ def impute(images: torch.Tensor, removed: torch.Tensor, noise: float = 0.0,
         rr_new = (r * r).flatten(1).sum(1)
         d = r + (rr_new / rr.clamp_min(1e-300)).view(-1, 1, 1, 1) * d
         rr = rr_new
-    filled = x * (1 - unknown) + u * unknown
-    if noise > 0:
-        z = torch.randn(filled.shape, generator=generator, dtype=torch.float64).to(x.device)
-        filled = filled + noise * z * unknown
-    return filled.view(b, c, h, w).to(images.dtype)
+    return (x * (1 - unknown) + u * unknown).view(b, c, h, w)
+
+
+def _solve_direct(images: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    """The imputation by sparse LU factorizations of block-diagonal systems (on the CPU)."""
+    from scipy.sparse.linalg import splu
+
+    b, c, h, w = images.shape
+    mask = removed.reshape(b, h, w).cpu().numpy().astype(bool)
+    full = mask.reshape(b, -1).all(1)
+    pixels = images.detach().cpu().permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
+    filled = np.where(mask[..., None], 0.0, pixels)
+    todo = [i for i in range(b) if mask[i].any() and not full[i]]
+    while todo:
+        group, count = [], 0
+        while todo and (not group or count + mask[todo[0]].sum() <= _SOLVE_UNKNOWNS):
+            count += int(mask[todo[0]].sum())
+            group.append(todo.pop(0))
+        matrix, rhs = _system(mask[group], filled[group])
+        solution = splu(matrix, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0,
+                        options={"SymmetricMode": True}).solve(rhs)
+        gi, ii, jj = mask[group].nonzero()
+        filled[np.asarray(group)[gi], ii, jj] = solution
+    return torch.from_numpy(filled).permute(0, 3, 1, 2).to(images.device)
 
 
 def impute_reference(image: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:

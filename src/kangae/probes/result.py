@@ -51,7 +51,7 @@ class PrototypeResult(Shows):
         and targets) and ``metrics.json`` (the command adds its verification to it)."""
         from safetensors.torch import save_file
 
-        from ..render.images import save_gif, save_grid, save_image
+        from ..render.images import display_scale, save_gif, save_grid, save_image
         from ..utils.atomic import atomic_path, write_json
 
         folder = Path(folder)
@@ -59,11 +59,13 @@ class PrototypeResult(Shows):
         names = list(names) if names is not None else [str(int(t)) for t in self.target]
         save_grid(self.images, folder / "grid.png", titles=list(titles) if titles else names,
                   signed=self.signed, suptitle=title or None)
+        # digits are enlarged to be seen; a photo-sized prototype is saved at its own size
+        scale = display_scale(max(self.images.shape[-2:]))
         for i, name in enumerate(names):
             safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-            save_image(self.images[i], folder / f"target-{i:02d}-{safe}.png", signed=self.signed)
+            save_image(self.images[i], folder / f"target-{i:02d}-{safe}.png", scale=scale, signed=self.signed)
         if self.frames is not None and len(self.frames) > 1:
-            save_gif(self.frames, folder / "search.gif", signed=self.signed)
+            save_gif(self.frames, folder / "search.gif", scale=min(3, scale), signed=self.signed)
         with atomic_path(folder / "prototypes.safetensors") as tmp:
             save_file({"images": self.images.detach().float().contiguous().cpu(),
                        "targets": self.target.detach().long().contiguous().cpu()}, str(tmp))
