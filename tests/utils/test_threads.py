@@ -70,9 +70,10 @@ def two_workers():
 
 def test_pieces_are_cut_finer_only_with_several_workers(two_workers):
     assert threads.workers() == 2
-    assert threads.pieces(64, 128) == [slice(0, 16), slice(16, 32), slice(32, 48), slice(48, 64)]
-    assert threads.pieces(200, 128) == [slice(i, min(i + 25, 200)) for i in range(0, 200, 25)]
-    assert threads.pieces(10, 128) == [slice(0, 10)]  # never under 16 images a piece
+    assert threads.pieces(64, 128) == [slice(0, 32), slice(32, 64)]
+    assert threads.pieces(400, 128) == [slice(i, i + 50) for i in range(0, 400, 50)]  # 4 a worker
+    assert threads.pieces(20, 128) == [slice(0, 20)]  # never under 32 images a piece
+    assert threads.pieces(64, 128, smallest=16) == [slice(i, i + 16) for i in range(0, 64, 16)]
     torch.set_num_threads(2)  # intra-op threads: no workers on top of them
     assert threads.workers() == 1 and threads.pieces(64, 128) == [slice(0, 64)]
 
@@ -87,7 +88,7 @@ def test_map_pieces_runs_on_several_threads_in_order_and_raises(two_workers):
         time.sleep(0.01)
         return part.start
 
-    parts = threads.pieces(64, 128)
+    parts = threads.pieces(64, 128, smallest=16)
     assert threads.map_pieces(work, parts) == [0, 16, 32, 48]
     assert len(names) == 2 and all(n.startswith("kangae-piece") for n in names)
 
@@ -142,8 +143,8 @@ def test_masks_in_pieces_on_two_workers_equal_one_batch(two_workers):
                           nn.Linear(6 * 13 * 13, 10))
     x = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     y = torch.arange(40) % 10
-    assert len(threads.pieces(40, 128, "cpu")) == 3 and len(threads.pieces(40, 128, "meta")) == 1
-    got = {m: explain(model, x, y, method=m, steps=4) for m in ("mask", "extremal")}
+    assert len(threads.pieces(40, 128, "cpu", 16)) == 3 and len(threads.pieces(40, 128, "meta", 16)) == 1
+    got = {m: explain(model, x, y, method=m, steps=4) for m in ("mask", "extremal")}  # extremal: 2 pieces
     threads.set_workers(1)
     for m, e in got.items():
         want = explain(model, x, y, method=m, steps=4)

@@ -20,7 +20,8 @@ from typing import TypeVar
 import torch
 
 SAMPLE_SECONDS = 0.1
-PIECE = 16  # images in the smallest piece of work handed to a worker
+PIECE = 32  # images in the smallest piece of work handed to a worker (PGD on fast-cnn:
+# pieces of 32 beat pieces of 16 and 8 beside a busy program, docs/benchmarks.md)
 T = TypeVar("T")
 
 
