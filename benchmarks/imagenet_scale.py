@@ -27,6 +27,7 @@ Usage: python benchmarks/imagenet_scale.py [--quick] [--threads 2] [--device cpu
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -176,8 +177,8 @@ def main() -> None:
           f"IG ({ig_steps} steps, 1 image): {1 / t_ig:6.3f} images/s (the default 32 steps: about "
           f"{ig_steps / t_ig / 32:6.3f} images/s)")
     print(f"peak memory of the whole run: {peak_memory(device)}")
-    if device.type == "cpu":
-        print("# a shared CPU: other sessions' work makes these figures noisy; rerun on a quiet machine")
+    if device.type == "cpu":  # other programs' work on the same CPUs makes the figures noisy
+        print(f"# load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Every command (but ``serve``) end to end on a VGG16-layout network at 3x224, as a user brings it:
+"""Every command end to end on a VGG16-layout network at 3x224, as a user brings it (``serve``
+through its app's API):
 ``nets.py:vgg`` + ``weights.safetensors`` + ``card.json`` with six class names, and ``--images`` of
 twelve generated 224-px ``shapes`` pictures in class folders.
 
@@ -196,3 +197,44 @@ def test_tour_of_the_224_px_model(user, tmp_path):
     assert len(eps) == 5 and float(eps[-1]) == pytest.approx(8 / 255, abs=1e-3)  # photo radii
     assert set(report["learning"]["numbers"]["confusion"]["classes"]) == set(CLASSES)
     assert "narrow-vgg16" in (out / "report.html").read_text()
+
+
+def test_serve_opens_it_on_the_picture_page_at_224(user):
+    """The last command: ``kangae serve SPEC`` builds the picture page for this model, and its
+    API answers a photo with the crop at 224, the top-5 in the card's names, a Grad-CAM overlay
+    of the crop's size, and a prototype at 224 (few steps)."""
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from kangae.serve import app_for
+    from kangae.serve.app import LOCAL_HOSTS
+
+    app = app_for(f"{user / 'nets.py'}:vgg", weights=user / "weights.safetensors", card=user / "card.json",
+                  allowed_hosts=[*LOCAL_HOSTS, "testserver"], mask_steps=2, proto_steps=2)
+    photo = base64.b64encode((user / "photo.jpg").read_bytes()).decode()
+
+    def image(url: str) -> Image.Image:
+        assert url.startswith("data:image/png;base64,")
+        return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+
+    with TestClient(app) as client:
+        info = client.get("/api/info").json()
+        assert info["mode"] == "picture" and info["shape"] == [3, 224, 224] and info["classes"] == CLASSES
+        out = client.post("/api/predict", json={"image": "data:image/jpeg;base64," + photo}).json()
+        assert image(out["crop"]).size == (224, 224)
+        names = [t["name"] for t in out["top"]]
+        assert len(names) == 5 and set(names) <= set(CLASSES)
+        probs = [t["probability"] for t in out["top"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+        cam = client.post("/api/explain", json={"image": out["crop"], "prepared": True,
+                                                "method": "gradcam"}).json()
+        assert image(cam["overlay"]).size == (224, 224)
+        for _ in range(4):  # the server waits 30 s at most per request
+            proto = client.get(f"/api/prototypes/{CLASSES.index(names[0])}?wait=30")
+            assert proto.status_code == 200, proto.text[:300]
+            if proto.json()["ready"]:
+                break
+        assert proto.json()["ready"] and image(proto.json()["image"]).size == (224, 224)
+        assert proto.json()["name"] == names[0] and proto.json()["settings"]["steps"] == 2
