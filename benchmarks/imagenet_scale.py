@@ -150,8 +150,9 @@ def main() -> None:
     handle = model.register_forward_pre_hook(stamp)
     total = timed(lambda: activation_maximization(model, CLASSES, steps=1 + steps, frames=0), device)
     handle.remove()
-    # forwards: count the classes, step 1 (warm-up), steps 2..1+steps, score the results
-    ours = (starts[-1] - starts[2]) / steps
+    # forwards: count the classes, a one-image layout trial, step 1 (warm-up), steps
+    # 2..1+steps, score the results: the last `steps` intervals end where the scoring begins
+    ours = (starts[-1] - starts[-1 - steps]) / steps
     memory = peak_memory(device)
     print(f"activation maximization, 8 class logits, s per step:  post 004 loop (1 class at a time) "
           f"{loop:6.2f}   kangae (8 in one batch) {ours:6.2f}   loop/kangae {loop / ours:4.2f}x "

@@ -212,3 +212,37 @@ def test_filter_grid_makes_post_004s_4x4_grid_of_a_layer():
     assert picture.width == picture.height  # 4 x 4
     ones = filter_grid(model, "block1.relu2", target=[3, 5], steps=5)
     assert ones.target.tolist() == [3, 5]
+
+
+class _Viewing(nn.Module):
+    """A conv net that flattens with ``view``, which refuses channels-last strides."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 16 * 16, 5)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.fc(h.view(len(h), -1))
+
+
+def test_the_fast_layout_gives_the_same_prototypes_and_steps_aside_for_a_view():
+    import kangae.probes.actmax as actmax
+
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16 * 16, 5))
+    kwargs = dict(steps=5, input_shape=(3, 16, 16), seed=1)
+    fast = activation_maximization(conv, [0, 3], **kwargs)
+    with pytest.MonkeyPatch.context() as mp:  # the plain layout, as the model would be called
+        mp.setattr(actmax._FastLayout, "__call__", lambda self, x: x)
+        plain = activation_maximization(conv, [0, 3], **kwargs)
+    torch.testing.assert_close(fast.images, plain.images, atol=1e-5, rtol=0)
+    layout = actmax._FastLayout(conv)
+    assert layout(torch.rand(2, 3, 16, 16)).is_contiguous(memory_format=torch.channels_last)
+    viewing = _Viewing()
+    layout = actmax._FastLayout(viewing)
+    x = torch.rand(2, 3, 16, 16)
+    assert layout(x) is x and layout.ok is False  # found out once, on one image
+    res = activation_maximization(viewing, [1], **kwargs)
+    assert res.images.shape == (1, 3, 16, 16) and torch.isfinite(res.images).all()
