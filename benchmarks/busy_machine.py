@@ -32,6 +32,7 @@ import kangae
 from kangae.probes import explain, pgd
 from kangae.utils.threads import choose_threads, set_workers, usable_cpus
 
+PIECED = ("extremal", "pgd-40")  # the probes that hand out pieces on a busy machine
 SPIN = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass\n"
 
 
@@ -99,10 +100,15 @@ def main() -> None:
             fixed = _time(fn, cpus, args.repeats)
             chosen = _time(fn, busy_choice.threads, args.repeats, busy_choice.workers)
             ratio = chosen / quiet[name]
+            # the same thread count without the side-by-side pieces, for the probes that use them
+            plain = ""
+            if busy_choice.workers > 1 and name in PIECED:
+                alone = _time(fn, busy_choice.threads, args.repeats, 1)
+                plain = f" (without pieces {alone:5.2f} s, {alone / quiet[name]:4.2f}x)"
             print(f"{name:<11} quiet {quiet[name]:7.2f} s ({quiet_choice.threads} threads; 1 thread "
                   f"{single[name]:6.2f} s, {single[name] / quiet[name]:4.2f}x)   "
                   f"busy, {cpus} threads {fixed:7.2f} s ({fixed / quiet[name]:4.1f}x)   "
-                  f"busy, kangae's {busy_choice.threads} {chosen:7.2f} s ({ratio:4.2f}x)   "
+                  f"busy, kangae's {busy_choice.threads} {chosen:7.2f} s ({ratio:4.2f}x){plain}   "
                   f"goal <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'}")
     finally:
         spinner.kill()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,11 @@ class Shows:
         if tensors:
             with atomic_path(folder / "tensors.safetensors") as tmp:
                 save_file(tensors, str(tmp))
+
+
+def class_namer(classes: Sequence[str] | None) -> Callable[[int], str]:
+    """Class index to its name (the index itself without names)."""
+    return (lambda k: classes[int(k)]) if classes else (lambda k: str(int(k)))
 
 
 def before_after(original: torch.Tensor, changed: torch.Tensor) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .display import Shows
+from .display import Shows, class_namer
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Explanation(Shows):
             raise ValueError("this Explanation has no inputs to draw the panels on; set e.inputs = images")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        name_of = (lambda t: classes[t]) if classes else str
+        name_of = class_namer(classes)
         entries = []
         for i in range(len(self)):
             source = sources[i] if i < len(sources) else ""

@@ -252,7 +252,7 @@ def meaningful_perturbation(model: nn.Module, images: torch.Tensor,
         # Random draws are made for the whole batch in one batch's order; groups take slices.
         x0 = perturbed_copy(x, perturbation, value, blur_sigma, noise_std, g)
         offsets = _draw_offsets(steps, n, jitter, g)
-        # (side-by-side pieces, as extremal uses on a busy machine, made this one slower)
+        # plain groups: unlike extremal's, side-by-side pieces did not pay here (docs/benchmarks.md)
         parts = [_meaningful_group(model, x[i:i + per], t[i:i + per], x0[i:i + per],
                                    offsets[:, :, i:i + per], **settings)
                  for i in range(0, n, per)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,6 @@ def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[t
         loss = F.cross_entropy(logits, y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
     return grad, logits.detach()
-
-
-def class_namer(classes: Sequence[str] | None) -> Callable[[int], str]:
-    """Class index to its name (the index itself without names)."""
-    return (lambda k: classes[int(k)]) if classes else (lambda k: str(int(k)))
 
 
 def save_fool_files(result: Shows, folder: str | Path, numbers: dict[str, Any],

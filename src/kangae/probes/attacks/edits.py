@@ -23,13 +23,12 @@ from torch import nn
 
 from .._affine import affine_split
 from .._model import frozen
-from ..display import Shows
+from ..display import Shows, class_namer
 from ..inputs import renamed
 from ._common import (
     PIXEL_UNITS,
     as_images,
     as_labels,
-    class_namer,
     model_device,
     probabilities,
     save_fool_files,

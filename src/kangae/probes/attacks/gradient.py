@@ -22,9 +22,9 @@ from torch import nn
 from ...utils.device import chunk_size
 from ...utils.threads import map_pieces, pieces
 from .._model import frozen
-from ..display import Shows
+from ..display import Shows, class_namer
 from ..inputs import renamed
-from ._common import as_images, as_labels, class_namer, model_device, probabilities, save_fool_files
+from ._common import as_images, as_labels, model_device, probabilities, save_fool_files
 
 
 @dataclass
@@ -167,7 +167,7 @@ def pgd(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int, eps:
         # does not depend on the chunk size, on the order chunks run in, or on which images
         # earlier restarts fooled.
         gens = [torch.Generator(device=device).manual_seed(seed + 1_000_003 * r) for r in range(restarts)]
-        starts = [_noise(x0.to(device), g) for g in gens] if random else []
+        starts = [_noise(x0.shape, device, g) for g in gens] if random else []
         attack = dict(eps=eps, alpha=alpha, steps=steps, targeted=targeted, keep_best=keep_best,
                       check=restarts > 1)
 
@@ -191,8 +191,8 @@ def pgd(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int, eps:
     return _finish(model, x0, adv_all, y, p0, _name, eps, targeted, time.perf_counter() - t0, extra)
 
 
-def _noise(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    return torch.rand(x.shape, generator=gen, device=x.device) * 2 - 1
+def _noise(shape: torch.Size, device: torch.device, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(shape, generator=gen, device=device) * 2 - 1
 
 
 def _pgd_run(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, start: torch.Tensor | None, *,

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from .._model import frozen
-from ..display import Shows
+from ..display import Shows, class_namer
 from ..inputs import ProbeInputError
 from ..templates import weight_templates
-from ._common import PIXEL_UNITS, as_images, as_labels, class_namer, probabilities, save_fool_files
+from ._common import PIXEL_UNITS, as_images, as_labels, probabilities, save_fool_files
 
 
 @dataclass
