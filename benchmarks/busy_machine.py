@@ -6,7 +6,8 @@ other programs leave free (``kangae.utils.threads``). This prints, in one run, f
 quiet (threads chosen), busy with the old fixed count (all CPUs), busy with the count kangae
 chooses, and the slowdown of each against quiet. Goal: kangae's busy slowdown <= 1.5x.
 
-On the busy machine kangae also hands PGD's images out in pieces to one Python thread per CPU,
+On the busy machine kangae also hands the images of PGD, extremal masks, occlusion, IG and
+SmoothGrad out in pieces to one Python thread per CPU,
 each on one intra-op thread (``ThreadChoice.workers``): a piece on the shared core runs slower
 but stalls no other piece, and the free core takes more of them.
 
@@ -32,7 +33,7 @@ import kangae
 from kangae.probes import explain, pgd
 from kangae.utils.threads import choose_threads, set_workers, usable_cpus
 
-PIECED = ("extremal", "pgd-40")  # the probes that hand out pieces on a busy machine
+PIECED = ("occlusion", "extremal", "ig", "smoothgrad", "pgd-40")  # they hand out pieces when busy
 SPIN = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass\n"
 
 
@@ -47,7 +48,7 @@ def _model(run_dir: str | None) -> tuple[torch.nn.Module, str]:
 
 def _time(fn: Callable[[], object], threads: int, repeats: int, workers: int = 1) -> float:
     """Best of ``repeats`` after a warm-up, on ``threads`` intra-op threads and ``workers``
-    side-by-side pieces (kangae.utils.threads; only PGD cuts its work into pieces)."""
+    side-by-side pieces (kangae.utils.threads; the PIECED probes cut their work into pieces)."""
     before, old_workers = torch.get_num_threads(), set_workers(workers)
     torch.set_num_threads(threads)
     try:

@@ -93,3 +93,73 @@ def test_gradcam_defaults_to_the_last_conv_block():
 
     assert default_cam_layer(create_model("fast-cnn"), (1, 28, 28)) == "block2"
     assert default_cam_layer(create_model("cnn"), (1, 28, 28)) == "block2"
+
+
+def _smoothgrad_oracle(model, x, t, seed, samples, sigma):
+    """SmoothGrad one noisy image per backward pass, each image's noise from its own seed."""
+    out = torch.zeros_like(x)
+    for j in range(len(x)):
+        noise = torch.randn((samples, *x.shape[1:]), generator=torch.Generator().manual_seed(seed + j))
+        for s in range(samples):
+            xi = (x[j] + sigma * noise[s]).unsqueeze(0).requires_grad_(True)
+            (g,) = torch.autograd.grad(model(xi)[0, t[j]], xi)
+            out[j] += g[0].abs() / samples
+    return out
+
+
+def test_smoothgrad_is_mean_absolute_gradient_under_per_image_noise_whatever_the_grouping():
+    """Each image's noise comes from the seed plus its index, so batch size and pieces change
+    nothing; on a linear model every noisy gradient is the weight, so the map is |w| exactly."""
+    from kangae.utils.threads import set_workers
+
+    model, x = _conv_region_model(), region_images(5)
+    x[:, 0, 0:3, 0:3] = torch.rand(5, 3, 3, generator=torch.Generator().manual_seed(1))  # some ReLU cuts
+    t = torch.tensor([1, 0, 1, 1, 0])
+    want = _smoothgrad_oracle(model, x, t, 3, 4, 0.15)
+    assert want.std() > 0
+    options = {"method": "smoothgrad", "seed": 3, "nt_samples": 4}
+    for batch_size in (1, 2, 5):
+        got = explain(model, x, t, batch_size=batch_size, **options).attribution
+        assert torch.allclose(got, want, atol=1e-6), batch_size
+    got = explain(model, x, t, nt_samples_batch_size=3, **options).attribution  # 3 + 1 noisy copies
+    assert torch.allclose(got, want, atol=1e-6)
+    threads, workers = torch.get_num_threads(), set_workers(2)
+    torch.set_num_threads(1)
+    try:
+        got = explain(model, x, t, batch_size=2, **options).attribution
+    finally:
+        torch.set_num_threads(threads)
+        set_workers(workers)
+    assert torch.allclose(got, want, atol=1e-6)
+    linear = region_model()
+    e = explain(linear, x, target=1, method="smoothgrad")
+    assert torch.allclose(e.attribution, linear[1].weight[1].abs().view(1, 1, 28, 28).expand(5, 1, 28, 28))
+
+
+@pytest.mark.parametrize("method", ["saliency", "inputxgrad", "ig", "smoothgrad", "occlusion"])
+def test_pieced_methods_run_side_by_side_on_a_busy_machine_and_agree(method):
+    """With one intra-op thread and two workers (kangae's choice beside a busy program), the
+    methods registered with ``pieces`` explain their chunks on two Python threads at once,
+    and each image's map is the one a single sequential pass gives."""
+    import threading
+
+    from kangae.probes.registry import get_explainer
+    from kangae.utils.threads import set_workers
+
+    assert get_explainer(method).pieces
+    model, x = _conv_region_model(), region_images(6)
+    x[:, 0, 0:3, 0:3] = torch.rand(6, 3, 3, generator=torch.Generator().manual_seed(2))
+    want = explain(model, x, method=method).attribution
+    seen: set[str] = set()
+    handle = model.register_forward_hook(lambda *_: seen.add(threading.current_thread().name))
+    threads, workers = torch.get_num_threads(), set_workers(2)
+    torch.set_num_threads(1)
+    try:
+        got = explain(model, x, method=method, batch_size=2).attribution
+    finally:
+        torch.set_num_threads(threads)
+        set_workers(workers)
+        handle.remove()
+    assert any(name.startswith("kangae-piece") for name in seen), seen
+    assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
+    assert not get_explainer("gradcam").pieces and not get_explainer("deeplift").pieces  # they hook the model

@@ -8,6 +8,9 @@ import torch
 from kangae.cli import cli
 from kangae.report import attacks, explain
 
+# one intra-op thread in every process: kangae would otherwise pick 2 for the lone process and
+# 1 for each of the two ranks (each sees the other busy), and matrix products rounded on a
+# different number of threads differ in the last bits
 torch.set_num_threads(1)
 run, out = sys.argv[1], sys.argv[2]
 explain.BENCH_BLOCK = attacks.FOOL_BLOCK = 4  # several blocks from a few images
@@ -19,6 +22,6 @@ commands = {
     "template": ["fool", run, "--attack", "template", "--n", "10"],
 }
 for name, args in commands.items():
-    cli.main([*args, "--device", "cpu", "--out", f"{out}/{name}"], standalone_mode=False)
+    cli.main([*args, "--device", "cpu", "--threads", "1", "--out", f"{out}/{name}"], standalone_mode=False)
 if torch.distributed.is_initialized():
     torch.distributed.destroy_process_group()

@@ -50,6 +50,7 @@ from torch import nn
 from ..errors import KangaeError
 from ..models.layers import get_layer
 from ..utils.device import chunk_size, module_device
+from ..utils.threads import map_pieces, pieces
 from ._model import frozen, resolve_targets
 from .explanation import Explanation, flag_degenerate
 from .masks import extremal_perturbation, meaningful_perturbation
@@ -123,7 +124,8 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         np.random.set_state(numpy_state)
 
 
-@register_explainer("saliency", description="|d logit / d x| (Simonyan et al. 2014)", defaults={"abs": True})
+@register_explainer("saliency", pieces=True, defaults={"abs": True},
+                    description="|d logit / d x| (Simonyan et al. 2014)")
 def _saliency(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, abs: bool,
               **_: Any) -> torch.Tensor:
     import captum.attr as ca
@@ -131,7 +133,7 @@ def _saliency(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, 
     return ca.Saliency(model).attribute(x, target=t, abs=abs)
 
 
-@register_explainer("inputxgrad", aliases=("input-x-gradient",),
+@register_explainer("inputxgrad", pieces=True, aliases=("input-x-gradient",),
                     description="x * d logit / d x (Shrikumar et al. 2016)")
 def _inputxgrad(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, **_: Any) -> torch.Tensor:
     import captum.attr as ca
@@ -139,7 +141,7 @@ def _inputxgrad(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context
     return ca.InputXGradient(model).attribute(x, target=t)
 
 
-@register_explainer("ig", aliases=("integrated-gradients",), defaults={"n_steps": 32},
+@register_explainer("ig", pieces=True, aliases=("integrated-gradients",), defaults={"n_steps": 32},
                     description="integrated gradients from a black image, 32 steps "
                                 "(Sundararajan et al. 2017)")
 def _ig(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, n_steps: int,
@@ -151,16 +153,29 @@ def _ig(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, n_s
         internal_batch_size=internal_batch_size or max(ctx.chunk, len(x)))
 
 
-@register_explainer("smoothgrad", defaults={"nt_samples": 16, "stdevs": 0.15},
+@register_explainer("smoothgrad", pieces=True, defaults={"nt_samples": 16, "stdevs": 0.15},
                     description="saliency averaged over 16 noisy copies, sigma 15% (Smilkov et al. 2017)")
 def _smoothgrad(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, nt_samples: int,
                 stdevs: float, nt_samples_batch_size: int | None = None, **_: Any) -> torch.Tensor:
+    """Captum's saliency (absolute gradients) averaged over ``nt_samples`` noisy copies of each
+    image, as Captum's ``NoiseTunnel(Saliency)`` computes it, but with each image's noise drawn
+    from its own generator (seeded with ``ctx.seed`` plus its place in the chunk, so with the
+    seed plus its index in the batch): an image gets the same noise, so the same map, however
+    the images are grouped into chunks or pieces, and no global RNG is touched."""
     import captum.attr as ca
 
-    with seeded(ctx.seed, x.device):
-        return ca.NoiseTunnel(ca.Saliency(model)).attribute(
-            x, target=t, nt_type="smoothgrad", nt_samples=nt_samples,
-            nt_samples_batch_size=nt_samples_batch_size or ctx.per_image, stdevs=stdevs)
+    n, shape = len(x), tuple(x.shape[1:])
+    own = [torch.Generator().manual_seed(ctx.seed + j) for j in range(n)]
+    noise = torch.stack([torch.randn((nt_samples, *shape), generator=g) for g in own])  # (N, S, C, H, W)
+    noise = noise.to(x.device, x.dtype) * stdevs
+    per = max(1, min(nt_samples, nt_samples_batch_size or ctx.per_image))
+    saliency, total = ca.Saliency(model), torch.zeros_like(x)
+    for start in range(0, nt_samples, per):
+        k = min(per, nt_samples - start)
+        noisy = (x.detach()[:, None] + noise[:, start : start + k]).flatten(0, 1).requires_grad_(True)
+        g = saliency.attribute(noisy, target=t.repeat_interleave(k), abs=True)
+        total += g.view(n, k, *shape).sum(1)
+    return total / nt_samples
 
 
 @register_explainer("gradcam", aliases=("grad-cam",), needs_layer=True,
@@ -173,7 +188,7 @@ def _gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *
     return ca.LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")
 
 
-@register_explainer("occlusion", gradient=False,
+@register_explainer("occlusion", pieces=True, gradient=False,
                     description="drop in the logit when a 4x4 patch (stride 2; scaled with the image) is "
                                 "blacked out (Zeiler & Fergus 2014)")
 def _occlusion(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *,
@@ -375,18 +390,22 @@ def explain(model: nn.Module, images: torch.Tensor,
         if tt.numel() != len(x):
             raise KangaeError(f"{tt.numel()} targets for {len(x)} images")
     settings = spec.settings(options)
-    parts, targets, probs = [], [], []
+
+    def one(span: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        chunk = x[span]
+        with torch.no_grad():
+            p = F.softmax(model(chunk).float(), dim=1)
+        t = resolve_targets(p, target if tt is None else tt[span])
+        ctx = Context(layer, seed + span.start, *_chunk_options(chunk))
+        a = spec.fn(model, chunk.clone().requires_grad_(True), t, ctx, **settings)
+        return a.detach().float().sum(1, keepdim=True).cpu(), t.cpu(), p.gather(1, t[:, None])[:, 0].cpu()
+
     with frozen(model):
-        for i in range(0, len(x), batch_size):
-            chunk = x[i : i + batch_size]
-            with torch.no_grad():
-                p = F.softmax(model(chunk).float(), dim=1)
-            t = resolve_targets(p, target if tt is None else tt[i : i + batch_size])
-            ctx = Context(layer, seed + i, *_chunk_options(chunk))
-            a = spec.fn(model, chunk.clone().requires_grad_(True), t, ctx, **settings)
-            parts.append(a.detach().float().sum(1, keepdim=True).cpu())
-            targets.append(t.cpu())
-            probs.append(p.gather(1, t[:, None])[:, 0].cpu())
+        if spec.pieces:  # on a busy machine, side by side on one thread each (utils.threads)
+            done = map_pieces(one, pieces(len(x), batch_size, device))
+        else:
+            done = [one(slice(i, min(i + batch_size, len(x)))) for i in range(0, len(x), batch_size)]
+    parts, targets, probs = zip(*done)
     return _with_inputs(flag_degenerate(Explanation(
         method=method, attribution=torch.cat(parts), target=torch.cat(targets), prob=torch.cat(probs),
         metrics={"method": method, "layer": layer, **layer_note, **options})), x)

@@ -57,6 +57,10 @@ class ExplainerSpec:
     description: str = ""
     aliases: tuple[str, ...] = ()
     options: tuple[str, ...] = ()  # the keyword options a user may set (beyond ``defaults``)
+    # its chunks may run side by side on a busy machine (kangae.utils.threads.map_pieces): it
+    # adds no hooks to the shared model, touches no global RNG, and gives each image the same
+    # answer however the images are grouped
+    pieces: bool = False
 
     def settings(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """The defaults overridden by ``options``."""
@@ -71,7 +75,7 @@ _loaded = False
 def register_explainer(name: str, *, kind: str = "attribution", needs_layer: bool = False,
                        needs_conv: bool | None = None, gradient: bool = True, baseline: bool = False,
                        defaults: Mapping[str, Any] | None = None, description: str = "",
-                       aliases: Iterable[str] = (), options: Iterable[str] = ()
+                       aliases: Iterable[str] = (), options: Iterable[str] = (), pieces: bool = False
                        ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``fn`` as the explanation method ``name`` (returns ``fn`` unchanged)."""
     if kind not in KINDS:
@@ -82,7 +86,7 @@ def register_explainer(name: str, *, kind: str = "attribution", needs_layer: boo
             raise ValueError(f"explanation method '{name}' is already registered")
         spec = ExplainerSpec(name, fn, kind, needs_layer, needs_layer if needs_conv is None else needs_conv,
                              gradient, baseline, dict(defaults or {}), description, tuple(aliases),
-                             tuple(options))
+                             tuple(options), pieces)
         _REGISTRY[name] = spec
         for alias in spec.aliases:
             _ALIASES[alias] = name
