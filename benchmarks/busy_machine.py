@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64, help="test digits per probe")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--mask-steps", type=int, default=100)
+    ap.add_argument("--probes", help="comma-separated subset of the probes (default: all)")
     args = ap.parse_args()
     model, source = _model(args.run)
     data = kangae.load_dataset("mnist", "test")
@@ -82,6 +83,12 @@ def main() -> None:
         "smoothgrad": lambda: explain(model, x, y, method="smoothgrad"),
         "pgd-40": lambda: pgd(model, x, y, 0.3, steps=40),
     }
+    if args.probes:
+        wanted = args.probes.split(",")
+        unknown = [p for p in wanted if p not in probes]
+        if unknown:
+            ap.error(f"unknown probe(s) {', '.join(unknown)}; choose from {', '.join(probes)}")
+        probes = {name: probes[name] for name in wanted}
     cpus = usable_cpus()
     quiet_choice = choose_threads()
     print(f"# kangae {kangae.__version__}, torch {torch.__version__}, {cpus} CPUs, model: {source}, "

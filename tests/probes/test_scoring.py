@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kangae.models import create_model
-from kangae.probes._inference import Scorer, scoring_copy
+from kangae.probes._inference import FlatLinear, PoolReLU, Scorer, scoring_chunk, scoring_copy
 from kangae.probes.faithfulness import _ranks, deletion_insertion, impute_reference, road
 from kangae.probes.masks import gaussian_blur
 from kangae.probes.rise import rise_masks, rise_reference, rise_saliency
@@ -51,14 +51,51 @@ def test_scoring_copy_folds_and_reorders_yet_gives_the_same_logits():
     fast = scoring_copy(model, x[:4])
     kinds = [type(m) for m in fast.modules()]
     assert nn.BatchNorm2d not in kinds  # folded into the convs
-    pools = [i for i, m in enumerate(fast) if isinstance(m, nn.MaxPool2d)]
-    assert all(isinstance(fast[i + 1], nn.ReLU) for i in pools)  # ReLU now after the pool
+    # each conv's ReLU and 2 x 2 max-pool are one PoolReLU (the pool first); Flatten + Linear
+    # read the channels-last activation as it lies
+    assert [type(m).__name__ for m in fast] == ["Normalize", "Conv2d", "PoolReLU", "Conv2d", "PoolReLU",
+                                                "FlatLinear", "ReLU", "Linear"]
+    assert all(m.relu for m in fast if isinstance(m, PoolReLU))
     assert fast[1].weight.is_contiguous(memory_format=torch.channels_last)
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with torch.no_grad():
         want = model.eval()(x)
         got = fast(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_pool_relu_and_flat_linear_equal_the_layers_they_replace_in_every_layout():
+    torch.manual_seed(0)
+    linear = nn.Linear(3 * 4 * 6, 5)
+    flat = FlatLinear(linear)
+    for shape in ((7, 3, 8, 12), (7, 3, 9, 13), (7, 1, 8, 12), (7, 3, 2, 2)):
+        h = torch.randn(shape)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            hl = h.contiguous(memory_format=layout)
+            want = F.relu(F.max_pool2d(h, 2))
+            assert torch.equal(PoolReLU(relu=True)(hl.clone()), want), (shape, layout)
+            assert torch.equal(PoolReLU(relu=False)(hl.clone()), F.max_pool2d(h, 2))
+    for shape in ((5, 3, 4, 6), (5, 72, 1, 1)):
+        h = torch.randn(shape)
+        lin = linear if shape[1] == 3 else nn.Linear(72, 5)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            got = (flat if lin is linear else FlatLinear(lin))(h.contiguous(memory_format=layout))
+            assert torch.allclose(got, lin(h.flatten(1)), atol=1e-6), (shape, layout)
+
+
+def test_forward_passes_hold_more_images_with_more_threads():
+    """The chunk keeps the largest activation (fast-cnn: 16 x 28 x 28 floats) near 8 MiB per
+    torch thread: 128 images on one thread, 256 on two."""
+    model, x = scoring_copy(bn_cnn(), images(4)), images(4)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert scoring_chunk(model, x, None) == 128
+        torch.set_num_threads(2)
+        assert scoring_chunk(model, x, None) == 256
+        assert scoring_chunk(model, x, 10) == 10
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_scorer_falls_back_for_a_model_it_cannot_rewrite():

@@ -9,9 +9,16 @@ The copy (:func:`scoring_copy`) is the model in eval mode with three exact rewri
 * ``ReLU`` then ``MaxPool2d`` becomes ``MaxPool2d`` then ``ReLU`` (max commutes with a
   monotone map), which applies ReLU to a quarter of the values;
 * a conv net's weights and inputs go ``channels_last``, whose pooling kernels are
-  vectorized where NCHW's are not.
+  vectorized where NCHW's are not;
+* a 2 x 2 max-pool (with the ReLU now after it) becomes :class:`PoolReLU`: two elementwise
+  maxima over views of the channels-last memory and an in-place ReLU, half the time of
+  torch's channels-last pooling kernel;
+* ``Flatten`` then ``Linear`` becomes :class:`FlatLinear`, which reads a channels-last
+  activation in its own memory order with the weight's columns permuted to match, instead
+  of copying it into NCHW order first.
 
-The first two apply to (nested) ``nn.Sequential`` models; any other module keeps its layers.
+All but the channels-last layout apply to (nested) ``nn.Sequential`` models; any other
+module keeps its layers.
 The copy is checked against the model on the caller's images and dropped for the plain
 eval copy when its logits differ (more than float rounding) or it fails to run.
 """
@@ -28,8 +35,8 @@ from torch import nn
 from ..utils.device import chunk_size
 from ._affine import leaves
 
-# the CPU working set of one forward pass's largest activation (an L2 cache's worth)
-CACHE_BYTES = 2 << 20
+# the CPU working set of one forward pass's largest activation, per intra-op thread
+CACHE_BYTES = 8 << 20
 
 
 def fold_batchnorm(layer: nn.Module, bn: nn.Module) -> nn.Module | None:
@@ -53,6 +60,58 @@ def fold_batchnorm(layer: nn.Module, bn: nn.Module) -> nn.Module | None:
     return out
 
 
+class PoolReLU(nn.Module):
+    """``MaxPool2d(2)``, then ReLU when ``relu``: on a channels-last activation of even height
+    and width, the larger of the two rows and then of the two columns of each window, read
+    as views of its (N, H, W, C) memory; any other input goes to ``F.max_pool2d``."""
+
+    def __init__(self, relu: bool) -> None:
+        super().__init__()
+        self.relu = relu
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        n, c, height, width = h.shape
+        if height % 2 or width % 2 or not h.is_contiguous(memory_format=torch.channels_last):
+            out = F.max_pool2d(h, 2)
+        else:
+            v = h.permute(0, 2, 3, 1).reshape(n, height // 2, 2, width // 2, 2, c)
+            rows = torch.maximum(v[:, :, 0], v[:, :, 1])  # (N, H/2, W/2, 2, C)
+            out = torch.maximum(rows[:, :, :, 0], rows[:, :, :, 1]).permute(0, 3, 1, 2)
+        return out.clamp_min_(0) if self.relu else out
+
+
+class FlatLinear(nn.Module):
+    """``Flatten`` then ``linear``, reading a channels-last (N, C, H, W) activation in its
+    memory order, (H, W, C), with the weight's columns permuted to that order once per shape."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.linear = linear
+        self._weights: dict[tuple[int, int, int], torch.Tensor] = {}
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if h.ndim != 4 or h.is_contiguous() or not h.is_contiguous(memory_format=torch.channels_last):
+            return self.linear(h.flatten(1))  # NCHW memory, or a layout where both orders agree
+        n, c, height, width = h.shape
+        w = self._weights.get((c, height, width))
+        if w is None:
+            w = self.linear.weight.view(-1, c, height, width).permute(0, 2, 3, 1).flatten(1)
+            w = self._weights.setdefault((c, height, width), w.contiguous())
+        return F.linear(h.permute(0, 2, 3, 1).reshape(n, -1), w, self.linear.bias)
+
+
+def _is_pool2(m: nn.Module) -> bool:
+    """A plain 2 x 2, stride-2 max-pool (what :class:`PoolReLU` computes)."""
+    pair = lambda v: v in (2, (2, 2))  # noqa: E731
+    return (type(m) is nn.MaxPool2d and pair(m.kernel_size) and pair(m.stride or m.kernel_size)
+            and m.padding in (0, (0, 0)) and m.dilation in (1, (1, 1)) and not m.return_indices
+            and not m.ceil_mode)
+
+
+def _is_flatten(m: nn.Module) -> bool:
+    return type(m) is nn.Flatten and m.start_dim == 1 and m.end_dim == -1
+
+
 def rewrite(model: nn.Sequential) -> nn.Sequential:
     """The exact rewrites of the module docstring on a flat copy of a Sequential's layers."""
     out: list[nn.Module] = []
@@ -65,7 +124,18 @@ def rewrite(model: nn.Sequential) -> nn.Sequential:
             out.insert(len(out) - 1, m)
         else:
             out.append(m)
-    return nn.Sequential(*out)
+    fused: list[nn.Module] = []
+    for m in out:
+        last = fused[-1] if fused else None
+        if type(m) is nn.ReLU and isinstance(last, PoolReLU) and not last.relu:
+            last.relu = True
+        elif _is_pool2(m):
+            fused.append(PoolReLU(relu=False))
+        elif type(m) is nn.Linear and last is not None and _is_flatten(last):
+            fused[-1] = FlatLinear(m)
+        else:
+            fused.append(m)
+    return nn.Sequential(*fused)
 
 
 def _is_conv_net(model: nn.Module) -> bool:
@@ -121,12 +191,14 @@ def largest_activation_bytes(model: nn.Module, example: torch.Tensor) -> int:
 
 def scoring_chunk(model: nn.Module, example: torch.Tensor, batch_size: int | None) -> int:
     """Images per forward pass: ``batch_size`` if given; on a CPU the power of two that keeps
-    the largest activation near :data:`CACHE_BYTES` (32 images for fast-cnn at 28 px, where
-    chunks of 128 spill to memory); elsewhere :func:`~kangae.utils.device.chunk_size`'s."""
+    the largest activation near :data:`CACHE_BYTES` per torch thread (fast-cnn at 28 px: 128
+    images on one thread, 256 on two; docs/benchmarks.md has the sweep); elsewhere
+    :func:`~kangae.utils.device.chunk_size`'s."""
     device = example.device
     if batch_size is not None or device.type != "cpu":
         return chunk_size(batch_size, device, tuple(example.shape[1:]))
-    per = CACHE_BYTES // max(1, largest_activation_bytes(model, example))
+    budget = CACHE_BYTES * max(1, torch.get_num_threads())
+    per = budget // max(1, largest_activation_bytes(model, example))
     return int(min(1024, max(8, 2 ** max(0, math.floor(math.log2(max(1, per)))))))
 
 

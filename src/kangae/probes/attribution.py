@@ -50,7 +50,7 @@ from torch import nn
 from ..errors import KangaeError
 from ..models.layers import get_layer
 from ..utils.device import chunk_size, module_device
-from ..utils.threads import map_pieces, pieces
+from ..utils.threads import PIECE, map_pieces, pieces
 from ._model import frozen, resolve_targets
 from .explanation import Explanation, flag_degenerate
 from .masks import extremal_perturbation, meaningful_perturbation
@@ -124,7 +124,13 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         np.random.set_state(numpy_state)
 
 
-@register_explainer("saliency", pieces=True, defaults={"abs": True},
+# the smallest piece for methods whose forward passes are filled with many perturbed copies of
+# each image (IG's steps, SmoothGrad's noisy copies, occlusion's windows): a piece of a few
+# images still runs full-size batches, and the free core can take more of them
+FEW = 4
+
+
+@register_explainer("saliency", pieces=PIECE, defaults={"abs": True},
                     description="|d logit / d x| (Simonyan et al. 2014)")
 def _saliency(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, abs: bool,
               **_: Any) -> torch.Tensor:
@@ -133,7 +139,7 @@ def _saliency(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, 
     return ca.Saliency(model).attribute(x, target=t, abs=abs)
 
 
-@register_explainer("inputxgrad", pieces=True, aliases=("input-x-gradient",),
+@register_explainer("inputxgrad", pieces=PIECE, aliases=("input-x-gradient",),
                     description="x * d logit / d x (Shrikumar et al. 2016)")
 def _inputxgrad(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, **_: Any) -> torch.Tensor:
     import captum.attr as ca
@@ -141,7 +147,7 @@ def _inputxgrad(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context
     return ca.InputXGradient(model).attribute(x, target=t)
 
 
-@register_explainer("ig", pieces=True, aliases=("integrated-gradients",), defaults={"n_steps": 32},
+@register_explainer("ig", pieces=FEW, aliases=("integrated-gradients",), defaults={"n_steps": 32},
                     description="integrated gradients from a black image, 32 steps "
                                 "(Sundararajan et al. 2017)")
 def _ig(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, n_steps: int,
@@ -153,7 +159,7 @@ def _ig(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, n_s
         internal_batch_size=internal_batch_size or max(ctx.chunk, len(x)))
 
 
-@register_explainer("smoothgrad", pieces=True, defaults={"nt_samples": 16, "stdevs": 0.15},
+@register_explainer("smoothgrad", pieces=FEW, defaults={"nt_samples": 16, "stdevs": 0.15},
                     description="saliency averaged over 16 noisy copies, sigma 15% (Smilkov et al. 2017)")
 def _smoothgrad(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *, nt_samples: int,
                 stdevs: float, nt_samples_batch_size: int | None = None, **_: Any) -> torch.Tensor:
@@ -188,7 +194,7 @@ def _gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *
     return ca.LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")
 
 
-@register_explainer("occlusion", pieces=True, gradient=False,
+@register_explainer("occlusion", pieces=FEW, gradient=False,
                     description="drop in the logit when a 4x4 patch (stride 2; scaled with the image) is "
                                 "blacked out (Zeiler & Fergus 2014)")
 def _occlusion(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *,
@@ -402,7 +408,7 @@ def explain(model: nn.Module, images: torch.Tensor,
 
     with frozen(model):
         if spec.pieces:  # on a busy machine, side by side on one thread each (utils.threads)
-            done = map_pieces(one, pieces(len(x), batch_size, device))
+            done = map_pieces(one, pieces(len(x), batch_size, device, smallest=spec.pieces))
         else:
             done = [one(slice(i, min(i + batch_size, len(x)))) for i in range(0, len(x), batch_size)]
     parts, targets, probs = zip(*done)

@@ -60,7 +60,9 @@ def _ranks(attribution: torch.Tensor, seed: int) -> torch.Tensor:
     scale = a.abs().amax(1, keepdim=True) + 1e-30
     jitter = torch.rand(a.shape, generator=g, dtype=torch.float64) * 1e-9 * scale
     order = (a + jitter).argsort(1, descending=True)
-    return order.argsort(1)
+    # the inverse permutation, written in place rather than sorted a second time
+    ranks = torch.arange(a.shape[1]).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, ranks)
 
 
 def _auc(curve: torch.Tensor) -> torch.Tensor:
@@ -96,21 +98,23 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, attribution: torc
     t = target.to(device).long()
     score = Scorer(model, x, batch_size)
     fresh = _steps_that_change(x, base, rank, counts)  # (n, steps + 1), the same for both kinds
-    per = max(1, 4 * score.chunk // (steps + 1))  # images whose steps are made at once
+    pairs = fresh.nonzero()  # (image, step) of every image that needs a forward pass, in order
+    # an unchanged step takes the score of the last step that changed the image
+    last = torch.where(fresh, torch.arange(steps + 1, device=device), 0).cummax(1).values
     curves = {}
     for kind in kinds:
-        out = torch.empty(n, steps + 1)
-        for i in range(0, n, per):
-            r, need = rank[i : i + per], fresh[i : i + per]
-            m = (r[:, None, :] < counts[None, :, None]).to(x.dtype).view(len(r), steps + 1, 1, h, w)
-            xi, bi = x[i : i + per, None], base[i : i + per, None]
+        scored = torch.empty(len(pairs), device=device)
+        # the steps to score go in full chunks across images, so every forward pass but the
+        # last has the scorer's batch size (one set of kernels, set up once)
+        for s in range(0, len(pairs), score.chunk):
+            img, step = pairs[s : s + score.chunk].unbind(1)
+            m = (rank[img] < counts[step, None]).to(x.dtype).view(-1, 1, h, w)
+            xi, bi = x[img], base[img]
             mixed = xi * (1 - m) + bi * m if kind == "deletion" else bi * (1 - m) + xi * m
-            p = torch.empty(len(r), steps + 1, device=device)
-            p[need] = score(mixed[need], t[i : i + per, None].expand(-1, steps + 1)[need])
-            # an unchanged step takes the score of the last step that changed the image
-            last = torch.where(need, torch.arange(steps + 1, device=device), 0).cummax(1).values
-            out[i : i + per] = p.gather(1, last).cpu()
-        curves[kind] = out
+            scored[s : s + len(img)] = score(mixed, t[img])
+        p = torch.empty(n, steps + 1, device=device)
+        p[fresh] = scored
+        curves[kind] = p.gather(1, last).cpu()
     bad = degenerate(attribution.reshape(n, h * w).cpu())
     result = {kind: _auc(curve).masked_fill(bad, float("nan")) for kind, curve in curves.items()}
     return {**result, **{f"{kind}_curve": curve for kind, curve in curves.items()},

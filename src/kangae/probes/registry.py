@@ -57,10 +57,11 @@ class ExplainerSpec:
     description: str = ""
     aliases: tuple[str, ...] = ()
     options: tuple[str, ...] = ()  # the keyword options a user may set (beyond ``defaults``)
-    # its chunks may run side by side on a busy machine (kangae.utils.threads.map_pieces): it
-    # adds no hooks to the shared model, touches no global RNG, and gives each image the same
-    # answer however the images are grouped
-    pieces: bool = False
+    # > 0: its chunks may run side by side on a busy machine (kangae.utils.threads.map_pieces),
+    # in pieces of at least this many images: it adds no hooks to the shared model, touches no
+    # global RNG, and gives each image the same answer however the images are grouped. Methods
+    # that fill each forward pass with perturbed copies of a few images take small pieces.
+    pieces: int = 0
 
     def settings(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """The defaults overridden by ``options``."""
@@ -75,7 +76,7 @@ _loaded = False
 def register_explainer(name: str, *, kind: str = "attribution", needs_layer: bool = False,
                        needs_conv: bool | None = None, gradient: bool = True, baseline: bool = False,
                        defaults: Mapping[str, Any] | None = None, description: str = "",
-                       aliases: Iterable[str] = (), options: Iterable[str] = (), pieces: bool = False
+                       aliases: Iterable[str] = (), options: Iterable[str] = (), pieces: int = 0
                        ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``fn`` as the explanation method ``name`` (returns ``fn`` unchanged)."""
     if kind not in KINDS:
@@ -86,7 +87,7 @@ def register_explainer(name: str, *, kind: str = "attribution", needs_layer: boo
             raise ValueError(f"explanation method '{name}' is already registered")
         spec = ExplainerSpec(name, fn, kind, needs_layer, needs_layer if needs_conv is None else needs_conv,
                              gradient, baseline, dict(defaults or {}), description, tuple(aliases),
-                             tuple(options), pieces)
+                             tuple(options), int(pieces))
         _REGISTRY[name] = spec
         for alias in spec.aliases:
             _ALIASES[alias] = name
