@@ -107,6 +107,7 @@ def line(name: str, n: int, batch_s: float, n_loop: int, loop_s: float, step_s: 
 
 
 def main() -> None:
+    global REPEATS
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", help="a trained run (default: train fast-cnn for 1 epoch)")
     ap.add_argument("--n", type=int, default=64, help="test images for the batched metrics")
@@ -117,7 +118,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     ap.add_argument("--repeats", type=int, default=REPEATS, help="best of this many calls per timing")
     args = ap.parse_args()
-    global REPEATS
     REPEATS = max(1, args.repeats)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -163,3 +163,25 @@ def test_pieced_methods_run_side_by_side_on_a_busy_machine_and_agree(method):
     assert any(name.startswith("kangae-piece") for name in seen), seen
     assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
     assert not get_explainer("gradcam").pieces and not get_explainer("deeplift").pieces  # they hook the model
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 30, 17)])
+def test_occlusion_equals_captums_occlusion(shape):
+    """kangae scores the occluded images through its scoring copy in full chunks; the map is
+    Captum's (zero baseline, a window over all channels, the last window cut at the edge)."""
+    import captum.attr as ca
+
+    torch.manual_seed(0)
+    c, h, w = shape
+    model = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(8 * (h // 2) * (w // 2), 5)).eval()
+    with torch.no_grad():
+        model[1].running_mean.normal_(0, 0.5)
+        model[1].running_var.uniform_(0.5, 2.0)
+    x = torch.rand(6, c, h, w, generator=torch.Generator().manual_seed(1))
+    for window, stride in ((None, None), (5, 3)):
+        e = explain(model, x, method="occlusion", window=window, stride=stride)
+        size, step = window or max(2, round(min(h, w) / 7)), stride or max(1, round(min(h, w) / 14))
+        want = ca.Occlusion(model).attribute(x, target=e.target, sliding_window_shapes=(c, size, size),
+                                             strides=(c, step, step), baselines=0.0)
+        assert torch.allclose(e.attribution, want.sum(1, keepdim=True), atol=1e-5), (window, stride)

@@ -211,12 +211,13 @@ class Scorer:
         self.chunk = scoring_chunk(self.model, example, batch_size)
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(B,) float32 probabilities of ``target[i]`` for ``images[i]`` (same device)."""
+    def __call__(self, images: torch.Tensor, target: torch.Tensor, *, logits: bool = False) -> torch.Tensor:
+        """(B,) float32 probabilities (or, with ``logits``, logits) of ``target[i]`` for
+        ``images[i]`` (same device)."""
         out = torch.empty(len(images), device=images.device)
         for i in range(0, len(images), self.chunk):
-            logits = self.model(as_input(self.model, images[i : i + self.chunk])).float()
-            p = F.softmax(logits, 1)
+            z = self.model(as_input(self.model, images[i : i + self.chunk])).float()
+            p = z if logits else F.softmax(z, 1)
             out[i : i + self.chunk] = p.gather(1, target[i : i + self.chunk, None].long())[:, 0]
         return out
 

@@ -38,6 +38,7 @@ mode and ``requires_grad`` flags are restored on return, even after an error.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -51,6 +52,7 @@ from ..errors import KangaeError
 from ..models.layers import get_layer
 from ..utils.device import chunk_size, module_device
 from ..utils.threads import PIECE, map_pieces, pieces
+from ._inference import Scorer
 from ._model import frozen, resolve_targets
 from .explanation import Explanation, flag_degenerate
 from .masks import extremal_perturbation, meaningful_perturbation
@@ -198,17 +200,42 @@ def _gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *
                     description="drop in the logit when a 4x4 patch (stride 2; scaled with the image) is "
                                 "blacked out (Zeiler & Fergus 2014)")
 def _occlusion(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *,
-               window: int | None = None, stride: int | None = None,
-               perturbations_per_eval: int | None = None, **_: Any) -> torch.Tensor:
-    import captum.attr as ca
-
-    c = x.shape[1]
-    side = min(x.shape[-2:])  # a 4x4 window with stride 2 at 28 px, scaled with the image
-    size = window or max(2, round(side / 7))
+               window: int | None = None, stride: int | None = None, **_: Any) -> torch.Tensor:
+    """Captum's ``Occlusion`` with a zero baseline and a window over every channel, computed
+    as kangae's scoring computes deletion: the (image, window) pairs go through the scoring
+    copy (:class:`~kangae.probes._inference.Scorer`) in full chunks, and each pixel gets the
+    mean logit drop of the windows that cover it (Captum's windows: ``ceil((D - size) /
+    stride) + 1`` per side, the last one cut at the edge). Same numbers as Captum's (tested),
+    a few times faster, and no Python work per window."""
+    n, c, h, w = x.shape
+    side = min(h, w)  # a 4x4 window with stride 2 at 28 px, scaled with the image
+    size = min(window or max(2, round(side / 7)), h, w)
     stride = stride or max(1, round(side / 14))
-    return ca.Occlusion(model).attribute(
-        x, target=t, sliding_window_shapes=(c, size, size), strides=(c, stride, stride),
-        baselines=0.0, perturbations_per_eval=perturbations_per_eval or ctx.per_image)
+    windows = _occlusion_windows(h, w, size, stride, x.device, x.dtype)  # (K, H * W)
+    score, k = Scorer(model, x.detach()), len(windows)
+    with torch.no_grad():
+        x = x.detach()
+        drop = torch.empty(n * k, device=x.device)
+        for s in range(0, n * k, score.chunk):
+            pair = torch.arange(s, min(s + score.chunk, n * k), device=x.device)
+            img, win = pair // k, pair % k
+            occluded = x[img] * (1 - windows[win]).view(-1, 1, h, w)
+            drop[s : s + len(pair)] = score(occluded, t[img], logits=True)
+        drop = score(x, t, logits=True)[:, None] - drop.view(n, k)
+        a = (drop @ windows) / windows.sum(0)
+    return a.view(n, 1, h, w).expand(n, c, h, w)
+
+
+def _occlusion_windows(h: int, w: int, size: int, stride: int, device: torch.device,
+                       dtype: torch.dtype) -> torch.Tensor:
+    """(K, H * W) 0/1: Captum's occlusion windows, rows first, each cut at the image's edge."""
+    def spans(length: int) -> torch.Tensor:  # (count, length) 1-D windows
+        starts = torch.arange(math.ceil((length - size) / stride) + 1, device=device) * stride
+        pos = torch.arange(length, device=device)
+        return ((pos >= starts[:, None]) & (pos < starts[:, None] + size)).to(dtype)
+
+    rows, cols = spans(h), spans(w)
+    return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(-1, h * w)
 
 
 @register_explainer("deeplift",
