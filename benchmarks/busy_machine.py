@@ -6,7 +6,7 @@ other programs leave free (``kangae.utils.threads``). This prints, in one run, f
 quiet (threads chosen), busy with the old fixed count (all CPUs), busy with the count kangae
 chooses, and the slowdown of each against quiet. Goal: kangae's busy slowdown <= 1.5x.
 
-On the busy machine kangae also hands the images of PGD, extremal masks, occlusion, IG and
+On the busy machine kangae also hands the images of PGD, both kinds of mask, occlusion, IG and
 SmoothGrad out in pieces to one Python thread per CPU,
 each on one intra-op thread (``ThreadChoice.workers``): a piece on the shared core runs slower
 but stalls no other piece, and the free core takes more of them.
@@ -33,7 +33,7 @@ import kangae
 from kangae.probes import explain, pgd
 from kangae.utils.threads import choose_threads, set_workers, usable_cpus
 
-PIECED = ("occlusion", "extremal", "ig", "smoothgrad", "pgd-40")  # they hand out pieces when busy
+PIECED = ("occlusion", "extremal", "mask", "ig", "smoothgrad", "pgd-40")  # pieces when busy
 SPIN = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass\n"
 
 
