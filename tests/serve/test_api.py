@@ -175,6 +175,54 @@ def test_body_limit_counts_bytes_despite_a_small_content_length() -> None:
     assert b"too large" in sent[1]["body"]
 
 
+def test_bodies_held_at_once_are_capped_with_a_fast_503() -> None:
+    """Three 400-byte bodies fit a 1,000-byte cap only two at a time: while two requests are
+    being answered, the third (declared or chunked) gets 503 and Retry-After at once, and once
+    they finish the cap is free again."""
+    release = asyncio.Event()
+    seen: list[bytes] = []
+
+    async def app(scope, receive, send):
+        seen.append((await receive())["body"])
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def request(limit, length: bool):
+        sent: list[dict] = []
+        messages = [{"type": "http.request", "body": b"x" * 200, "more_body": True},
+                    {"type": "http.request", "body": b"x" * 200, "more_body": False}]
+
+        async def receive():
+            return messages.pop(0)
+
+        async def send(message):
+            sent.append(message)
+
+        headers = [(b"content-length", b"400")] if length else []
+        return limit({"type": "http", "headers": headers}, receive, send), sent
+
+    async def burst():
+        limit = BodyLimit(app, max_bytes=500, max_held=1000)
+        first, second = request(limit, True), request(limit, False)
+        running = [asyncio.create_task(first[0]), asyncio.create_task(second[0])]
+        await asyncio.sleep(0.01)
+        assert limit.held == 800 and len(seen) == 2
+        for length in (True, False):  # declared up front, or found while reading
+            coroutine, sent = request(limit, length)
+            await asyncio.wait_for(coroutine, 1.0)  # answered without waiting for the others
+            assert sent[0]["status"] == 503 and (b"retry-after", b"1") in sent[0]["headers"]
+            assert b"too many" in sent[1]["body"] and limit.held == 800
+        release.set()
+        await asyncio.gather(*running)
+        assert first[1][0]["status"] == second[1][0]["status"] == 200 and limit.held == 0
+        coroutine, sent = request(limit, True)
+        await coroutine
+        assert sent[0]["status"] == 200 and limit.held == 0
+
+    asyncio.run(burst())
+
+
 def test_only_local_host_names_are_served(client) -> None:
     assert client.get("/api/info", headers={"host": "127.0.0.1:8000"}).status_code == 200
     assert client.get("/api/info", headers={"host": "[::1]:8000"}).status_code == 200

@@ -3,7 +3,9 @@
 :class:`BodyLimit` answers 413 with a JSON error when ``Content-Length`` says the body is too
 large, and also counts the bytes actually received (a chunked or lying client gets the same
 413), before the app sees anything. The body is buffered (it is at most ``max_bytes``) and
-replayed.
+replayed. The bodies held at once, by every request together, are capped too (``max_held``,
+8 full-size bodies by default): past it a request gets a fast 503 with ``Retry-After``, so a
+burst of large uploads cannot take the machine's memory.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 MAX_BODY = 1 << 20  # 1 MiB: a drawing
 PICTURE_MAX_BODY = 16 << 20  # 16 MiB: a photo of 12 MB as base64
+HELD_BODIES = 8  # full-size bodies that may be held at once, by all requests together
 ARRIVED = "kangae.arrived"  # scope key: time.monotonic() when the request reached the app
 
 Scope = dict[str, Any]
@@ -40,19 +43,38 @@ class Arrival:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` with 413 ``{"error": ...}``."""
+    """Refuse request bodies over ``max_bytes`` with 413 ``{"error": ...}``, and requests whose
+    body would take the bytes held by all requests past ``max_held`` with 503 and
+    ``Retry-After`` (a body is held from its first byte until its response is sent)."""
 
-    def __init__(self, app: Any, max_bytes: int = MAX_BODY):
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY, max_held: int | None = None):
         self.app, self.max_bytes = app, max_bytes
+        self.max_held = max(max_bytes, HELD_BODIES * max_bytes if max_held is None else max_held)
+        self.held = 0  # bytes of bodies held now (one event loop: no lock needed)
 
     def _too_large(self) -> dict[str, Any]:
         return {"error": f"request body too large: the limit is {self.max_bytes:,} bytes"}
+
+    async def _busy(self, send: Any) -> None:
+        body = json.dumps({"error": "too many large requests at once; retry in a second"}).encode()
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),
+                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _take(self, count: int) -> bool:
+        """Hold ``count`` more bytes if the cap allows."""
+        if self.held + count > self.max_held:
+            return False
+        self.held += count
+        return True
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         length = dict(scope.get("headers", [])).get(b"content-length")
+        declared = 0
         if length is not None:
             try:
                 declared = int(length)
@@ -62,27 +84,40 @@ class BodyLimit:
             if declared > self.max_bytes:
                 await send_json(send, 413, self._too_large())
                 return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await send_json(send, 413, self._too_large())
-                return
-        replayed = False
+        declared = max(0, declared)
+        if not self._take(declared):
+            await self._busy(send)
+            return
+        taken = declared
+        try:
+            body = bytearray()
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > self.max_bytes:
+                    await send_json(send, 413, self._too_large())
+                    return
+                if len(body) > taken:  # a chunked body, or one longer than it said
+                    if not self._take(len(body) - taken):
+                        await self._busy(send)
+                        return
+                    taken = len(body)
+            replayed = False
 
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
+            async def replay() -> dict[str, Any]:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": bytes(body), "more_body": False}
+                return await receive()
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+        finally:
+            self.held -= taken
 
 
 def host_name(host: str) -> str:
