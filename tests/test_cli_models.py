@@ -55,6 +55,18 @@ def test_eval_on_labelled_pictures_reports_the_bad_file(user):
     assert "pics/blue/bad.png: not a readable image" in res.output
 
 
+def test_confusion_and_calibrate_name_the_pictures_not_a_test_split(user):
+    res = run("confusion", "colours.py:colour", "--card", "card.json", "--images", "pics", "--out", "cm")
+    assert res.exit_code == 0, res.output
+    assert "on pics images: accuracy 100.00%" in res.output and "on test" not in res.output
+    doc = json.loads(Path("cm/confusion.json").read_text())
+    assert doc["dataset"] == "pics" and doc["split"] == "images"
+    res = run("calibrate", "colours.py:colour", "--card", "card.json", "--images", "pics", "--out", "ca",
+              "--bins", "3")
+    assert res.exit_code == 0, res.output
+    assert "pics images; numbers on the other" in res.output and "test images" not in res.output
+
+
 def test_explain_a_photo_file_and_a_folder(user):
     Image.new("RGB", (40, 30), (20, 220, 20)).save("leaf.jpg")
     res = run("explain", "colours.py:colour", "leaf.jpg", "--card", "card.json", "--method", "saliency",

@@ -64,7 +64,7 @@ def confusion_cmd(spec: str, split: str, out: str | None, top_pairs: int, data_d
     out_dir = Path(out) if out else run.path / "confusion"
     res = write_confusion(run, out_dir, split=split, data_dir=data_dir, top_pairs=top_pairs)
     files = ", ".join(sorted(p.name for p in out_dir.iterdir()))
-    click.echo(f"{run.meta.model} on {split}: accuracy {res['accuracy']:.2%}")
+    click.echo(f"{run.meta.model} on {res['dataset']} {res['split']}: accuracy {res['accuracy']:.2%}")
     for p in res["pairs"]:
         click.echo(f"  {p['true']} read as {p['pred']}: {p['count']} times "
                    f"(most confident at {p['probabilities'][0]:.1%})")
@@ -91,8 +91,9 @@ def calibrate(spec: str, split: str, bins: int, out: str | None, seed: int, data
     needs_labels(run, "calibrate")
     out_dir = Path(out) if out else run.path / "calibration"
     res = write_calibration(run, out_dir, split=split, data_dir=data_dir, bins=bins, seed=seed)
+    split_name = "" if res["split"] == "images" else f" {res['split']}"  # --images: no split
     click.echo(f"temperature T = {res['temperature']:.3f}, fitted on {res['fit_examples']:,} "
-               f"{split} images; numbers on the other {res['eval_examples']:,}:")
+               f"{res['dataset']}{split_name} images; numbers on the other {res['eval_examples']:,}:")
     click.echo(f"{'':8}{'ECE':>8}{'MCE':>8}{'NLL':>8}{'Brier':>8}{'acc':>8}{'conf':>8}")
     for label in ("before", "after"):
         m = res[label]

@@ -23,8 +23,10 @@ def write_confusion(run: Run, out: str | Path, split: str = "test", data_dir: st
     res = confusion(logits_of(run.model, data.images), data.labels, top_pairs=top_pairs)
     if run.history:
         plot_curves(run.history, out / "curves.png", title=run.meta.model)
-    res.save(out, classes=run.classes, images=data.images, title=f"{run.meta.model} on {data.name} {split}",
-             extra={"run": str(run.path), "split": split, "history": run.history})
+    # data.split: "images" for the user's pictures (--images), which have no test or train split
+    res.save(out, classes=run.classes, images=data.images,
+             title=f"{run.meta.model} on {data.name} {data.split}",
+             extra={"run": str(run.path), "dataset": data.name, "split": data.split, "history": run.history})
     return json.loads((out / "confusion.json").read_text())
 
 
@@ -37,6 +39,7 @@ def write_calibration(run: Run, out: str | Path, split: str = "test", data_dir: 
     logits = logits_of(run.model, data.images)
     full = calibration(logits, data.labels, bins)
     ts = temperature_scaling(logits, data.labels, bins, seed=seed)
-    ts.save(out, title=f"{run.meta.model} on {data.name} {split}",
-            extra={"run": str(run.path), "split": split, "bins": bins, "whole_split": full.numbers()})
+    ts.save(out, title=f"{run.meta.model} on {data.name} {data.split}",
+            extra={"run": str(run.path), "dataset": data.name, "split": data.split, "bins": bins,
+                   "whole_split": full.numbers()})
     return json.loads((out / "calibration.json").read_text())

@@ -273,13 +273,15 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
     from ..probes.registry import explainers
     from ..render.explain import heat_pil, overlay_pil
     from ..render.images import to_pil
-    from .explain import test_images, write_explanations
+    from .explain import test_images
 
     s = tour.settings
     main = tour.main_run()
     x, names = test_images(main, s.explain_images)
-    masks = write_explanations(main.model, main.classes, x, out / "mask", "mask", "auto", sources=names,
-                               steps=s.mask_steps)
+    start = time.perf_counter()
+    masks = explain(main.model, x, method="mask", steps=s.mask_steps)
+    masks.save(out / "mask", classes=main.classes, sources=names,
+               extra={"seconds": time.perf_counter() - start})
     # one row per image (the first three), one column per registered method, side by side
     methods = [spec for spec in explainers().values() if tour_shows(spec, main.model)]
     if max(x.shape[-2:]) > 64:  # at photo sizes the sampling methods take minutes per image on a CPU
@@ -290,6 +292,9 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
         opts = {"steps": s.mask_steps} if "steps" in spec.options else {}
         if "n_masks" in spec.options:
             opts["n_masks"] = s.rise_masks
+        if spec.name == "mask":  # already computed for every image above: the same masks
+            columns.append(masks.attribution[: len(shown)])
+            continue
         columns.append(explain(main.model, shown, method=spec.name, **opts).attribution)
     scale = max(1, 112 // max(shown.shape[-2:]))
     rows = [[to_pil(shown[i], scale).convert("RGB"), *(heat_pil(a[i], scale) for a in columns)]
@@ -309,7 +314,7 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
             strip.paste(overlay_pil(shown[i], a[i], scale), (4 + i * (w + 4), 4))
         with atomic_path(out / "methods" / f"{spec.name}.png") as tmp:
             strip.save(tmp, format="PNG")
-    return {"masks": [e["summary"] for e in masks["images"]],
+    return {"masks": [masks.summary(i, main.classes) for i in range(len(masks))],
             "methods": ["input", *(m.name for m in methods)],
             "descriptions": {m.name: m.description for m in methods}}
 
