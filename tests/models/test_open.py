@@ -318,3 +318,20 @@ def test_the_trial_pass_leaves_batch_norm_statistics_alone(tmp_path, monkeypatch
     bn = get_layer(run.model, "1")
     assert torch.equal(bn.running_mean, state["1.running_mean"]) and int(bn.num_batches_tracked) == 7
     assert not run.model.training
+
+
+def test_a_card_that_would_normalize_a_self_normalizing_zoo_model_twice_is_said(recwarn):
+    """kangae's zoo models carry their Normalize layer: a card's mean and std on top would
+    normalize twice. kangae says so, naming the layer's numbers; an explicit
+    ``"normalizes_itself": false`` (the model really was trained that way) is taken quietly."""
+    import warnings
+
+    from kangae.models.card import CardWarning
+
+    with pytest.warns(CardWarning, match=r"fast-cnn normalizes its input itself .*mean 0\.1307, std 0\.3081"):
+        run = open_model("fast-cnn", card={"mean": [0.5], "std": [0.5]})
+    assert run.card.mean == (0.5,) and not run.card.normalizes_itself  # said, not overruled
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CardWarning)
+        open_model("fast-cnn", card={"mean": [0.5], "std": [0.5], "normalizes_itself": False})
+        open_model("fast-cnn", card={"classes": [str(i) for i in range(10)]})

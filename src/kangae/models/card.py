@@ -29,6 +29,10 @@ from torch import nn
 from ..errors import KangaeError
 from ..utils.device import module_device
 
+
+class CardWarning(UserWarning):
+    """A card that is valid but probably not what its author meant (said, not refused)."""
+
 PREPROCESS = ("center-crop", "stretch", "mnist")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -26,6 +26,7 @@ import pickle
 import re
 import sys
 import types
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import fields, replace
@@ -38,7 +39,15 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import RunError
-from .card import IMAGENET_MEAN, IMAGENET_STD, ModelCard, card_beside, complete_card, read_card
+from .card import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CardWarning,
+    ModelCard,
+    card_beside,
+    complete_card,
+    read_card,
+)
 from .zoo import MODELS, Normalize, create_model
 
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -216,6 +225,14 @@ def _from_zoo(name: str, weights: Path | None, card: ModelCard) -> tuple[nn.Modu
     net = create_model(name, **kw)
     if tensors is not None:
         load_weights(net, tensors, str(weights))
+    own = next((m for m in net.modules() if isinstance(m, Normalize)), None)
+    if own is not None and card.mean is not None and card.normalizes_itself is None:
+        numbers = lambda t: ", ".join(f"{v:.4g}" for v in t.flatten().tolist())  # noqa: E731
+        warnings.warn(
+            f"{name} normalizes its input itself (its Normalize layer: mean {numbers(own.mean)}, std "
+            f"{numbers(own.std)}), so the card's mean and std normalize the pictures a second time "
+            "before it; drop them from the card, or say \"normalizes_itself\": false if the model "
+            "was trained on pictures normalized that way", CardWarning, stacklevel=3)
     shape = getattr(net, "input_shape", None)
     zoo = ModelCard(normalizes_itself=True, name=name, source=card.source,
                     channels=shape[0] if shape else None, size=tuple(shape[1:]) if shape else None)
