@@ -30,6 +30,7 @@ from torch import nn
 
 from ..data.loader import random_shift
 from ..models.layers import get_layer
+from ..utils.stop import check_stop
 from ._model import frozen, input_shape_of, stop_at
 from .inputs import ProbeInputError, Target, as_classes, model_device, renamed
 from .result import PrototypeResult
@@ -243,6 +244,7 @@ def activation_maximization(model: nn.Module, target: Target = "all", *,
     snaps, curve = [], []
     with frozen(model), _scorer(model, objective, layer) as score:
         for step in range(steps):
+            check_stop()
             x = image()
             obj = score(_transform(x, kind, reg, jitter, gen), t)
             loss = -obj

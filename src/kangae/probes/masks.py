@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils.device import chunk_size
+from ..utils.stop import check_stop
 from ..utils.threads import map_pieces, pieces
 from ._model import frozen, resolve_targets
 from .explanation import Explanation, degenerate, flag_degenerate
@@ -179,6 +180,7 @@ def _meaningful_group(model: nn.Module, x: torch.Tensor, t: torch.Tensor, x0: to
     opt = _adam(low, lr)
     curve = []
     for step in range(steps):
+        check_stop()
         m = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
         blend = m * x + (1 - m) * x0
         if jitter > 0:  # the gather equals random_shift with the same draws
@@ -401,6 +403,7 @@ def _extremal_group(model: nn.Module, x: torch.Tensor, t: torch.Tensor, x0: torc
     growth = area_growth ** (1 / max(steps - 1, 1))
     curve = torch.empty(steps, n)
     for step in range(steps):
+        check_stop()
         m = (ay @ params @ ax.T).clamp(0, 1)
         if jitter > 0:  # the model sees the blend moved by up to ``jitter`` px, zeros coming in
             index = _index_of(offsets[step], jitter, h, w, x.device)

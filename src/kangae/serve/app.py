@@ -31,7 +31,7 @@ from ..probes.registry import explainer_names
 from .batcher import Busy
 from .engine import Engine, NotAvailable, _round
 from .inputs import BadInput, Seen, read_image
-from .limits import ARRIVED, MAX_BODY, PICTURE_MAX_BODY, Arrival, BodyLimit, HostCheck
+from .limits import ARRIVED, MAX_BODY, PICTURE_MAX_BODY, Arrival, BodyLimit, CancelOnDisconnect, HostCheck
 from .picture_api import add_picture_routes
 from .picture_engine import PictureEngine, picture_info
 
@@ -164,6 +164,7 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
     picture = isinstance(engine, PictureEngine)
     app = FastAPI(title="kangae serve", version=__version__, lifespan=lifespan,
                   description=PICTURE_DESCRIPTION if picture else DIGIT_DESCRIPTION)
+    app.add_middleware(CancelOnDisconnect)  # inside BodyLimit, which reads the body first
     app.add_middleware(BodyLimit, max_bytes=max_body)
     if allowed_hosts:
         app.add_middleware(HostCheck, allowed=allowed_hosts)

@@ -15,6 +15,7 @@ same answer, given at once, when the queue is full.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
+
+from ..utils.stop import stop_when
 
 T = TypeVar("T")
 
@@ -42,12 +45,19 @@ def too_late(waited: float) -> TooLate:
 
 async def run_by(executor: Executor, fn: Callable[[], T], deadline: float) -> T:
     """``fn()`` in ``executor``; :class:`TooLate` if it has not *started* by ``deadline``
-    (``time.monotonic()``). Once started it runs to the end; a cancelled caller (the client
-    went away) takes its job out of the queue when it has not started yet."""
+    (``time.monotonic()``). A cancelled caller (the client went away) takes its job out of
+    the queue when it has not started yet, and asks a running one to stop: the probes' step
+    loops check for that (:mod:`kangae.utils.stop`) and end within a step."""
     t0 = time.monotonic()
     if t0 >= deadline:
         raise too_late(0.0)
-    job = executor.submit(fn)
+    stop = threading.Event()
+
+    def guarded() -> T:
+        with stop_when(stop):
+            return fn()
+
+    job = executor.submit(guarded)
     fut = asyncio.wrap_future(job)  # cancelled with the job
     expired = False
 
@@ -61,7 +71,8 @@ async def run_by(executor: Executor, fn: Callable[[], T], deadline: float) -> T:
     except asyncio.CancelledError:
         if expired:
             raise too_late(time.monotonic() - t0) from None
-        job.cancel()
+        if not job.cancel():
+            stop.set()  # running: its next step raises Stopped, which nobody waits for
         raise
     finally:
         timer.cancel()

@@ -10,6 +10,7 @@ burst of large uploads cannot take the machine's memory.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -118,6 +119,61 @@ class BodyLimit:
             await self.app(scope, replay, send)
         finally:
             self.held -= taken
+
+
+class CancelOnDisconnect:
+    """Cancel the request's handler when its client goes away before the answer (the page
+    aborts a request for an explanation it no longer shows): its queued model call leaves the
+    queue and a running one stops within a step (:func:`~kangae.serve.batcher.run_by`).
+    Starlette itself lets a handler run on after a disconnect. Sits inside :class:`BodyLimit`,
+    which has read the whole body, so the only message left to receive is the disconnect."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        first: dict[str, Any] | None = await receive()  # the body, replayed
+        gone = asyncio.Event()  # the client left before the whole answer was sent
+        answered = False
+
+        async def app_receive() -> dict[str, Any]:
+            nonlocal first
+            if first is not None:
+                message, first = first, None
+                return message
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def app_send(message: dict[str, Any]) -> None:
+            nonlocal answered
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not answered:  # servers also say "disconnect" once the response is complete
+                gone.set()
+
+        handler = asyncio.ensure_future(self.app(scope, app_receive, app_send))
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not handler.done():
+                if gone.is_set():
+                    handler.cancel()
+                await asyncio.wait({handler})
+        finally:
+            watcher.cancel()
+            if not handler.done():
+                handler.cancel()
+            await asyncio.gather(handler, watcher, return_exceptions=True)
+        if not handler.cancelled():
+            handler.result()  # the handler's own exception, if it raised one
 
 
 def host_name(host: str) -> str:

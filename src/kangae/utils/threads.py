@@ -156,5 +156,13 @@ def map_pieces(fn: Callable[[slice], T], parts: Sequence[slice]) -> list[T]:
         return [fn(p) for p in parts]
     from concurrent.futures import ThreadPoolExecutor
 
+    from .stop import current_stop, stop_when
+
+    event = current_stop()  # a stop asked of this thread's work stops its pieces too
+
+    def piece(part: slice) -> T:
+        with stop_when(event):
+            return fn(part)
+
     with ThreadPoolExecutor(min(workers(), len(parts)), thread_name_prefix="kangae-piece") as pool:
-        return list(pool.map(fn, parts))
+        return list(pool.map(piece, parts))

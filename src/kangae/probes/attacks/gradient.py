@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...utils.device import chunk_size
+from ...utils.stop import check_stop
 from ...utils.threads import map_pieces, pieces
 from .._model import frozen
 from ..display import Shows, class_namer
@@ -213,6 +214,7 @@ def _pgd_run(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, start: torch.
     best = xc.clone()
     done = torch.zeros(len(xc), dtype=torch.bool, device=xc.device)
     for i in range(steps if eps > 0 else 0):
+        check_stop()
         grad, logits = _step_gradient(model, adv, yc)
         if keep_best and i > 0:  # the logits of the previous iterate come for free
             _record(best, done, adv, logits, yc, targeted)
