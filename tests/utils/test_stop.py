@@ -111,7 +111,8 @@ def test_a_request_whose_client_leaves_stops_its_model_call_and_frees_the_worker
         async def send(message):
             sent.append(message)
 
-        request = asyncio.ensure_future(CancelOnDisconnect(app)({"type": "http", "headers": []}, receive, send))
+        scope = {"type": "http", "headers": []}
+        request = asyncio.ensure_future(CancelOnDisconnect(app)(scope, receive, send))
         while not started.is_set():
             await asyncio.sleep(0.01)
         await messages.put({"type": "http.disconnect"})  # the page moved on

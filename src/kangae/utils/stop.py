@@ -4,7 +4,7 @@ The web app runs masks and prototypes in worker threads. When the page that aske
 moves on (a new picture: the browser aborts the request), the answer is worthless, and a
 mask of hundreds of steps would hold the app's only mask worker for seconds. The caller
 sets a :class:`threading.Event`; the work runs inside :func:`stop_when` with that event, and
-the long loops (the masks' and activation maximization's steps, PGD's) call
+the long loops (the masks', activation maximization's, PGD's and the edit search's steps) call
 :func:`check_stop` once per step, which raises :class:`Stopped` once it is set.
 
 The event is per thread (a ``threading.local``), so nothing outside the block, and no other

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...utils.stop import check_stop
 from .._affine import affine_split
 from .._model import frozen
 from ..display import Shows, class_namer
@@ -152,6 +153,7 @@ def fewest_pixel_edits(model: nn.Module, images: torch.Tensor, target: torch.Ten
         evaluated = 0
         split = affine_split(model, tuple(x0.shape[1:])) if fast else None
         for step in range(max_edits):
+            check_stop()
             active = (prob < threshold).nonzero().flatten()
             if not len(active):
                 break
