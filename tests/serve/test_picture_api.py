@@ -290,3 +290,28 @@ def test_gradcam_beside_concurrent_predictions(picture_app, picture_client) -> N
     engine = picture_app.state.engine
     assert engine._layer_model is not None and engine._layer_model is not engine.model
     assert not engine.model.net[0]._forward_hooks  # the shared model never carries a hook
+
+
+def test_a_mask_the_page_no_longer_waits_for_stops_and_frees_the_mask_worker(colour_spec) -> None:
+    """Over a real server: a client asks for a mask of 100,000 steps (a minute) and gives up
+    after half a second; the server cancels the handler, the mask stops within a step, and the
+    app's one mask worker takes the next job at once."""
+    import httpx
+
+    from kangae.serve import app_for
+    from kangae.serve.runner import background_server
+
+    app = app_for(colour_spec["spec"], weights=colour_spec["weights"], card=colour_spec["card"],
+                  mask_steps=100_000, proto_steps=8)
+    engine = app.state.engine
+    with background_server(app) as url:
+        crop = httpx.post(f"{url}/api/predict", json={"image": _url(_halves())}, timeout=10).json()["crop"]
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{url}/api/explain", json={"image": crop, "prepared": True, "method": "mask"},
+                       timeout=0.5)
+        t0 = time.monotonic()
+        assert engine.mask_pool.submit(lambda: "free").result(timeout=10) == "free"
+        assert time.monotonic() - t0 < 5
+        r = httpx.post(f"{url}/api/explain", json={"image": crop, "prepared": True, "method": "gradcam"},
+                       timeout=10)
+        assert r.status_code == 200  # the app goes on as before
