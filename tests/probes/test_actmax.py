@@ -99,19 +99,31 @@ def test_bad_objective_and_layer():
         activation_maximization(model, [0], objective="channel", layer="hiden")
 
 
+def _shifted(x, shifts):
+    """Each image moved by its (dy, dx) in [0, 2] (1 px of zero padding), as random_shift
+    moves them, written as a gather."""
+    padded = torch.nn.functional.pad(x, (1,) * 4)
+    dy, dx = torch.tensor(shifts).T
+    rows = (dy[:, None] + torch.arange(28))[:, :, None]
+    cols = (dx[:, None] + torch.arange(28))[:, None, :]
+    return padded[torch.arange(len(x))[:, None, None], :, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
 def _plain_loop(model, targets, steps, lr=0.05, seed=0):
     """Activation maximization of digits as kangae did it before size-dependent defaults:
-    sigmoid pixels, Adam, a random shift of up to 1 px each step (zeros fill)."""
-    from kangae.data.loader import random_shift
+    sigmoid pixels, Adam, a random shift of up to 1 px each step (zeros fill); each image's
+    start and shifts drawn, image by image, from its own generator (the seed and its class)."""
+    from kangae.utils.rng import row_seed
 
-    gen = torch.Generator().manual_seed(seed)
-    raw = torch.nn.Parameter(torch.randn(len(targets), 1, 28, 28, generator=gen) * 0.01)
+    gens = [torch.Generator().manual_seed(row_seed(seed, k, 0)) for k in targets]
+    raw = torch.nn.Parameter(torch.stack([torch.randn(1, 28, 28, generator=g) for g in gens]) * 0.01)
     opt = torch.optim.Adam([raw], lr=lr)
     t = torch.tensor(targets)
     for p in model.parameters():
         p.requires_grad_(False)
     for _ in range(steps):
-        logits = model(random_shift(torch.sigmoid(raw), 1, gen))
+        shifts = [[int(torch.randint(0, 3, (), generator=g)) for _ in range(2)] for g in gens]
+        logits = model(_shifted(torch.sigmoid(raw), shifts))
         opt.zero_grad()
         (-logits[torch.arange(len(t)), t]).sum().backward()
         opt.step()
@@ -125,6 +137,22 @@ def test_digits_keep_their_defaults_and_results():
     assert r.metrics["param"] == "pixel" and r.metrics["regularizers"]["transforms"] == "shift"
     assert r.metrics["regularizers"]["jitter"] == 1
     assert torch.equal(r.images, _plain_loop(copy.deepcopy(model), [1, 3, 5], 25))
+
+
+def test_a_class_gets_the_same_prototype_whichever_classes_share_its_batch():
+    """The web app batches whatever classes are asked at the time: class 3's picture must not
+    depend on that (its start and transforms come from its own generator)."""
+    torch.manual_seed(0)
+    model = create_model("mlp").eval()
+    for shape in ((1, 28, 28), (3, 64, 64)):  # pixel + shifts, and Fourier + standard transforms
+        kwargs = dict(steps=6, frames=0, seed=4, input_shape=shape)
+        net = model if shape[0] == 1 else nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 10))
+        alone = activation_maximization(net, [3], **kwargs).images[0]
+        among = activation_maximization(net, [1, 3, 5], **kwargs).images[1]
+        again = activation_maximization(net, [3, 7], **kwargs).images[0]
+        assert torch.allclose(alone, among, atol=1e-5) and torch.allclose(alone, again, atol=1e-5), shape
+        other = activation_maximization(net, [3], **{**kwargs, "seed": 5}).images[0]
+        assert (other - alone).abs().max() > 1e-3  # the seed still matters
 
 
 def test_standard_transforms_are_exact_integer_shifts_without_scale_or_rotation():

@@ -8,17 +8,19 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from ..utils.rng import RowGenerators, randint
 from .dataset import ImageSet
 
 
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to ``max_shift`` pixels in x and y, filling with zeros."""
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | RowGenerators) -> torch.Tensor:
+    """Translate each image by up to ``max_shift`` pixels in x and y, filling with zeros
+    (``generator``: one for the batch, or one per image, see :mod:`kangae.utils.rng`)."""
     if max_shift <= 0:
         return x
     b, _, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4)
-    dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator).to(x.device)
+    dy = randint(generator, 2 * max_shift + 1, (b,)).to(x.device)
+    dx = randint(generator, 2 * max_shift + 1, (b,)).to(x.device)
     rows = dy[:, None] + torch.arange(h, device=x.device)
     cols = dx[:, None] + torch.arange(w, device=x.device)
     batch = torch.arange(b, device=x.device)[:, None, None]

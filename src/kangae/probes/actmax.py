@@ -30,6 +30,7 @@ from torch import nn
 
 from ..data.loader import random_shift
 from ..models.layers import get_layer
+from ..utils.rng import Draws, RowGenerators, randint, randn, row_seed
 from ..utils.stop import check_stop
 from ._model import frozen, input_shape_of, stop_at
 from .inputs import ProbeInputError, Target, as_classes, model_device, renamed
@@ -78,22 +79,23 @@ class Regularizers:
         return "standard" if side >= LARGE else "shift"
 
 
-def _choice(values: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    return values[torch.randint(0, len(values), (n,), generator=generator)]
+def _choice(values: torch.Tensor, n: int, generator: Draws | RowGenerators) -> torch.Tensor:
+    return values[randint(generator, len(values), (n,))]
 
 
 def standard_transforms(x: torch.Tensor, jitter: int, scale: float, rotate: int,
-                        generator: torch.Generator) -> torch.Tensor:
+                        generator: Draws | RowGenerators) -> torch.Tensor:
     """Lucid's (and Lucent's) ``standard_transforms`` on a batch, as one affine map per image
     sampled once (``affine_grid``/``grid_sample``): pad (grey 0.5 outside), jitter by
     0..``jitter``-1 px, scale by one of 11 steps in 1 ± ``scale``, rotate by a whole number
     of degrees in ±``rotate`` (zero five times likelier, as in Lucid), jitter by
     0..``jitter // 2``-1 px; the model sees the same H x W window about the centre.
-    Draws come from ``generator``; integer shifts alone move pixels exactly."""
+    Draws come from ``generator`` (or, one image each, from a
+    :class:`~kangae.utils.rng.RowGenerators`); integer shifts alone move pixels exactly."""
     n, _, h, w = x.shape
     jitter2 = max(1, jitter // 2)
-    t1 = torch.randint(0, max(1, jitter), (n, 2), generator=generator) - max(1, jitter) // 2
-    t2 = torch.randint(0, jitter2, (n, 2), generator=generator) - jitter2 // 2
+    t1 = randint(generator, max(1, jitter), (n, 2)) - max(1, jitter) // 2
+    t2 = randint(generator, jitter2, (n, 2)) - jitter2 // 2
     scales = 1 + scale * (torch.arange(11, dtype=torch.float64) - 5) / 5
     angles = torch.tensor([*range(-rotate, rotate + 1), *[0] * 5], dtype=torch.float64)
     s = _choice(scales, n, generator)
@@ -109,7 +111,7 @@ def standard_transforms(x: torch.Tensor, jitter: int, scale: float, rotate: int,
 
 
 def _transform(x: torch.Tensor, kind: str, reg: Regularizers, jitter: int,
-               generator: torch.Generator) -> torch.Tensor:
+               generator: RowGenerators) -> torch.Tensor:
     if kind == "shift":
         return random_shift(x, jitter, generator) if jitter else x
     if kind == "standard":
@@ -121,18 +123,18 @@ class _Image(nn.Module):
     """A batch of images in [0, 1] from free parameters (pixels or a Fourier spectrum)."""
 
     def __init__(self, n: int, shape: tuple[int, ...], param: str, decay: float,
-                 generator: torch.Generator, device: torch.device):
+                 generator: RowGenerators, device: torch.device):
         super().__init__()
         c, h, w = shape
         self.shape, self.kind = shape, param
         if param == "pixel":
-            init = torch.randn(n, c, h, w, generator=generator) * 0.01
+            init = randn(generator, (n, c, h, w)) * 0.01
         elif param == "fourier":
             fy = torch.fft.fftfreq(h)[:, None]
             fx = torch.fft.rfftfreq(w)[None, :]
             freq = (fx**2 + fy**2).sqrt().clamp(min=1.0 / max(h, w))
             self.register_buffer("scale", (1.0 / freq**decay).to(device) * _FOURIER_GAIN)
-            init = torch.randn(n, c, h, w // 2 + 1, 2, generator=generator) * 0.01
+            init = randn(generator, (n, c, h, w // 2 + 1, 2)) * 0.01
         else:
             raise ValueError(f"unknown parameterization '{param}'; use {' or '.join(PARAMS[1:])}")
         self.raw = nn.Parameter(init.to(device))
@@ -215,7 +217,9 @@ def activation_maximization(model: nn.Module, target: Target = "all", *,
     ``"all"``. ``param="auto"`` is ``pixel`` below 64 px and ``fourier`` from 64 px on; the
     transforms follow the image size too (see :class:`Regularizers`).
 
-    All targets are one batch: one forward and backward per step. The model's mode,
+    All targets are one batch: one forward and backward per step. Each image draws its start
+    and its transforms from its own generator (``seed``, its target, its copy), so a target's
+    picture does not depend on the other targets asked with it. The model's mode,
     ``requires_grad`` flags and hooks are restored afterwards, even on error.
     """
     if objective not in OBJECTIVES:
@@ -236,7 +240,9 @@ def activation_maximization(model: nn.Module, target: Target = "all", *,
     device = model_device(model)
     n_targets = count_targets(model, objective, layer, shape)
     t = as_classes(target, n_targets).repeat_interleave(per_target).to(device)
-    gen = torch.Generator().manual_seed(seed)
+    # one generator per image, from the seed, its target and its copy: a target's picture is
+    # the same whichever other targets share the batch (kangae.utils.rng)
+    gen = RowGenerators([row_seed(seed, int(k), i % per_target) for i, k in enumerate(t.tolist())])
     image = _Image(len(t), shape, param, decay, gen, device)
     opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.RMSprop)(image.parameters(), lr=lr)
     jitter = reg.jitter_for(shape[-1]) if kind != "none" else 0
