@@ -77,6 +77,12 @@ def test_a_mask_stops_within_a_step_when_asked():
     event.set()
     t.join(5)
     assert not t.is_alive() and outcome == ["stopped"]
+    outcome.clear()  # stopped before the first step too, while its shifts are drawn
+    event.set()
+    started = time.monotonic()
+    with stop_when(event), pytest.raises(Stopped):
+        meaningful_perturbation(model, x, steps=10**7)  # hours of shifts to draw
+    assert time.monotonic() - started < 2
 
 
 def test_a_request_whose_client_leaves_stops_its_model_call_and_frees_the_worker():

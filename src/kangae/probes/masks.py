@@ -333,6 +333,8 @@ def _draw_offsets(steps: int, b: int, s: int, g: torch.Generator) -> torch.Tenso
     out = torch.zeros(steps, 2, b, dtype=torch.int16)  # small: one pair per image and step
     if s > 0:
         for i in range(steps):
+            if i % 1024 == 0:
+                check_stop()  # a very long mask can be stopped before its first step
             out[i, 0] = torch.randint(0, 2 * s + 1, (b,), generator=g)
             out[i, 1] = torch.randint(0, 2 * s + 1, (b,), generator=g)
     return out
