@@ -153,15 +153,12 @@ def test_body_limit_by_content_length_and_by_bytes(client) -> None:
     assert r.status_code == 413
 
 
-def test_body_limit_counts_bytes_despite_a_small_content_length() -> None:
-    reached = []
-
-    async def app(scope, receive, send):  # pragma: no cover - must not be reached
-        reached.append(True)
-
+def _two_chunks(middleware, chunk: int, length: int | None):
+    """``middleware`` called on a body of two ``chunk``-byte pieces (``Content-Length: length``
+    when given): the coroutine, and the list the messages it sends go to."""
     sent: list[dict] = []
-    messages = [{"type": "http.request", "body": b"x" * 600, "more_body": True},
-                {"type": "http.request", "body": b"x" * 600, "more_body": False}]
+    messages = [{"type": "http.request", "body": b"x" * chunk, "more_body": True},
+                {"type": "http.request", "body": b"x" * chunk, "more_body": False}]
 
     async def receive():
         return messages.pop(0)
@@ -169,8 +166,18 @@ def test_body_limit_counts_bytes_despite_a_small_content_length() -> None:
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "headers": [(b"content-length", b"10")]}
-    asyncio.run(BodyLimit(app, max_bytes=1000)(scope, receive, send))
+    headers = [(b"content-length", str(length).encode())] if length is not None else []
+    return middleware({"type": "http", "headers": headers}, receive, send), sent
+
+
+def test_body_limit_counts_bytes_despite_a_small_content_length() -> None:
+    reached = []
+
+    async def app(scope, receive, send):  # pragma: no cover - must not be reached
+        reached.append(True)
+
+    coroutine, sent = _two_chunks(BodyLimit(app, max_bytes=1000), 600, 10)
+    asyncio.run(coroutine)
     assert not reached and sent[0]["status"] == 413
     assert b"too large" in sent[1]["body"]
 
@@ -189,18 +196,7 @@ def test_bodies_held_at_once_are_capped_with_a_fast_503() -> None:
         await send({"type": "http.response.body", "body": b"ok"})
 
     def request(limit, length: bool):
-        sent: list[dict] = []
-        messages = [{"type": "http.request", "body": b"x" * 200, "more_body": True},
-                    {"type": "http.request", "body": b"x" * 200, "more_body": False}]
-
-        async def receive():
-            return messages.pop(0)
-
-        async def send(message):
-            sent.append(message)
-
-        headers = [(b"content-length", b"400")] if length else []
-        return limit({"type": "http", "headers": headers}, receive, send), sent
+        return _two_chunks(limit, 200, 400 if length else None)
 
     async def burst():
         limit = BodyLimit(app, max_bytes=500, max_held=1000)

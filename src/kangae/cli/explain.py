@@ -102,7 +102,7 @@ def explain(ctx: click.Context, spec: str, files: tuple[str, ...], method: str, 
     if not batch:
         raise KangaeError("none of the images could be read")
     out_dir = Path(out) if out else run.path / f"explain-{method}"
-    res = write_explanations(run.model, classes, torch.stack(batch), out_dir, method, goal,
+    _, res = write_explanations(run.model, classes, torch.stack(batch), out_dir, method, goal,
                              sources=sources, pictures=pictures, seed=seed, **options)
     for entry in res["images"]:
         click.echo(f"{entry['source'] or 'image'}: {entry['summary']}")

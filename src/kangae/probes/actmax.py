@@ -30,7 +30,7 @@ from torch import nn
 
 from ..data.loader import random_shift
 from ..models.layers import get_layer
-from ..utils.rng import Draws, RowGenerators, randint, randn, row_seed
+from ..utils.rng import RowGenerators, randint, randn, row_seed
 from ..utils.stop import check_stop
 from ._model import frozen, input_shape_of, stop_at
 from .inputs import ProbeInputError, Target, as_classes, model_device, renamed
@@ -79,12 +79,12 @@ class Regularizers:
         return "standard" if side >= LARGE else "shift"
 
 
-def _choice(values: torch.Tensor, n: int, generator: Draws | RowGenerators) -> torch.Tensor:
+def _choice(values: torch.Tensor, n: int, generator: torch.Generator | RowGenerators) -> torch.Tensor:
     return values[randint(generator, len(values), (n,))]
 
 
 def standard_transforms(x: torch.Tensor, jitter: int, scale: float, rotate: int,
-                        generator: Draws | RowGenerators) -> torch.Tensor:
+                        generator: torch.Generator | RowGenerators) -> torch.Tensor:
     """Lucid's (and Lucent's) ``standard_transforms`` on a batch, as one affine map per image
     sampled once (``affine_grid``/``grid_sample``): pad (grey 0.5 outside), jitter by
     0..``jitter``-1 px, scale by one of 11 steps in 1 ± ``scale``, rotate by a whole number

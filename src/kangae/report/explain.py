@@ -64,14 +64,15 @@ def parse_target(text: str, num_classes: int, classes: Sequence[str]) -> str | i
 def write_explanations(model: torch.nn.Module, classes: Sequence[str], images: torch.Tensor,
                        out: str | os.PathLike, method: str = "mask", target: str | int = "auto",
                        sources: Sequence[str] = (), pictures: Sequence[Preprocessed] = (),
-                       **options: Any) -> dict[str, Any]:
+                       **options: Any) -> tuple[Explanation, dict[str, Any]]:
     """Explain ``images`` (N, C, H, W) in one batch and write what :meth:`Explanation.save`
-    writes (a panel per image, the input as seen, ``explanations.json``)."""
+    writes (a panel per image, the input as seen, ``explanations.json``); returns the
+    explanation and that JSON."""
     start = time.perf_counter()
     e = explain(model, images, target, method=method, **options)
     seconds = time.perf_counter() - start
     e.save(out, classes=classes, sources=sources, pictures=pictures, extra={"seconds": seconds})
-    return json.loads((Path(out) / "explanations.json").read_text())
+    return e, json.loads((Path(out) / "explanations.json").read_text())
 
 
 def cluttered_model(data_dir: str | None = None, progress: bool = False) -> Any:

@@ -273,15 +273,13 @@ def step_explain(tour: Tour, out: Path) -> dict[str, Any]:
     from ..probes.registry import explainers
     from ..render.explain import heat_pil, overlay_pil
     from ..render.images import to_pil
-    from .explain import test_images
+    from .explain import test_images, write_explanations
 
     s = tour.settings
     main = tour.main_run()
     x, names = test_images(main, s.explain_images)
-    start = time.perf_counter()
-    masks = explain(main.model, x, method="mask", steps=s.mask_steps)
-    masks.save(out / "mask", classes=main.classes, sources=names,
-               extra={"seconds": time.perf_counter() - start})
+    masks, _ = write_explanations(main.model, main.classes, x, out / "mask", "mask", "auto", sources=names,
+                                  steps=s.mask_steps)
     # one row per image (the first three), one column per registered method, side by side
     methods = [spec for spec in explainers().values() if tour_shows(spec, main.model)]
     if max(x.shape[-2:]) > 64:  # at photo sizes the sampling methods take minutes per image on a CPU

@@ -16,8 +16,6 @@ from collections.abc import Sequence
 
 import torch
 
-Draws = torch.Generator  # or RowGenerators; see randint and randn
-
 _MASK = (1 << 63) - 1
 
 

@@ -1,6 +1,6 @@
 """Stopping a long computation that nobody waits for any more.
 
-The web app runs masks and prototypes in worker threads. When the page that asked for one
+The web app runs masks and edit searches in worker threads. When the page that asked for one
 moves on (a new picture: the browser aborts the request), the answer is worthless, and a
 mask of hundreds of steps would hold the app's only mask worker for seconds. The caller
 sets a :class:`threading.Event`; the work runs inside :func:`stop_when` with that event, and

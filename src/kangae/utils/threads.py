@@ -19,6 +19,8 @@ from typing import TypeVar
 
 import torch
 
+from .stop import current_stop, stop_when
+
 SAMPLE_SECONDS = 0.1
 PIECE = 32  # images in the smallest piece of work handed to a worker (PGD on fast-cnn:
 # pieces of 32 beat pieces of 16 and 8 beside a busy program, docs/benchmarks.md)
@@ -155,8 +157,6 @@ def map_pieces(fn: Callable[[slice], T], parts: Sequence[slice]) -> list[T]:
     if workers() <= 1 or len(parts) <= 1:
         return [fn(p) for p in parts]
     from concurrent.futures import ThreadPoolExecutor
-
-    from .stop import current_stop, stop_when
 
     event = current_stop()  # a stop asked of this thread's work stops its pieces too
 
