@@ -64,6 +64,30 @@ def test_scoring_copy_folds_and_reorders_yet_gives_the_same_logits():
     assert torch.allclose(got, want, atol=1e-5)
 
 
+def test_the_scoring_copy_is_made_once_and_remade_when_the_weights_change():
+    """Pieces of one probe call, and later calls, share one copy; an optimizer step, a loaded
+    state dict or another kind of image makes a new one, whose logits are the model's."""
+    model, x = bn_cnn(), images(6)
+    fast = scoring_copy(model, x[:4])
+    assert scoring_copy(model, x[4:]) is fast
+    assert scoring_copy(model, x[:4].double()) is not fast  # another dtype: another copy
+    fast = scoring_copy(model, x[:4])
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.train()
+    F.cross_entropy(model(x), torch.arange(6)).backward()
+    opt.step()
+    model.eval()
+    stepped = scoring_copy(model, x[:4])
+    assert stepped is not fast
+    with torch.no_grad():
+        assert torch.allclose(stepped(x.contiguous(memory_format=torch.channels_last)), model(x), atol=1e-5)
+    model.load_state_dict(bn_cnn().state_dict())
+    assert scoring_copy(model, x[:4]) is not stepped
+    with torch.inference_mode():  # weights without a version counter: a new copy each call
+        frozen = bn_cnn()
+    assert scoring_copy(frozen, x[:4]) is not scoring_copy(frozen, x[:4])
+
+
 def test_pool_relu_and_flat_linear_equal_the_layers_they_replace_in_every_layout():
     torch.manual_seed(0)
     linear = nn.Linear(3 * 4 * 6, 5)

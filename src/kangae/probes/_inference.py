@@ -20,13 +20,17 @@ The copy (:func:`scoring_copy`) is the model in eval mode with three exact rewri
 All but the channels-last layout apply to (nested) ``nn.Sequential`` models; any other
 module keeps its layers.
 The copy is checked against the model on the caller's images and dropped for the plain
-eval copy when its logits differ (more than float rounding) or it fails to run.
+eval copy when its logits differ (more than float rounding) or it fails to run. It is made
+once per model and kind of image and shared (by a probe's pieces, and by later calls) until
+the model's weights change.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import threading
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -149,8 +153,42 @@ def as_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-@torch.no_grad()
+# model -> (what its copy was made from, the copy): the pieces of one probe call, and the
+# calls after it, share one copy instead of each deep-copying the weights again
+_copies: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]] = weakref.WeakKeyDictionary()
+_copies_lock = threading.Lock()
+
+
+def _fingerprint(model: nn.Module, example: torch.Tensor) -> tuple:
+    """What a scoring copy depends on: every weight and buffer (its storage and its version,
+    which an in-place update such as an optimizer step bumps) and the kind of image."""
+    state = tuple((name, t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device)
+                  for name, t in [*model.named_parameters(), *model.named_buffers()])
+    return state, tuple(example.shape[1:]), example.dtype, example.device
+
+
 def scoring_copy(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """The scoring copy of ``model`` for images like ``example`` (see :func:`make_scoring_copy`),
+    made once and shared until the model's weights change or it is garbage-collected. Its
+    forward keeps no state, so threads may share it."""
+    try:
+        key = _fingerprint(model, example)
+    except RuntimeError:  # inference tensors keep no version counter: copy every call
+        return make_scoring_copy(model, example)
+    with _copies_lock:
+        held = _copies.get(model)
+        if held is not None and held[0] == key:
+            return held[1]
+        made = make_scoring_copy(model, example)
+        try:
+            _copies[model] = (key, made)
+        except TypeError:  # a module that cannot be weakly referenced is copied every call
+            pass
+        return made
+
+
+@torch.no_grad()
+def make_scoring_copy(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """A private eval-mode copy of ``model`` for scoring, rewritten as the module docstring
     says where that gives the model's logits on ``example`` (a few of the caller's images)."""
     plain = copy.deepcopy(model).eval()
