@@ -11,6 +11,11 @@ SmoothGrad out in pieces to one Python thread per CPU,
 each on one intra-op thread (``ThreadChoice.workers``): a piece on the shared core runs slower
 but stalls no other piece, and the free core takes more of them.
 
+The floor: beside one spinning program, a fair scheduler gives each runnable thread the same
+share of the CPUs, so kangae's W workers get at most W x CPUs / (W + 1) of them (4/3 of 2
+CPUs). The CPU time the pieced run took, spread over that share, is the fastest that work
+could run; "floor" is that against quiet, and "used" is how much of the share it got.
+
 Beside the quiet time it prints the same probe on one thread: a probe that kangae runs on one
 thread beside the busy program cannot beat that, so "1 thread / quiet" (the speed-up the second
 thread gave) is a floor for its busy slowdown.
@@ -49,15 +54,23 @@ def _model(run_dir: str | None) -> tuple[torch.nn.Module, str]:
 def _time(fn: Callable[[], object], threads: int, repeats: int, workers: int = 1) -> float:
     """Best of ``repeats`` after a warm-up, on ``threads`` intra-op threads and ``workers``
     side-by-side pieces (kangae.utils.threads; the PIECED probes cut their work into pieces)."""
+    return _time_cpu(fn, threads, repeats, workers)[0]
+
+
+def _time_cpu(fn: Callable[[], object], threads: int, repeats: int,
+              workers: int = 1) -> tuple[float, float]:
+    """(wall, CPU) seconds of the best of ``repeats`` runs (see :func:`_time`); CPU counts
+    every thread of this process."""
     before, old_workers = torch.get_num_threads(), set_workers(workers)
     torch.set_num_threads(threads)
     try:
         fn()  # warm-up
-        best = float("inf")
+        best = (float("inf"), 0.0)
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
-            best = min(best, time.perf_counter() - t0)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            best = min(best, (wall, cpu))
         return best
     finally:
         torch.set_num_threads(before)
@@ -94,7 +107,8 @@ def main() -> None:
     print(f"# kangae {kangae.__version__}, torch {torch.__version__}, {cpus} CPUs, model: {source}, "
           f"{args.n} test digits, best of {args.repeats}, {time.strftime('%Y-%m-%d')}")
     print(f"# quiet: {quiet_choice.describe()}")
-    quiet = {name: _time(fn, quiet_choice.threads, args.repeats) for name, fn in probes.items()}
+    quiet_cpu = {name: _time_cpu(fn, quiet_choice.threads, args.repeats) for name, fn in probes.items()}
+    quiet = {name: wall for name, (wall, _) in quiet_cpu.items()}
     # one thread on the quiet machine: the best a single free core can do, so quiet / this is
     # the speed-up of the extra threads, a floor for the busy slowdown of a probe run on one
     single = ({name: _time(fn, 1, args.repeats) for name, fn in probes.items()}
@@ -106,13 +120,19 @@ def main() -> None:
         print(f"# busy (one single-threaded program spinning): {busy_choice.describe()}")
         for name, fn in probes.items():
             fixed = _time(fn, cpus, args.repeats)
-            chosen = _time(fn, busy_choice.threads, args.repeats, busy_choice.workers)
+            chosen, cpu = _time_cpu(fn, busy_choice.threads, args.repeats, busy_choice.workers)
             ratio = chosen / quiet[name]
             # the same thread count without the side-by-side pieces, for the probes that use them
             plain = ""
             if busy_choice.workers > 1 and name in PIECED:
                 alone = _time(fn, busy_choice.threads, args.repeats, 1)
-                plain = f" (without pieces {alone:5.2f} s, {alone / quiet[name]:4.2f}x)"
+                # a fair scheduler gives our workers and the spinner equal shares of the CPUs:
+                # the CPU time this run took, spread over that share, is the best it could do
+                share = busy_choice.workers * min(1.0, cpus / (busy_choice.workers + 1))
+                plain = (f" (without pieces {alone:5.2f} s, {alone / quiet[name]:4.2f}x; CPU time "
+                         f"{cpu:5.2f} s against {quiet_cpu[name][1]:5.2f} s quiet; pieces used "
+                         f"{cpu / chosen:4.2f} of the {share:4.2f} CPUs a fair share gives, floor "
+                         f"{cpu / share / quiet[name]:4.2f}x)")
             print(f"{name:<11} quiet {quiet[name]:7.2f} s ({quiet_choice.threads} threads; 1 thread "
                   f"{single[name]:6.2f} s, {single[name] / quiet[name]:4.2f}x)   "
                   f"busy, {cpus} threads {fixed:7.2f} s ({fixed / quiet[name]:4.1f}x)   "
