@@ -37,6 +37,19 @@ def test_preservation_game_keeps_the_evidence():
     assert "keeping only" in e.summary(0)
 
 
+def test_a_preservation_mask_saves_though_its_attribution_is_the_mask(tmp_path):
+    """The kept part is the mask itself, one tensor under two names: saving must still write
+    both (safetensors refuses tensors that share memory)."""
+    from safetensors.torch import load_file
+
+    model, x = region_model(bias0=4.0), region_images(2)
+    e = meaningful_perturbation(model, x, game="preservation", steps=3)
+    e.inputs = x
+    e.save(tmp_path)
+    saved = load_file(str(tmp_path / "tensors.safetensors"))
+    assert torch.equal(saved["mask"], e.mask) and torch.equal(saved["attribution"], e.attribution)
+
+
 @pytest.mark.parametrize("chunk", [None, 2])  # 2: groups of 2 images, then 1
 def test_batched_masks_equal_one_at_a_time(chunk, monkeypatch):
     model, x = region_model(), region_images(3)

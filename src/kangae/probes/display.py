@@ -46,12 +46,20 @@ class Shows:
             self.picture().show()
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Every tensor field, on the CPU and contiguous (what ``save`` writes)."""
-        out = {}
+        """Every tensor field, on the CPU and contiguous (what ``save`` writes). Fields that
+        share memory (a preservation mask is its own attribution) get their own copies, as
+        safetensors stores each tensor apart."""
+        out: dict[str, torch.Tensor] = {}
+        storages: set[int] = set()
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):
-                out[f.name] = value.detach().cpu().contiguous()
+                value = value.detach().cpu().contiguous()
+                storage = value.untyped_storage().data_ptr()
+                if value.numel() and storage in storages:
+                    value = value.clone()
+                storages.add(value.untyped_storage().data_ptr())
+                out[f.name] = value
         return out
 
     def record(self) -> dict[str, Any]:
