@@ -177,6 +177,23 @@ def test_old_keyword_names_still_work_with_a_warning():
         p.fgsm(model, x, y, 0.1, labels=y)  # positional target and the old keyword
 
 
+def test_explain_takes_the_old_target_names_and_refuses_options_it_does_not_know():
+    """Before, ``targets=`` and any unknown option vanished into a method's ``**rest``, and
+    the predicted classes were explained instead of the ones asked for."""
+    x, model = _images(2), random_linear()
+    with pytest.warns(DeprecationWarning, match=r"explain\(targets=...\) is now explain\(target=...\)"):
+        old = p.explain(model, x, targets=[3, 4], method="saliency")
+    assert old.target.tolist() == [3, 4]
+    with pytest.warns(DeprecationWarning):
+        assert p.explain(model, x, labels=[5, 6], method="ig").target.tolist() == [5, 6]
+    for method, option in (("saliency", "bogus"), ("ig", "steps"), ("gradcam", "n_steps")):
+        with pytest.raises(TypeError, match=rf"'{method}' takes no option '{option}'"):
+            p.explain(model, x, method=method, **{option: 1})
+    with pytest.raises(TypeError):
+        p.explain(model, x, method="mask", bogus=1)
+    assert p.explain(model, x, method="ig", n_steps=4).target.shape == (2,)  # a real option
+
+
 def test_a_given_template_is_used_as_given():
     lin, x = random_linear(), _images(6)
     own = p.template_attack(lin, x, 3, alphas=(0, 0.5))

@@ -95,6 +95,15 @@ def test_gradcam_defaults_to_the_last_conv_block():
     assert default_cam_layer(create_model("cnn"), (1, 28, 28)) == "block2"
 
 
+def test_gradcam_on_a_layer_without_a_spatial_output_is_a_clear_error():
+    from kangae.models.zoo import create_model
+
+    model = create_model("fast-cnn").eval()
+    last = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    with pytest.raises(KangaeError, match=rf"spatial .*'{last}' has no height and width"):
+        explain(model, torch.rand(2, 1, 28, 28), method="gradcam", layer=last)
+
+
 def _smoothgrad_oracle(model, x, t, seed, samples, sigma):
     """SmoothGrad one noisy image per backward pass, each image's noise from its own seed."""
     out = torch.zeros_like(x)

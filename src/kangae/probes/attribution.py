@@ -57,6 +57,7 @@ from ..utils.threads import PIECE, map_pieces, pieces
 from ._inference import Scorer
 from ._model import frozen, resolve_targets
 from .explanation import Explanation, flag_degenerate
+from .inputs import renamed
 from .masks import extremal_perturbation, meaningful_perturbation
 from .registry import Context, aliases, explainer_names, get_explainer, register_explainer
 from .rise import rise
@@ -195,6 +196,9 @@ def _gradcam(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, *
 
     name = ctx.layer or default_cam_layer(model, tuple(x.shape[1:]))
     cam = ca.LayerGradCam(model, get_layer(model, name)).attribute(x, target=t)
+    if cam.ndim != 4:
+        raise KangaeError(f"Grad-CAM needs a layer with a spatial (N, C, H, W) output, and '{name}' "
+                          f"has no height and width (pick a conv layer: `kangae layers`)")
     return ca.LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")
 
 
@@ -386,6 +390,7 @@ def _random(model: nn.Module, x: torch.Tensor, t: torch.Tensor, ctx: Context, **
     return torch.rand(x.shape, generator=g).to(x.device)
 
 
+@renamed(targets="target", labels="target")
 def explain(model: nn.Module, images: torch.Tensor,
             target: int | Sequence[int] | torch.Tensor | str | None = "auto",
             method: str = "saliency", *, layer: str | None = None, batch_size: int | None = None,
@@ -399,6 +404,7 @@ def explain(model: nn.Module, images: torch.Tensor,
     """
     spec = get_explainer(method)
     method = spec.name
+    settings = spec.settings(options)  # an option the method does not take fails here, first
     if spec.kind == "explanation":
         if batch_size is not None and "batch_size" in spec.options:
             options = {**options, "batch_size": batch_size}
@@ -424,7 +430,6 @@ def explain(model: nn.Module, images: torch.Tensor,
             tt = tt.expand(len(x))
         if tt.numel() != len(x):
             raise KangaeError(f"{tt.numel()} targets for {len(x)} images")
-    settings = spec.settings(options)
 
     def one(span: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         chunk = x[span]

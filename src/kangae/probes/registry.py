@@ -20,6 +20,7 @@ Two kinds of function register:
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,8 +64,21 @@ class ExplainerSpec:
     # that fill each forward pass with perturbed copies of a few images take small pieces.
     pieces: int = 0
 
+    def accepted(self) -> frozenset[str]:
+        """The option names the method takes: its keyword-only parameters, ``defaults`` and
+        ``options`` (a ``**rest`` catch-all in its signature accepts nothing more)."""
+        params = inspect.signature(self.fn).parameters.values()
+        named = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        return frozenset(named | set(self.defaults) | set(self.options))
+
     def settings(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """The defaults overridden by ``options``."""
+        """The defaults overridden by ``options``; an option the method does not take is a
+        TypeError naming the ones it does, instead of being silently dropped."""
+        unknown = sorted(set(options) - self.accepted())
+        if unknown:
+            takes = ", ".join(sorted(self.accepted())) or "none"
+            raise TypeError(f"explanation method '{self.name}' takes no option "
+                            f"{', '.join(map(repr, unknown))} (its options: {takes})")
         return {**self.defaults, **options}
 
 
