@@ -48,22 +48,26 @@ def user(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_eval_on_labelled_pictures_reports_the_bad_file(user):
+def test_eval_on_labelled_pictures_reports_the_bad_file_and_exits_2_after_the_rest(user):
     res = run("eval", "colours.py:colour", "--card", "card.json", "--images", "pics")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 2, res.output  # the others were evaluated; the bad one named
     assert "accuracy 100.00% (n=9" in res.output
     assert "pics/blue/bad.png: not a readable image" in res.output
+    last = res.output.rstrip().splitlines()[-1]
+    assert last == "error: 1 picture could not be read (named above); the rest were done"
+    Path("pics/blue/bad.png").unlink()
+    assert run("eval", "colours.py:colour", "--card", "card.json", "--images", "pics").exit_code == 0
 
 
 def test_confusion_and_calibrate_name_the_pictures_not_a_test_split(user):
     res = run("confusion", "colours.py:colour", "--card", "card.json", "--images", "pics", "--out", "cm")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 2, res.output  # pics/blue/bad.png; the rest is written
     assert "on pics images: accuracy 100.00%" in res.output and "on test" not in res.output
     doc = json.loads(Path("cm/confusion.json").read_text())
     assert doc["dataset"] == "pics" and doc["split"] == "images"
     res = run("calibrate", "colours.py:colour", "--card", "card.json", "--images", "pics", "--out", "ca",
               "--bins", "3")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 2, res.output
     assert "pics images; numbers on the other" in res.output and "test images" not in res.output
 
 
@@ -79,7 +83,7 @@ def test_explain_a_photo_file_and_a_folder(user):
 def test_fool_in_pixel_units(user):
     res = run("fool", "colours.py:colour", "--card", "card.json", "--images", "pics", "--attack", "pgd",
               "--eps", "0,0.5", "--steps", "10", "--out", "fo")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 2, res.output  # pics/blue/bad.png; the rest is written
     rows = json.loads(Path("fo/fool.json").read_text())["table"]["rows"]
     assert rows[0][:2] == ["0", "100.0%"]  # clean pictures are all right
     assert rows[1][0] == "0.5" and rows[1][1] == "0.0%"  # half the pixel range flips every colour
@@ -114,6 +118,31 @@ def test_unlabelled_pictures_refuse_eval_but_explain(user):
               "--method", "gradcam", "--out", "ex")
     assert res.exit_code == 0, res.output
     assert json.loads(Path("ex/explanations.json").read_text())["images"][0]["summary"].startswith("red")
+
+
+def test_unlabelled_pictures_are_read_by_the_model_where_a_command_needs_classes(user):
+    """fool, ideas --method template and explain-bench stood on the -1 of a flat folder."""
+    flat = Path("flat")
+    flat.mkdir()
+    for i, colour in enumerate([(200, 10, 10), (10, 10, 220), (10, 200, 10)]):
+        Image.new("RGB", (16, 16), colour).save(flat / f"{i}.png")
+    res = run("fool", "colours.py:colour", "--card", "card.json", "--images", "flat", "--attack", "pgd",
+              "--eps", "0,0.5", "--steps", "10", "--out", "fo")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(Path("fo/fool.json").read_text())["table"]["rows"]
+    assert rows[0][:2] == ["0", "100.0%"] and rows[1][1] == "0.0%"  # measured against its readings
+    res = run("ideas", "colours.py:colour", "--card", "card.json", "--images", "flat", "--method", "template",
+              "--out", "id")
+    assert res.exit_code == 0, res.output
+    assert "the model reads as that class" in res.output
+    res = run("explain-bench", "colours.py:colour", "--card", "card.json", "--images", "flat",
+              "--methods", "saliency", "--n", "3", "--pointing", "0", "--sanity", "2", "--robust", "1",
+              "--out", "eb")
+    assert res.exit_code == 0, res.output
+    assert "explanation is of the class the model reads" in res.output
+    res = run("fool", "colours.py:colour", "--card", "card.json", "--images", "flat", "--attack", "edit",
+              "--misread", "--out", "fe")
+    assert res.exit_code == 2 and "--misread needs labels" in res.output
 
 
 def test_a_pickled_model_is_refused_from_the_cli(user):

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import DataError, KangaeError
 from ..utils.threads import apply_threads, set_workers
-from ._options import SPEC_HELP, as_flags, threads_option
+from ._options import LEFT_OUT, SPEC_HELP, as_flags, threads_option
 
 
 def _warn(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
@@ -60,13 +60,19 @@ class _Group(click.Group):
 
         warnings.showwarning = _warn
         try:
-            return super().invoke(ctx)
+            done = super().invoke(ctx)
         except TrainingInterrupted as e:
             click.echo(f"kangae: {e}", err=True)
             sys.exit(130)
         except KangaeError as e:  # bad data files exit 1; every other user mistake exits 2
             click.echo(f"error: {as_flags(str(e))}", err=True)
             sys.exit(1 if isinstance(e, DataError) else 2)
+        missed = ctx.meta.get(LEFT_OUT, 0)
+        if missed:  # the others were done and written; the bad ones were named as they came
+            click.echo(f"error: {missed} picture{'s' if missed > 1 else ''} could not be read "
+                       "(named above); the rest were done", err=True)
+            sys.exit(2)
+        return done
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -132,6 +132,17 @@ def images_option(f: F) -> F:
                              "(unlabelled), resized and cropped as the model card says.")(f)
 
 
+LEFT_OUT = "kangae.pictures_left_out"  # click context meta: pictures named as unreadable
+
+
+def left_out(count: int) -> None:
+    """Count pictures that could not be read (each already named on stderr): the command goes
+    on with the rest and exits 2 at the end (``kangae.cli._Group``)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and count:
+        ctx.meta[LEFT_OUT] = ctx.meta.get(LEFT_OUT, 0) + count
+
+
 def open_run(spec: str, weights: str | None = None, card: str | None = None, device: str = "cpu",
              images: str | None = None) -> Any:
     """Open ``SPEC`` for a command; every picture ``--images`` could not read is one line on stderr."""
@@ -140,6 +151,7 @@ def open_run(spec: str, weights: str | None = None, card: str | None = None, dev
     run = open_model(spec, weights=weights, card=card, device=device, images=images)
     for err in run.image_errors:
         click.echo(f"error: {err}", err=True)
+    left_out(len(run.image_errors))
     if run.images is not None:
         labels = run.images.labels
         kind = (f"in {len(set(labels.tolist()))} classes" if bool((labels >= 0).all())
@@ -190,4 +202,5 @@ def read_picture_files(run: Any, files: Iterable[str]) -> PictureFiles:
         images, digits = list(batch.float().div_(255)), []
     for err in errors:
         click.echo(f"error: {err}", err=True)
+    left_out(len(errors))
     return PictureFiles(images, list(sources), list(errors), digits)

@@ -11,6 +11,7 @@ from ._options import (
     device_option,
     images_option,
     model_options,
+    needs_labels,
     numbers,
     open_run,
     read_picture_files,
@@ -87,7 +88,6 @@ def fool(spec: str, attack: str, target: str | None, eps: str, steps: int, resta
     sources = None
     if image_files:
         read = read_picture_files(run, image_files)
-        errors = read.errors
         if not read.images:
             raise KangaeError("none of the images could be read")
         batch = torch.stack(read.images)
@@ -95,25 +95,30 @@ def fool(spec: str, attack: str, target: str | None, eps: str, steps: int, resta
         sources = [Path(s).name for s in read.sources]
     else:
         n = n_images or (8 if attack == "edit" else 1000)
+        from ..probes._model import logits_of
+
         data = run.dataset("test", data_dir=data_dir)
-        batch, labels = data.floats(), data.labels.long()
+        batch, labels = data.floats(), data.known_labels  # None: unlabelled --images pictures
+        if misread or source_class is not None:
+            needs_labels(run, "--misread" if misread else "--from")
+        # pictures without labels are picked by what the model reads them as
+        known = labels.long() if labels is not None else logits_of(run.model, batch).argmax(1)
         if misread:
             if attack != "edit" or k is not None:
                 raise KangaeError("--misread goes with --attack edit and no --target")
-            from ..probes._model import logits_of
-
-            pick = (logits_of(run.model, batch).argmax(1) != labels).nonzero().flatten()[:n]
-            k_targets = labels[pick]
+            pick = (logits_of(run.model, batch).argmax(1) != known).nonzero().flatten()[:n]
+            k_targets = known[pick]
         elif source_class is not None:  # e.g. 0 -> 9
             src = parse_targets(source_class, run.model, run.classes, shape).indices
             if len(src) != 1 or source_class.startswith("layer:"):
                 raise KangaeError(f"invalid --from {source_class!r}: give one class")
-            pick = (labels == src[0]).nonzero().flatten()[:n]
+            pick = (known == src[0]).nonzero().flatten()[:n]
         elif attack == "edit" and k is not None:  # digits of other classes
-            pick = (labels != k).nonzero().flatten()[:n]
+            pick = (known != k).nonzero().flatten()[:n]
         else:
             pick = torch.arange(min(n, len(batch)))
-        batch, labels = batch[pick], labels[pick]
+        batch = batch[pick]
+        labels = None if labels is None else labels.long()[pick]
         sources = [f"test #{int(i)}" for i in pick]
     others = [(Path(p).name, open_model(p, device=device).model) for p in also]
     out_dir = Path(out) if out else run.path / f"fool-{attack}"
@@ -127,5 +132,3 @@ def fool(spec: str, attack: str, target: str | None, eps: str, steps: int, resta
         return
     click.echo(table(res["table"]["rows"], res["table"]["header"]))
     click.echo(f"wrote {out_dir}/: fool.json, {', '.join(res['files'])} ({res['seconds']:.1f}s)")
-    if image_files and errors:  # the good pictures were written; the bad ones were named above
-        raise SystemExit(2)

@@ -30,6 +30,16 @@ class ImageSet:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def labelled(self) -> bool:
+        """Every item has a class (a flat ``--images`` folder gives -1: unlabelled)."""
+        return not bool((self.labels < 0).any())
+
+    @property
+    def known_labels(self) -> torch.Tensor | None:
+        """``labels``, or None for unlabelled items: callers then use the model's readings."""
+        return self.labels if self.labelled else None
+
     def floats(self) -> torch.Tensor:
         """All images as float32 in [0, 1]."""
         return self.images.float().div_(255)
@@ -39,7 +49,7 @@ class ImageSet:
         if n is None or n >= len(self):
             return self
         g = torch.Generator().manual_seed(seed)
-        if not stratified or bool((self.labels < 0).any()):  # unlabelled pictures: plain sample
+        if not stratified or not self.labelled:  # unlabelled pictures: plain sample
             idx = torch.randperm(len(self), generator=g)[:n]
         else:
             perm = torch.randperm(len(self), generator=g)

@@ -23,6 +23,7 @@ from ..data.cluttered import load_cluttered
 from ..data.preprocess import Preprocessed
 from ..data.store import cache_root
 from ..errors import KangaeError
+from ..probes._model import logits_of
 from ..probes.attribution import METHODS, explain
 from ..probes.explanation import Explanation, degenerate
 from ..probes.faithfulness import (
@@ -233,8 +234,11 @@ def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BEN
     if main:
         out.mkdir(parents=True, exist_ok=True)
     test = run.dataset("test", data_dir=data_dir).subset(n, seed=seed)
-    x, y = test.floats(), test.labels
+    x, y = test.floats(), test.known_labels
     model = run.model
+    if y is None:  # unlabelled pictures: explain the class the model reads in each
+        y = logits_of(model, x).argmax(1)
+        say(f"{test.name}: unlabelled, so each picture's explanation is of the class the model reads")
     num_classes = len(run.meta.classes)
     conv = any(isinstance(mod, torch.nn.Conv2d) for mod in model.modules())
     if cluttered_run is None and n_pointing > 0:
