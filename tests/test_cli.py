@@ -120,3 +120,14 @@ def test_layers_of_a_zoo_model_at_its_own_input_shape(name, shape, rows):
     assert f"input: {shape}" in res.output
     table = {line.split()[0]: line.split()[2] for line in res.output.splitlines() if len(line.split()) > 2}
     assert {k: table.get(k) for k in rows} == rows
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--lr", "nan", "--lr: must be a finite number, got nan"),
+    ("--lr", "inf", "--lr: must be a finite number, got inf"),
+    ("--shift", "-3", "--shift: must be at least 0, got -3"),
+])
+def test_train_refuses_numbers_that_cannot_train(blob_data, tmp_path, option, value, message):
+    res = run("train", "--model", "mlp", "--epochs", "1", option, value, "--out", str(tmp_path / "r"))
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "r").exists()

@@ -134,3 +134,24 @@ def test_a_corrupt_training_state_is_a_run_error(blob_data, tmp_path):
     (find_checkpoint(tmp_path / "r") / "state.json").write_text("{oops")
     with pytest.raises(RunError, match="unreadable training state"):
         kangae.train(out=tmp_path / "r", resume=True, **{**FAST, "epochs": None})
+
+
+class _Poison(Callback):
+    """Turns a weight into NaN after the first epoch: the second epoch's loss is NaN."""
+
+    def on_epoch_end(self, trainer, logs):
+        if logs["epoch"] == 1:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+
+def test_a_diverged_epoch_is_an_error_and_the_last_finite_epoch_is_kept(blob_data, tmp_path):
+    from kangae.training.trainer import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="diverged in epoch 2: train_loss is nan.*epoch 1's weights"):
+        kangae.train(out=tmp_path / "r", callbacks=[_Poison()], tensorboard=True, **FAST)
+    assert find_checkpoint(tmp_path / "r").name == "epoch-0001"  # no NaN checkpoint was written
+    run = kangae.load(tmp_path / "r")
+    assert all(torch.isfinite(p).all() for p in run.model.parameters())
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -93,6 +94,8 @@ def at_least(value: float | None, name: str, low: float = 1, *, strict: bool = F
     """A usage error when ``value`` is below ``low`` (or not above it, with ``strict``)."""
     if value is None:
         return
+    if not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value:g}", param_hint=name)
     if value < low or (strict and value == low):
         word = "positive" if strict and low == 0 else f"at least {low:g}"
         raise click.BadParameter(f"must be {word}, got {value:g}", param_hint=name)

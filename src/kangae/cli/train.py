@@ -60,6 +60,7 @@ def train(model_name: str | None, dataset: str, out: str | None, no_tensorboard:
     for key in ("epochs", "batch_size", "limit"):
         at_least(kwargs[key], f"--{key.replace('_', '-')}")
     at_least(kwargs["lr"], "--lr", 0, strict=True)
+    at_least(kwargs["max_shift"], "--shift", 0)
     adv_options = {key: value for key, value in (("warmup_epochs", kwargs.pop("eps_warmup")),
                                                  ("steps", kwargs.pop("adv_steps")),
                                                  ("alpha", kwargs.pop("adv_alpha")),

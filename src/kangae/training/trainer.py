@@ -8,6 +8,7 @@ bar on a terminal), so the trainer runs at bare-loop speed.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import KangaeError
 from ..models.layers import eval_mode
 from ..utils.device import module_device
 from .callbacks import Callback
@@ -36,6 +38,11 @@ class TrainState:
     running: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss sum, correct, n
     stopped: str = ""  # why training ended before ``epochs`` (a resume does not continue it)
     interrupted: bool = False
+
+
+class TrainingDiverged(KangaeError):
+    """The loss stopped being a number: raised at the end of the epoch, before its weights
+    are saved, so the run keeps the last epoch that was finite."""
 
 
 class TrainingInterrupted(Exception):
@@ -213,6 +220,11 @@ class Trainer:
         if val is not None:
             ev = evaluate(self.bare_model, val)
             logs.update(val_loss=ev["loss"], val_acc=ev["accuracy"])
+        bad = [k for k in ("train_loss", "val_loss") if k in logs and not math.isfinite(logs[k])]
+        if bad:
+            kept = f"epoch {s.epoch}'s" if s.epoch else "no"
+            raise TrainingDiverged(f"training diverged in epoch {s.epoch + 1}: {bad[0]} is {logs[bad[0]]} "
+                                   f"(the learning rate is likely too high); {kept} weights are kept")
         self.check_epoch(logs)
         logs["lr"] = self.lr
         if self.scheduler is not None and self.scheduler_interval == "epoch":
