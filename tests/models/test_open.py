@@ -189,6 +189,40 @@ def test_a_linear_first_layer_gives_the_size(tmp_path, monkeypatch):
     assert run.model.input_shape == (1, 28, 28)
 
 
+def test_a_flat_first_layer_and_a_given_size_give_the_channels(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlp.py").write_text(
+        "from torch import nn\ndef mlp():\n    return nn.Sequential(nn.Flatten(), nn.Linear(384, 4))\n")
+    run = open_model("mlp.py:mlp", card={"size": [16, 8], "mean": [0.5], "std": [0.25]})
+    assert run.model.input_shape == (3, 16, 8) and "channels" in run.card.inferred
+
+
+def test_the_card_beside_the_weights_goes_by_their_whole_name_first(tmp_path):
+    from kangae.models.card import card_beside
+
+    w = tmp_path / "w3.safetensors"
+    w.write_bytes(b"")
+    assert card_beside(w) is None
+    for name in ("card.json", "w3.card.json", "w3.safetensors.card.json"):  # each beats the one before
+        (tmp_path / name).write_text("{}")
+        assert card_beside(w) == tmp_path / name
+
+
+def test_a_model_without_weights_is_said_to_be_untrained(zoo, monkeypatch):
+    from kangae.models.open import NoWeightsWarning
+
+    monkeypatch.chdir(zoo["dir"])
+    with pytest.warns(NoWeightsWarning, match=r"userlib.py:small without --weights"):
+        open_model("userlib.py:small", card="card.json")
+    with pytest.warns(NoWeightsWarning, match="zoo model mlp without --weights: its weights are random"):
+        open_model("mlp")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoWeightsWarning)
+        open_model("userlib.py:small", weights="weights.pt")
+
+
 def test_card_file_with_class_file_and_imagenet_names(tmp_path):
     from kangae.models.card import read_card
 

@@ -195,11 +195,14 @@ def read_card(path: str | os.PathLike) -> ModelCard:
 
 
 def card_beside(weights: str | os.PathLike) -> Path | None:
-    """The card that sits beside a weights file, if any: ``<name>.card.json``, then ``card.json``."""
+    """The card that sits beside a weights file, if any: ``w.safetensors.card.json``, then
+    ``w.card.json`` (the name without its suffix, or up to its first dot), then ``card.json``."""
     w = Path(weights)
-    for candidate in (w.with_name(w.name.split(".")[0] + ".card.json"), w.parent / "card.json"):
-        if candidate.is_file():
-            return candidate
+    names = dict.fromkeys([w.name + ".card.json", w.stem + ".card.json",
+                           w.name.split(".")[0] + ".card.json", "card.json"])
+    for name in names:
+        if (w.parent / name).is_file():
+            return w.parent / name
     return None
 
 
@@ -250,6 +253,11 @@ def _infer_shape(card: ModelCard, model: nn.Module) -> tuple[ModelCard, list[str
         if c * side * side == first.in_features:
             channels, size = c, (side, side)
             inferred += ["size"] + (["channels"] if card.channels is None else [])
+    if channels is None and size is not None and isinstance(first, nn.Linear):
+        c, left = divmod(first.in_features, size[0] * size[1])
+        if c and not left:  # a flat first layer of C x H x W inputs
+            channels = c
+            inferred.append("channels")
     if channels is None and card.mean is not None and len(card.mean) > 1:
         channels = len(card.mean)
         inferred.append("channels")

@@ -203,6 +203,10 @@ def _import_factory(where: str, factory: str) -> Any:
     return obj
 
 
+class NoWeightsWarning(UserWarning):
+    """A model opened without weights: said, since its answers mean nothing if untrained."""
+
+
 def _from_factory(where: str, factory: str, weights: Path | None) -> nn.Module:
     build = _import_factory(where, factory)
     try:
@@ -213,6 +217,9 @@ def _from_factory(where: str, factory: str, weights: Path | None) -> nn.Module:
         raise RunError(f"{where}:{factory}() returned a {type(net).__name__}, not an nn.Module")
     if weights is not None:
         load_weights(net, read_state_dict(weights), str(weights))
+    else:
+        warnings.warn(f"{where}:{factory} without --weights: the model has the weights {factory}() "
+                      "gave it, random unless it loads its own", NoWeightsWarning, stacklevel=4)
     return net
 
 
@@ -225,6 +232,9 @@ def _from_zoo(name: str, weights: Path | None, card: ModelCard) -> tuple[nn.Modu
     net = create_model(name, **kw)
     if tensors is not None:
         load_weights(net, tensors, str(weights))
+    else:
+        warnings.warn(f"zoo model {name} without --weights: its weights are random, so what it "
+                      "shows is not what a trained model learned", NoWeightsWarning, stacklevel=3)
     own = next((m for m in net.modules() if isinstance(m, Normalize)), None)
     if own is not None and card.mean is not None and card.normalizes_itself is None:
         numbers = lambda t: ", ".join(f"{v:.4g}" for v in t.flatten().tolist())  # noqa: E731
