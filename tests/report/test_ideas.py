@@ -112,6 +112,13 @@ def test_dream_of_a_users_picture_from_the_cli(mlp_run, tmp_path):
     assert metrics["method"] == "dream" and metrics["targets"] == ["my photo"]
     assert metrics["scores"][0] > metrics["run"]["start_norm"][0]
     assert (out / "target-00-my_photo.png").is_file() and (out / "search.gif").is_file()
+    # one picture and three channels: three dreams, each raising its own channel the most
+    res = run("ideas", mlp_run, "--method", "dream", "--image", picture, "--targets", "layer:hidden:0-2",
+              "--steps", "5", "--out", tmp_path / "three")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "three" / "metrics.json").read_text())
+    assert metrics["targets"] == ["my photo ch 0", "my photo ch 1", "my photo ch 2"]
+    assert all(after > before for after, before in zip(metrics["scores"], metrics["run"]["start_norm"]))
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a picture")
     res = run("ideas", mlp_run, "--method", "dream", "--image", bad, "--targets", "layer:hidden",

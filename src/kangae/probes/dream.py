@@ -44,13 +44,13 @@ def _objective(act: torch.Tensor, channels: torch.Tensor | None) -> torch.Tensor
     """Half the mean squared activation of each image: of the whole layer, or of its channel."""
     if channels is not None:
         act = act[torch.arange(len(act), device=act.device), channels.to(act.device)]
-    return 0.5 * act.pow(2).flatten(1).mean(1)
+    return 0.5 * act.pow(2).reshape(len(act), -1).mean(1)  # a unit of a flat layer is one value
 
 
 def _norm(act: torch.Tensor, channels: torch.Tensor | None) -> torch.Tensor:
     if channels is not None:
         act = act[torch.arange(len(act), device=act.device), channels.to(act.device)]
-    return act.flatten(1).norm(dim=1)
+    return act.reshape(len(act), -1).norm(dim=1)
 
 
 def _octave_sizes(run, x: torch.Tensor, octaves: int, scale: float) -> tuple[list, list]:

@@ -108,8 +108,12 @@ def compute_ideas(model: nn.Module, method: str, spec: TargetSpec, *, images: to
     if method == "dream":
         if spec.objective != "channel" or images is None:
             raise KangaeError("dream needs pictures (--image FILE) and a layer (--targets layer:NAME)")
-        target = None if not spec.given else spec.indices if len(spec.indices) > 1 else spec.indices[0]
-        return deep_dream(model, images, layer=spec.layer, target=target, **opts)  # type: ignore[arg-type]
+        if not spec.given:
+            return deep_dream(model, images, layer=spec.layer, **opts)
+        # every picture with every channel given, picture by picture: one batch of N x K dreams
+        k = len(spec.indices)
+        target = torch.tensor(spec.indices).repeat(len(images))
+        return deep_dream(model, images.repeat_interleave(k, 0), layer=spec.layer, target=target, **opts)
     if spec.objective == "channel" and method != "gradient":
         raise KangaeError("layer targets need --method gradient (the channel objective) or dream")
     if method in ("greedy", "mc", "block"):
@@ -146,7 +150,9 @@ def write_ideas(model: nn.Module, classes: list[str], method: str, targets: str,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if method == "dream":
-        names = list(picture_names or [str(i) for i in range(len(result.images))])
+        names = list(picture_names or [str(i) for i in range(len(images if images is not None else []))])
+        if spec.given:  # N pictures x K channels, picture by picture
+            names = [f"{n} ch {c}" for n in names for c in spec.indices]
         check = None
         titles = [f"{n}: norm {a:.3g} -> {float(b):.3g}"
                   for n, a, b in zip(names, result.metrics["start_norm"], result.scores)]
