@@ -66,9 +66,18 @@ def test_confusion_and_calibrate_name_the_pictures_not_a_test_split(user):
     doc = json.loads(Path("cm/confusion.json").read_text())
     assert doc["dataset"] == "pics" and doc["split"] == "images"
     res = run("calibrate", "colours.py:colour", "--card", "card.json", "--images", "pics", "--out", "ca",
+              "--bins", "3")  # 9 good pictures: too few to fit a temperature on
+    assert res.exit_code == 2 and "needs at least 20 examples to fit T on" in res.output
+    for k, name in enumerate(("red", "green", "blue")):
+        (Path("many") / name).mkdir(parents=True)
+        for i in range(14):
+            c = [30 + i, 30, 30]
+            c[k] = 120 + 9 * i
+            Image.new("RGB", (16, 16), tuple(c)).save(Path("many") / name / f"{i}.png")
+    res = run("calibrate", "colours.py:colour", "--card", "card.json", "--images", "many", "--out", "ca",
               "--bins", "3")
-    assert res.exit_code == 2, res.output
-    assert "pics images; numbers on the other" in res.output and "test images" not in res.output
+    assert res.exit_code == 0, res.output
+    assert "many images; numbers on the other" in res.output and "test images" not in res.output
 
 
 def test_explain_a_photo_file_and_a_folder(user):

@@ -44,6 +44,16 @@ def test_a_known_overconfident_predictor_matches_the_closed_form():
     assert int(res.bin_count.sum()) == 1000 and int((res.bin_count > 0).sum()) == 1
 
 
+def test_temperature_scaling_refuses_too_few_examples_to_fit():
+    """Fitted on one picture, T came out as 3.5e7 and the ECE rose from 0% to 90%."""
+    from kangae.probes.inputs import ProbeInputError
+
+    logits, labels = torch.randn(39, 10, generator=torch.Generator().manual_seed(0)), torch.zeros(39).long()
+    with pytest.raises(ProbeInputError, match="at least 20 examples to fit T on.*39 examples give 19"):
+        temperature_scaling(logits, labels)
+    temperature_scaling(torch.cat([logits, logits[:1]]), torch.zeros(40).long())
+
+
 def test_temperature_scaling_recovers_a_known_temperature():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(60000, 10, generator=g) * 3

@@ -42,6 +42,8 @@ def test_tour_of_a_user_model(tmp_path):
     report = json.loads((tmp_path / "tour" / "report.json").read_text())["steps"]
     assert report["models"]["numbers"]["yours"]["accuracy"] == 1.0
     assert report["dreams"]["status"] == "skipped"
+    # 9 pictures are too few to fit a temperature on half of them: said, not a failure
+    assert report["calibration"]["status"] == "skipped"
     assert "skipped" in report["learning"]["numbers"]["dynamics"]
     assert report["fooling"]["numbers"]["pgd"]["table"]["rows"][0][1] == "100.0%"
     assert (tmp_path / "tour" / "ideas" / "gradient" / "grid.png").is_file()

@@ -18,7 +18,9 @@ from torch import nn
 
 from ._model import logits_of
 from .display import Shows
-from .inputs import as_images, as_target, renamed
+from .inputs import ProbeInputError, as_images, as_target, renamed
+
+MIN_FIT = 20  # examples to fit a temperature on: with fewer, T runs off to extremes
 
 
 @dataclass
@@ -167,6 +169,9 @@ def temperature_scaling(logits: torch.Tensor, target: torch.Tensor, bins: int = 
     n = len(labels)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     cut = int(n * fit_fraction)
+    if cut < MIN_FIT or n - cut < 1:
+        raise ProbeInputError(f"temperature scaling needs at least {MIN_FIT} examples to fit T on and more "
+                              f"to check it; {n} examples give {cut} (use more pictures)")
     fit, held = perm[:cut], perm[cut:]
     t = fit_temperature(logits[fit], labels[fit])
     before = calibration(logits[held], labels[held], bins)
