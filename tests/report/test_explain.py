@@ -143,6 +143,13 @@ def test_pointing_game_with_a_given_cluttered_run(blob_data, mlp_run, tmp_path):
     assert float(csv[3].split(",")[1]) == round(100 * rate, 1)
 
 
+def test_a_cluttered_run_that_is_not_one_is_a_clear_line(blob_data, mlp_run, tmp_path):
+    r = _kangae("explain-bench", str(mlp_run), "--methods", "saliency", "--n", "4", "--sanity", "2",
+                "--pointing", "5", "--cluttered-run", str(mlp_run), "--out", str(tmp_path / "b"))
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "takes [1, 28, 28] pictures, not the [1, 56, 56] cluttered-MNIST canvases" in r.output
+
+
 def test_explain_says_why_a_mask_did_not_move(mlp_run, tmp_path):
     import torch
 

@@ -23,7 +23,7 @@ from ..data.cluttered import load_cluttered
 from ..data.preprocess import Preprocessed
 from ..data.store import cache_root
 from ..errors import KangaeError
-from ..probes._model import logits_of
+from ..probes._model import input_shape_of, logits_of
 from ..probes.attribution import METHODS, explain
 from ..probes.explanation import Explanation, degenerate
 from ..probes.faithfulness import (
@@ -108,6 +108,19 @@ class BenchSizes:
 
 
 Task = Callable[[], dict[str, Any]]
+
+
+def _check_fits(run: Any, shape: tuple[int, ...]) -> None:
+    """The pointing game's model must take the cluttered canvases; a run trained on another
+    dataset is one clear line, not a shape error deep in the first forward pass."""
+    try:
+        takes = tuple(input_shape_of(run.model))
+    except KangaeError:
+        return  # the model does not say; its first forward pass will
+    if takes != shape:
+        raise KangaeError(f"the pointing game's model ({run.path}) takes {list(takes)} pictures, not the "
+                          f"{list(shape)} cluttered-MNIST canvases: give --cluttered-run a run trained on "
+                          "cluttered-mnist, or leave it out to train one")
 
 
 def _faithfulness_task(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, method: str,
@@ -245,6 +258,8 @@ def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BEN
         say("pointing game: loading (or training once) the cluttered-MNIST model")
         cluttered_run = shard.main_first(lambda: cluttered_model(data_dir))
     clut = load_cluttered("test", data_dir) if n_pointing > 0 else None
+    if clut is not None:
+        _check_fits(cluttered_run, tuple(clut.data.images.shape[1:]))
     baselines: dict[str, Any] = {}
     if clut is not None:
         xc, yc = clut.data.floats()[:n_pointing], clut.data.labels[:n_pointing]
