@@ -117,6 +117,16 @@ def test_bench_carries_every_metric_and_counts_degenerate_maps(mlp_run, tmp_path
     md = (tmp_path / "b" / "bench.md").read_text()
     assert "| blank-test | 6 | 6 | - |" in md and "ROAD MoRF" in md and "random-logit SSIM" in md
     assert (tmp_path / "b" / "cascade.png").is_file()
+    # strict JSON (no bare NaN: the blank method's means are null), and no goal about what did
+    # not run: neither the mask nor the pointing game
+    def refuse(constant):
+        raise AssertionError(f"bare {constant} in bench.json")
+
+    saved = json.loads((tmp_path / "b" / "bench.json").read_text(), parse_constant=refuse)
+    assert saved["methods"]["blank-test"]["deletion"][0] is None
+    assert saved["goals"] == {"mask_deletion_beats_saliency": None, "mask_deletion_beats_random": None,
+                              "best_pointing": None}
+    assert "mask deletion AUC" not in md and "pointing game:" not in md
 
 
 def test_pointing_game_with_a_given_cluttered_run(blob_data, mlp_run, tmp_path):
@@ -193,3 +203,8 @@ def test_explain_bench_scores_a_short_list_unless_asked_for_all(mlp_run, tmp_pat
     help_text = " ".join(_kangae("explain-bench", "--help").output.split())
     assert "'all' for every one of the 18" in help_text
     assert "[default: saliency,ig,gradcam,rise,mask,random]" in help_text
+
+
+def test_explain_bench_needs_a_method(mlp_run, tmp_path):
+    r = _kangae("explain-bench", str(mlp_run), "--methods", " , ", "--out", str(tmp_path / "b"))
+    assert r.exit_code == 2 and "give at least one method" in r.output and not (tmp_path / "b").exists()

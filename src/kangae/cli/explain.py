@@ -150,6 +150,8 @@ def explain_bench(spec: str, methods: str, n: int, n_pointing: int, n_sanity: in
     clut = load(cluttered_run, device=device) if cluttered_run else None
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     chosen = list(METHODS) if chosen == ["all"] else chosen
+    if not chosen:
+        raise click.BadParameter("give at least one method, or 'all'", param_hint="--methods")
     out_dir = Path(out) if out else run.path / "explain-bench"
     res = bench(run, out_dir, chosen, n=n, n_pointing=n_pointing, n_sanity=n_sanity,
                 mask_steps=mask_steps, cluttered_run=clut, seed=seed,

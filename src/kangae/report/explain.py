@@ -374,12 +374,17 @@ def _goals(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
         v = rows.get(m, {}).get(k)
         return v[0] if v else float("nan")
 
+    def beats(m: str, other: str) -> bool | None:  # None: one of the two was not measured
+        a, b = get(m, "deletion"), get(other, "deletion")
+        return None if math.isnan(a) or math.isnan(b) else a < b
+
     best = max(((get(m, "pointing"), m) for m in rows if not math.isnan(get(m, "pointing"))),
-               default=(float("nan"), None))
+               default=None)
     return {
-        "mask_deletion_beats_saliency": get("mask", "deletion") < get("saliency", "deletion"),
-        "mask_deletion_beats_random": get("mask", "deletion") < get("random", "deletion"),
-        "best_pointing": {"method": best[1], "rate": best[0], "goal": 0.9, "met": best[0] >= 0.9},
+        "mask_deletion_beats_saliency": beats("mask", "saliency"),
+        "mask_deletion_beats_random": beats("mask", "random"),
+        "best_pointing": (None if best is None else
+                          {"method": best[1], "rate": best[0], "goal": 0.9, "met": best[0] >= 0.9}),
     }
 
 
@@ -438,10 +443,14 @@ def markdown_table(result: dict[str, Any]) -> str:
                      f"{_fmt(base['pointing_difficult'], True)} on the difficult ones.")
         lines.append("")
     g = result["goals"]
-    lines += [f"- mask deletion AUC beats saliency: {g['mask_deletion_beats_saliency']}; "
-              f"beats random: {g['mask_deletion_beats_random']}",
-              f"- best pointing game: {g['best_pointing']['method']} "
-              f"{g['best_pointing']['rate']:.1%} (goal ≥ 90%: {g['best_pointing']['met']})", ""]
+    beats = [f"{other}: {g[f'mask_deletion_beats_{other}']}" for other in ("saliency", "random")
+             if g[f"mask_deletion_beats_{other}"] is not None]
+    if beats:  # only what both sides were measured for
+        lines.append(f"- mask deletion AUC beats {'; beats '.join(beats)}")
+    best = g["best_pointing"]
+    if best:
+        lines.append(f"- best pointing game: {best['method']} {best['rate']:.1%} (goal ≥ 90%: {best['met']})")
+    lines.append("")
     return "\n".join(lines)
 
 

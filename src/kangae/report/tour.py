@@ -450,6 +450,15 @@ def _data_uri(path: Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
+def _plus_minus(v: Any, pct: bool = False) -> str:
+    """A (mean, standard error) pair as "m ± se"; "-" where nothing was measured (None or NaN,
+    as a resumed step reads it back from strict JSON)."""
+    if not v or v[0] is None or v[0] != v[0]:
+        return "-"
+    mean, se = v[0], v[1] if v[1] is not None and v[1] == v[1] else float("nan")
+    return f"{mean:.1%} ± {se:.1%}" if pct else f"{mean:.3f} ± {se:.3f}"
+
+
 def render_report(out: Path, results: list[StepResult], settings: Settings,
                   titles: dict[str, str], seconds: float, user: dict[str, Any] | None = None) -> Path:
     """Write ``report.html`` (every image inlined) and ``report.json`` (every number)."""
@@ -460,8 +469,7 @@ def render_report(out: Path, results: list[StepResult], settings: Settings,
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["pct"] = lambda v: "-" if v is None else f"{v:.1%}"
     env.filters["num"] = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"
-    env.filters["pm"] = lambda v, pct=False: (
-        "-" if not v or v[0] != v[0] else (f"{v[0]:.1%} ± {v[1]:.1%}" if pct else f"{v[0]:.3f} ± {v[1]:.3f}"))
+    env.filters["pm"] = _plus_minus
     template = env.from_string((files("kangae.report") / "templates" / "tour.html.j2").read_text())
     images = {}
     for r in results:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -62,8 +63,22 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN and infinity as None: strict JSON (JavaScript's ``JSON.parse``
+    and most parsers refuse Python's bare ``NaN``), and "no number" is what they mean here."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    """``obj`` as strict JSON (see :func:`finite_json`), written atomically."""
+    text = json.dumps(finite_json(obj), indent=2, sort_keys=False, allow_nan=False)
+    write_bytes(path, (text + "\n").encode())
 
 
 @contextmanager
