@@ -145,10 +145,11 @@ def test_unlabelled_pictures_are_read_by_the_model_where_a_command_needs_classes
     assert res.exit_code == 0, res.output
     assert "the model reads as that class" in res.output
     res = run("explain-bench", "colours.py:colour", "--card", "card.json", "--images", "flat",
-              "--methods", "saliency", "--n", "3", "--pointing", "0", "--sanity", "2", "--robust", "1",
+              "--methods", "saliency", "--n", "3", "--pointing", "0", "--sanity", "8", "--robust", "1",
               "--out", "eb")
     assert res.exit_code == 0, res.output
     assert "explanation is of the class the model reads" in res.output
+    assert json.loads(Path("eb/bench.json").read_text())["n_sanity"] == 3  # the pictures there are
     res = run("fool", "colours.py:colour", "--card", "card.json", "--images", "flat", "--attack", "edit",
               "--misread", "--out", "fe")
     assert res.exit_code == 2 and "--misread needs labels" in res.output

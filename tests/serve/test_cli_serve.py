@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
+import kangae
 from kangae.cli import cli
 from kangae.errors import KangaeError
 from kangae.serve import app_for
@@ -71,7 +72,9 @@ def test_tour_folder_with_prototypes(tmp_path: Path, serve_run: Path) -> None:
         out = client.get("/api/ideas").json()  # no search: ready at once
         assert out["ready"] and out["method"] == "precomputed: tour-protos.safetensors"
         assert torch.allclose(torch.tensor(out["images"]), protos[:, 0], atol=1e-3)
-        assert client.get("/api/info").json()["run"] == serve_run.name
+        info = client.get("/api/info").json()
+        assert info["run"] == serve_run.name
+        assert info["accuracy"] == kangae.load(serve_run).meta.metrics["val_acc"]  # was null
 
 
 def _free_port() -> int:

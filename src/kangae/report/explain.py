@@ -306,7 +306,7 @@ def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BEN
         say(_format_row(method, row))
     goals = _goals(rows)
     result = {"model": run.meta.model, "run": str(run.path), "n": len(x), "n_pointing": n_pointing,
-              "n_sanity": n_sanity, "n_robust": n_robust, "mask_steps": mask_steps, "methods": rows,
+              "n_sanity": k_sanity, "n_robust": k_robust, "mask_steps": mask_steps, "methods": rows,
               "goals": goals, "pointing_baselines": baselines,
               "n_difficult": int(hard.sum()) if clut is not None else 0,
               "pointing_model": str(cluttered_run.path) if cluttered_run is not None else None,

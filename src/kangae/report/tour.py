@@ -526,8 +526,9 @@ def run_tour(out: str | os.PathLike = "tour", quick: bool = False,
     if protos.is_file():
         info["prototypes"] = str(protos.relative_to(out))
     write_json(out / "tour.json", info)
-    user = None if model is None else {"model": model.meta.model, "spec": model.config.get("spec"),
-                                       "pictures": model.images.source if model.images is not None else None}
+    user = None if model is None else {
+        "model": model.meta.model, "spec": model.config.get("spec") or str(model.path),
+        "pictures": model.images.source if model.images is not None else None}
     path = render_report(out, results, settings, titles, seconds, user)
     failed = [r.name for r in results if r.status == "failed"]
     log(f"wrote {path} in {seconds:.0f} s" + (f"; failed steps: {', '.join(failed)}" if failed else ""))

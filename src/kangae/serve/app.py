@@ -176,7 +176,7 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
     meta = engine.run.meta
     info = {"mode": "picture" if picture else "digits", "classes": engine.classes, "model": meta.model,
             "dataset": meta.dataset, "shape": list(engine.shape), "run": title or engine.run.path.name,
-            "accuracy": meta.metrics.get("test_accuracy", meta.metrics.get("accuracy"))}
+            "accuracy": _test_accuracy(meta.metrics)}
     if picture:
         info.update(picture_info(engine))
     page = env.get_template("picture.html" if picture else "index.html").render(info=info,
@@ -301,6 +301,14 @@ def create_app(engine: Engine, *, max_body: int = MAX_BODY, title: str = "",
 def is_digit_model(run: Any) -> bool:
     """A model whose card prepares pictures as MNIST digits gets the drawing page."""
     return run.card is None or run.card.preprocess == "mnist"
+
+
+def _test_accuracy(metrics: dict[str, Any]) -> float | None:
+    """The run's test accuracy: kangae validates on the test split (``val_acc``)."""
+    for key in ("test_accuracy", "accuracy", "val_acc"):
+        if isinstance(metrics.get(key), (int, float)):
+            return float(metrics[key])
+    return None
 
 
 def app_for(spec: str | os.PathLike, *, weights: str | os.PathLike | None = None,
