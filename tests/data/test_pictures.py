@@ -73,12 +73,14 @@ def test_each_failure_gets_its_own_reason(tmp_path):
     }
     for name, (data, _) in cases.items():
         (tmp_path / name).write_bytes(data)
-    batch = read_pictures([tmp_path / n for n in cases] + [tmp_path / "missing.png"])
+    (tmp_path / "adir.png").mkdir()
+    batch = read_pictures([tmp_path / n for n in cases] + [tmp_path / "missing.png", tmp_path / "adir.png"])
     assert batch.items == [] and batch.failed
     got = {e.source.rsplit("/", 1)[-1]: e.reason for e in batch.errors}
     for name, (_, reason) in cases.items():
         assert reason in got[name], (name, got[name])
     assert got["missing.png"] == "no such file"
+    assert got["adir.png"].startswith("a folder, not a picture")
     assert all(str(e).startswith(e.source + ": ") and "\n" not in str(e) for e in batch.errors)
 
 

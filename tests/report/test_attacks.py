@@ -55,7 +55,11 @@ def test_fool_pgd_writes_numbers_grids_and_a_curve(mlp_run, tmp_path):
     data3 = json.loads((tmp_path / "restarts" / "fool.json").read_text())
     assert data3["restarts"] == 3 and data3["per_eps"][0]["accuracy"] <= acc[1]
     wrong = run("fool", mlp_run, "--attack", "fgsm", "--restarts", "3", "--out", tmp_path / "no")
-    assert wrong.exit_code == 2 and "restarts are for --attack pgd" in wrong.output
+    assert wrong.exit_code == 2 and "--restarts applies to --attack pgd, not" in wrong.output
+    for extra, message in ((["--steps", "5"], "--steps applies to --attack pgd, not fgsm"),
+                           (["--alphas", "0,1"], "--alphas applies to --attack template, not fgsm")):
+        wrong = run("fool", mlp_run, "--attack", "fgsm", *extra, "--out", tmp_path / "no")
+        assert wrong.exit_code == 2 and message in wrong.output  # said, not silently ignored
 
 
 def test_fool_template_side_by_side_and_alpha_zero(mlp_run, tmp_path):

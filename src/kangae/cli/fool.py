@@ -15,9 +15,15 @@ from ._options import (
     numbers,
     open_run,
     read_picture_files,
+    refuse_inapplicable,
     seed_option,
     table,
 )
+
+# the options each attack reads: one it does not read is a usage error, not silently dropped
+APPLIES = {"eps": ("fgsm", "pgd"), "steps": ("pgd",), "restarts": ("pgd",), "alphas": ("template",),
+           "also": ("template",), "levels": ("edit",), "threshold": ("edit",), "max_edits": ("edit",),
+           "source_class": ("edit",), "misread": ("edit",)}
 
 
 @click.command()
@@ -53,7 +59,9 @@ from ._options import (
 @data_dir_option
 @model_options
 @images_option
-def fool(spec: str, attack: str, target: str | None, eps: str, steps: int, restarts: int, alphas: str,
+@click.pass_context
+def fool(ctx: click.Context, spec: str, attack: str, target: str | None, eps: str, steps: int,
+         restarts: int, alphas: str,
          image_files: tuple[str, ...], n_images: int | None, levels: str, threshold: float,
          max_edits: int, source_class: str | None, misread: bool, also: tuple[str, ...], out: str | None,
          seed: int, device: str, data_dir: str | None, weights: str | None, card: str | None,
@@ -69,8 +77,7 @@ def fool(spec: str, attack: str, target: str | None, eps: str, steps: int, resta
     from ..training.run import open_model
     from ..utils.shard import is_main, start
 
-    if restarts > 1 and attack != "pgd":
-        raise click.BadParameter("restarts are for --attack pgd", param_hint="--restarts")
+    refuse_inapplicable(ctx, attack, APPLIES, what="--attack")
     eps_values = numbers(eps, "--eps", low=0, high=1, what="eps (in pixel units)")
     level_values = numbers(levels, "--levels", low=0, high=1, what="levels")
     if not 0 < threshold < 1:

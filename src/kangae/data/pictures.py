@@ -111,6 +111,8 @@ def _read_source(data: bytes | str | os.PathLike, name: str) -> bytes:
         raw = bytes(data)
     else:
         path = Path(data)
+        if path.is_dir():
+            raise _fail(name, "a folder, not a picture (give a folder of pictures as --images FOLDER)")
         if not path.is_file():
             raise _fail(name, "no such file")
         try:
