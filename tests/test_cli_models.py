@@ -67,7 +67,7 @@ def test_confusion_and_calibrate_name_the_pictures_not_a_test_split(user):
     assert doc["dataset"] == "pics" and doc["split"] == "images"
     res = run("calibrate", "colours.py:colour", "--card", "card.json", "--images", "pics", "--out", "ca",
               "--bins", "3")  # 9 good pictures: too few to fit a temperature on
-    assert res.exit_code == 2 and "needs at least 20 examples to fit T on" in res.output
+    assert res.exit_code == 2 and "needs at least 5 examples to fit T on" in res.output
     for k, name in enumerate(("red", "green", "blue")):
         (Path("many") / name).mkdir(parents=True)
         for i in range(14):

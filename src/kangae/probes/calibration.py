@@ -20,7 +20,7 @@ from ._model import logits_of
 from .display import Shows
 from .inputs import ProbeInputError, as_images, as_target, renamed
 
-MIN_FIT = 20  # examples to fit a temperature on: with fewer, T runs off to extremes
+MIN_FIT = 5  # examples to fit a temperature on: on one, T ran off to 3.5e7
 
 
 @dataclass
