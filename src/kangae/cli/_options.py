@@ -157,7 +157,7 @@ def open_run(spec: str, weights: str | None = None, card: str | None = None, dev
     left_out(len(run.image_errors))
     if run.images is not None:
         labels = run.images.labels
-        kind = (f"in {len(set(labels.tolist()))} classes" if bool((labels >= 0).all())
+        kind = (f"in {len(set(labels.tolist()))} classes" if run.images.labelled
                 else "(no class folders: unlabelled)")
         left = f", {len(run.image_errors)} left out" if run.image_errors else ""
         click.echo(f"{images}: {len(labels)} pictures {kind}{left}", err=True)
@@ -168,7 +168,7 @@ def needs_labels(run: Any, what: str) -> None:
     """Refuse an unlabelled ``--images`` folder for a command that compares with the truth."""
     from ..errors import KangaeError
 
-    if run.images is not None and bool((run.images.labels < 0).any()):
+    if run.images is not None and not run.images.labelled:
         raise KangaeError(f"{what} needs labels, and {run.images.source} has no class subfolders "
                           "(explain, ideas and predictions work without)")
 

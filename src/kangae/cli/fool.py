@@ -102,30 +102,30 @@ def fool(ctx: click.Context, spec: str, attack: str, target: str | None, eps: st
         sources = [Path(s).name for s in read.sources]
     else:
         n = n_images or (8 if attack == "edit" else 1000)
-        from ..probes._model import logits_of
+        from ..probes._model import readings
 
         data = run.dataset("test", data_dir=data_dir)
         batch, labels = data.floats(), data.known_labels  # None: unlabelled --images pictures
         if misread or source_class is not None:
             needs_labels(run, "--misread" if misread else "--from")
-        # pictures without labels are picked by what the model reads them as
-        known = labels.long() if labels is not None else logits_of(run.model, batch).argmax(1)
+        labels = None if labels is None else labels.long()
         if misread:
             if attack != "edit" or k is not None:
                 raise KangaeError("--misread goes with --attack edit and no --target")
-            pick = (logits_of(run.model, batch).argmax(1) != known).nonzero().flatten()[:n]
-            k_targets = known[pick]
+            pick = (readings(run.model, batch) != labels).nonzero().flatten()[:n]
+            k_targets = labels[pick]
         elif source_class is not None:  # e.g. 0 -> 9
             src = parse_targets(source_class, run.model, run.classes, shape).indices
             if len(src) != 1 or source_class.startswith("layer:"):
                 raise KangaeError(f"invalid --from {source_class!r}: give one class")
-            pick = (known == src[0]).nonzero().flatten()[:n]
-        elif attack == "edit" and k is not None:  # digits of other classes
+            pick = (labels == src[0]).nonzero().flatten()[:n]
+        elif attack == "edit" and k is not None:  # digits (or unlabelled pictures read as) other classes
+            known = labels if labels is not None else readings(run.model, batch)
             pick = (known != k).nonzero().flatten()[:n]
         else:
             pick = torch.arange(min(n, len(batch)))
         batch = batch[pick]
-        labels = None if labels is None else labels.long()[pick]
+        labels = None if labels is None else labels[pick]
         sources = [f"test #{int(i)}" for i in pick]
     others = [(Path(p).name, open_model(p, device=device).model) for p in also]
     out_dir = Path(out) if out else run.path / f"fool-{attack}"

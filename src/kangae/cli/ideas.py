@@ -127,9 +127,9 @@ def ideas(ctx: click.Context, spec: str, method: str, targets: str, out: str | N
             data = run.dataset("test", data_dir=data_dir).subset(2000, seed=seed)
             images, labels = data.floats(), data.known_labels
             if labels is None:  # a flat --images folder: group the pictures by their readings
-                from ..probes._model import logits_of
+                from ..probes._model import readings
 
-                labels = logits_of(run.model, images).argmax(1)
+                labels = readings(run.model, images)
                 click.echo(f"{data.name}: unlabelled, so each class's template averages the pictures "
                            "the model reads as that class", err=True)
     out_dir = Path(out) if out else run.path / f"ideas-{method}"

@@ -162,6 +162,11 @@ def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int | None = N
     return torch.cat(out)
 
 
+def readings(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The class the model reads in each image: what stands in for labels it has none of."""
+    return logits_of(model, images).argmax(1)
+
+
 def resolve_targets(probs: torch.Tensor, target: object) -> torch.Tensor:
     """Target classes for a batch (see :func:`kangae.probes.inputs.as_target`), on the
     device of ``probs``: the predicted ones for ``None``/``"auto"``."""

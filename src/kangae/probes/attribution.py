@@ -404,11 +404,11 @@ def explain(model: nn.Module, images: torch.Tensor,
     """
     spec = get_explainer(method)
     method = spec.name
+    if spec.kind == "explanation" and batch_size is not None and "batch_size" in spec.options:
+        options = {**options, "batch_size": batch_size}
     settings = spec.settings(options)  # an option the method does not take fails here, first
     if spec.kind == "explanation":
-        if batch_size is not None and "batch_size" in spec.options:
-            options = {**options, "batch_size": batch_size}
-        e = spec.fn(model, images, None if target == "auto" else target, seed=seed, **spec.settings(options))
+        e = spec.fn(model, images, None if target == "auto" else target, seed=seed, **settings)
         return _with_inputs(flag_degenerate(e), images)
     device = module_device(model)
     x = images.to(device)

@@ -23,6 +23,10 @@ from .inputs import ProbeInputError, as_images, as_target, renamed
 MIN_FIT = 5  # examples to fit a temperature on: on one, T ran off to 3.5e7
 
 
+class TooFewToFit(ProbeInputError):
+    """Fewer than :data:`MIN_FIT` examples to fit a temperature on."""
+
+
 @dataclass
 class CalibrationResult(Shows):
     """Per-bin statistics and per-example confidence; ``metrics`` has ECE, MCE, NLL, Brier."""
@@ -170,7 +174,7 @@ def temperature_scaling(logits: torch.Tensor, target: torch.Tensor, bins: int = 
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     cut = int(n * fit_fraction)
     if cut < MIN_FIT or n - cut < 1:
-        raise ProbeInputError(f"temperature scaling needs at least {MIN_FIT} examples to fit T on and more "
+        raise TooFewToFit(f"temperature scaling needs at least {MIN_FIT} examples to fit T on and more "
                               f"to check it; {n} examples give {cut} (use more pictures)")
     fit, held = perm[:cut], perm[cut:]
     t = fit_temperature(logits[fit], labels[fit])

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import KangaeError
+from ..probes._model import readings
 from ..probes.attacks import fewest_pixel_edits, fgsm, pgd, robustness_curve, template_attack
 from ..probes.attacks.edits import EditResult
 from ..probes.attacks.gradient import AttackResult
@@ -110,7 +111,7 @@ def _template(model: nn.Module, classes: list[str], out: Path, x: torch.Tensor, 
               size: int = FOOL_BLOCK) -> dict[str, Any]:
     target = 7 if target is None else target
     if y is None and not _is_linear(model):
-        y = _readings(model, x)  # the model's own readings stand in for labels
+        y = readings(model, x)  # the model's own readings stand in for labels
     rows: dict[str, Any] = {}
     first = None
     for name, m in models:
@@ -146,16 +147,10 @@ def _is_linear(model: nn.Module) -> bool:
     return is_linear(model)
 
 
-def _readings(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    from ..probes._model import logits_of
-
-    return logits_of(model, x).argmax(1)
-
-
 def _gradient(model: nn.Module, classes: list[str], out: Path, attack: str, x: torch.Tensor,
               y: torch.Tensor | None, target: int | None, eps: Sequence[float], steps: int,
               seed: int, restarts: int = 1, size: int = FOOL_BLOCK) -> dict[str, Any]:
-    labels = _readings(model, x) if y is None else y
+    labels = readings(model, x) if y is None else y
     targeted = target is not None
     goal = torch.full_like(labels, target) if targeted else labels
     per_eps = []

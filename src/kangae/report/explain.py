@@ -23,7 +23,7 @@ from ..data.cluttered import load_cluttered
 from ..data.preprocess import Preprocessed
 from ..data.store import cache_root
 from ..errors import KangaeError
-from ..probes._model import input_shape_of, logits_of
+from ..probes._model import input_shape_of, readings
 from ..probes.attribution import METHODS, explain
 from ..probes.explanation import Explanation, degenerate
 from ..probes.faithfulness import (
@@ -250,7 +250,7 @@ def explain_bench(run: Any, out: str | os.PathLike, methods: Sequence[str] = BEN
     x, y = test.floats(), test.known_labels
     model = run.model
     if y is None:  # unlabelled pictures: explain the class the model reads in each
-        y = logits_of(model, x).argmax(1)
+        y = readings(model, x)
         say(f"{test.name}: unlabelled, so each picture's explanation is of the class the model reads")
     num_classes = len(run.meta.classes)
     conv = any(isinstance(mod, torch.nn.Conv2d) for mod in model.modules())
